@@ -1,0 +1,40 @@
+"""Typed errors of the library. The CLI turns every ``GemsearchError`` into a readable message."""
+
+
+class GemsearchError(Exception):
+    """Base class of every error gemsearch raises on purpose."""
+
+
+class ConfigError(GemsearchError):
+    """A configuration value or file is invalid."""
+
+
+class MissingDependencyError(GemsearchError, ImportError):
+    """An optional dependency (an extra) is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'gemsearch[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class WeightsUnavailableError(GemsearchError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+class ModelError(GemsearchError):
+    """A model file, checkpoint or manifest is invalid or does not fit the request."""
+
+
+class ImageError(GemsearchError):
+    """An image could not be read or decoded."""
+
+    def __init__(self, message: str, reason: str = "decode_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(GemsearchError):
+    """A vector store refused an operation or is unreachable."""
