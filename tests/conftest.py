@@ -1,0 +1,50 @@
+"""Shared fixtures. The OpenSearch node is real: started once per session by the harness.
+
+There is no skip path: if Java, Maven or the node fails, every test that needs it errors with the
+harness's message and the node's log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opensearch_harness import OpenSearchNode, start_node
+from opensearchpy import OpenSearch
+
+_NODES: list[OpenSearchNode] = []
+
+
+@pytest.fixture(scope="session")
+def opensearch_node() -> Iterator[OpenSearchNode]:
+    node = start_node()
+    _NODES.append(node)
+    try:
+        yield node
+    finally:
+        _NODES.remove(node)
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch(opensearch_node: OpenSearchNode) -> Iterator[OpenSearch]:
+    client = OpenSearch(hosts=[opensearch_node.url], timeout=30)
+    yield client
+    client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if {"opensearch", "opensearch_node"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.opensearch)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """A failing test that used the node gets the node's log in its report."""
+    report = yield
+    if report.failed and "opensearch" in item.keywords:
+        for node in _NODES:
+            report.sections.append((f"OpenSearch {node.name} log (tail)", node.log_tail(60)))
+    return report

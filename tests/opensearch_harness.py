@@ -1,0 +1,463 @@
+"""A real OpenSearch node (or a small cluster) for tests, built from Maven Central artifacts.
+
+``prepare()`` fetches the integ-test distribution, the k-NN plugin and the Painless module (which
+k-NN extends; the integ-test zip ships without it) with ``mvn dependency:copy-dependencies``,
+assembles them into a node home in a cache folder outside the clone, and reuses it afterwards.
+``start_node()`` / ``start_cluster()`` run nodes on 127.0.0.1 with a small heap and their data in
+a temp dir. OpenSearch refuses to run as root, so under root the JVM runs as a system user
+created on demand.
+
+By hand::
+
+    python tests/opensearch_harness.py start             # one node, prints its URL
+    python tests/opensearch_harness.py start --nodes 2   # a 2-node cluster
+
+Environment: ``GEMSEARCH_OPENSEARCH_VERSION`` (default 2.19.1), ``GEMSEARCH_OPENSEARCH_CACHE``
+(where the node home is kept), ``GEMSEARCH_OPENSEARCH_HEAP`` (default 512m), ``JAVA_HOME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_VERSION = os.environ.get("GEMSEARCH_OPENSEARCH_VERSION", "2.19.1")
+DEFAULT_HEAP = os.environ.get("GEMSEARCH_OPENSEARCH_HEAP", "512m")
+RUN_USER = "gemsearch-opensearch"
+READY_MARKER = ".gemsearch-ready"
+POM_TEMPLATE = Path(__file__).with_name("opensearch_node_pom.xml")
+# Painless jars: the module jar and the libraries its pom names (versions come from that pom).
+PAINLESS_ARTIFACTS = (
+    "lang-painless,opensearch-scripting-painless-spi,antlr4-runtime,"
+    "asm,asm-util,asm-tree,asm-commons,asm-analysis"
+)
+
+
+class HarnessError(RuntimeError):
+    """The node could not be fetched, installed or started; the message says which step failed."""
+
+
+def cache_root() -> Path:
+    """Where prepared node homes live: outside the clone, readable by the node's user."""
+    if env := os.environ.get("GEMSEARCH_OPENSEARCH_CACHE"):
+        return Path(env)
+    if os.geteuid() == 0:  # /root is not readable by the unprivileged user that runs the JVM
+        return Path("/var/cache/gemsearch/opensearch")
+    return Path.home() / ".cache" / "gemsearch" / "opensearch"
+
+
+# ----------------------------------------------------------------------------- Java
+
+
+def _java_major(java_home: Path) -> int | None:
+    release = java_home / "release"
+    if release.is_file():
+        match = re.search(r'JAVA_VERSION="(\d+)', release.read_text())
+        if match:
+            return int(match.group(1))
+    java = java_home / "bin" / "java"
+    if not java.is_file():
+        return None
+    out = subprocess.run([str(java), "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+def find_java(version: str = DEFAULT_VERSION, search_dirs: Sequence[Path] = (Path("/usr/lib/jvm"),)) -> Path:
+    """A JAVA_HOME whose major version runs this OpenSearch (2.x: 11-21, 3.x: 21+)."""
+    low, high = (21, 99) if int(version.split(".")[0]) >= 3 else (11, 21)
+    candidates: list[Path] = []
+    if env := os.environ.get("JAVA_HOME"):
+        candidates.append(Path(env))
+    if java := shutil.which("java"):
+        candidates.append(Path(java).resolve().parent.parent)
+    for jvm_dir in search_dirs:
+        if jvm_dir.is_dir():
+            candidates.extend(sorted(p for p in jvm_dir.iterdir() if p.is_dir() and not p.is_symlink()))
+    seen: list[str] = []
+    for home in candidates:
+        major = _java_major(home)
+        seen.append(f"{home} (Java {major})")
+        if major is not None and low <= major <= high:
+            return home
+    raise HarnessError(
+        f"Java not found: OpenSearch {version} needs a JDK {low}-{high if high < 99 else 'or newer'}; "
+        f"looked at: {', '.join(seen) or 'JAVA_HOME, PATH and /usr/lib/jvm (nothing there)'}. "
+        "Install one (e.g. apt-get install openjdk-17-jdk-headless) or set JAVA_HOME."
+    )
+
+
+# ----------------------------------------------------------------------------- fetch + install
+
+
+def _run(cmd: list[str], step: str, **kwargs: Any) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    except FileNotFoundError as exc:
+        raise HarnessError(f"{step}: {cmd[0]} not found ({exc})") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise HarnessError(f"{step} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+def _fetch_artifacts(version: str, dest: Path) -> None:
+    if shutil.which("mvn") is None:
+        raise HarnessError("Maven failure: mvn is not on PATH (install it, e.g. apt-get install maven)")
+    pom_dir = dest / "pom"
+    pom_dir.mkdir(parents=True)
+    shutil.copy(POM_TEMPLATE, pom_dir / "pom.xml")
+    _run(
+        [
+            "mvn", "-B", "-q", "-f", str(pom_dir / "pom.xml"), "dependency:copy-dependencies",
+            f"-Dopensearch.version={version}", f"-DoutputDirectory={dest}",
+            f"-DincludeArtifactIds=opensearch,opensearch-knn,{PAINLESS_ARTIFACTS}",
+        ],
+        "Maven failure while fetching OpenSearch artifacts from Maven Central",
+    )
+
+
+def _assemble_painless(artifacts: Path, home: Path, version: str) -> None:
+    """Build modules/lang-painless from its Maven jars: k-NN declares it as an extended plugin."""
+    module = home / "modules" / "lang-painless"
+    module.mkdir(parents=True, exist_ok=True)
+    names = PAINLESS_ARTIFACTS.split(",")
+    for jar in artifacts.glob("*.jar"):
+        if any(re.fullmatch(rf"{re.escape(n)}-\d[\w.\-]*\.jar", jar.name) for n in names):
+            shutil.copy(jar, module / jar.name)
+    if not (module / f"lang-painless-{version}.jar").is_file():
+        raise HarnessError(f"Maven failure: lang-painless-{version}.jar was not fetched")
+    jar = module / f"lang-painless-{version}.jar"
+    (module / "plugin-descriptor.properties").write_text(
+        "description=Painless scripting language\n"
+        f"version={version}\nname=lang-painless\nclassname={_painless_plugin_class(jar)}\n"
+        f"java.version=11\nopensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n"
+    )
+    # Painless compiles scripts into classes at run time.
+    (module / "plugin-security.policy").write_text(
+        'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
+        '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'
+    )
+
+
+def _painless_plugin_class(jar: Path) -> str:
+    with zipfile.ZipFile(jar) as zf:
+        names = set(zf.namelist())
+    for cls in ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"):
+        if cls.replace(".", "/") + ".class" in names:
+            return cls
+    raise HarnessError(f"{jar.name} has no Painless plugin class")
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def prepare(version: str = DEFAULT_VERSION) -> Path:
+    """The node home for ``version`` with k-NN installed: fetched and built once, then cached."""
+    root = cache_root()
+    home = root / f"opensearch-{version}"
+    if (home / READY_MARKER).is_file():
+        return home
+    java_home = find_java(version)
+    with _lock(root / f".opensearch-{version}.lock"):
+        if (home / READY_MARKER).is_file():
+            return home
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
+        try:
+            artifacts = staging / "artifacts"
+            _fetch_artifacts(version, artifacts)
+            with zipfile.ZipFile(artifacts / f"opensearch-{version}.zip") as zf:
+                zf.extractall(staging)
+            built = staging / f"opensearch-{version}"
+            for script in (built / "bin").iterdir():
+                script.chmod(0o755)
+            _assemble_painless(artifacts, built, version)
+            knn_zip = next(artifacts.glob("opensearch-knn-*.zip"), None)
+            if knn_zip is None:
+                raise HarnessError(f"Maven failure: no opensearch-knn zip for {version}")
+            _run(
+                [str(built / "bin" / "opensearch-plugin"), "install", "--batch", knn_zip.as_uri()],
+                "installing the k-NN plugin",
+                env={**os.environ, "JAVA_HOME": str(java_home)},
+            )
+            (built / READY_MARKER).write_text(json.dumps({"version": version, "knn": knn_zip.name}))
+            shutil.rmtree(home, ignore_errors=True)
+            built.rename(home)
+            _make_readable(root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return home
+
+
+def _make_readable(root: Path) -> None:
+    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=False)
+    for parent in root.parents:  # the node's user must be able to traverse into the cache
+        if parent == Path("/"):
+            break
+        if os.stat(parent).st_uid == os.geteuid():
+            parent.chmod(parent.stat().st_mode | 0o011)
+
+
+# ----------------------------------------------------------------------------- running nodes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ensure_run_user() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam(RUN_USER)
+    except KeyError:
+        _run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", RUN_USER],
+            f"creating the system user {RUN_USER} (OpenSearch refuses to run as root)",
+        )
+        entry = pwd.getpwnam(RUN_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+@dataclass
+class OpenSearchNode:
+    """One OpenSearch JVM: its ports, folder and process. ``url`` is its HTTP endpoint."""
+
+    name: str
+    home: Path
+    workdir: Path
+    http_port: int
+    transport_port: int
+    process: subprocess.Popen[bytes] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "console.log"
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _write_config(self, heap: str) -> Path:
+        conf = self.workdir / "config"
+        shutil.copytree(self.home / "config", conf)
+        for sub in ("data", "logs", "tmp"):
+            (self.workdir / sub).mkdir(exist_ok=True)
+        jvm = (conf / "jvm.options").read_text()
+        jvm = re.sub(r"(?m)^-Xm([sx])\S+$", lambda m: f"-Xm{m.group(1)}{heap}", jvm)
+        jvm = jvm.replace("=logs/", f"={self.workdir}/logs/").replace("file=logs/", f"file={self.workdir}/logs/")
+        jvm = jvm.replace("HeapDumpPath=data", f"HeapDumpPath={self.workdir}/data")
+        (conf / "jvm.options").write_text(jvm)
+        settings = {
+            "cluster.name": "gemsearch-test",
+            "node.name": self.name,
+            "network.host": "127.0.0.1",
+            "http.port": self.http_port,
+            "transport.port": self.transport_port,
+            "path.data": str(self.workdir / "data"),
+            "path.logs": str(self.workdir / "logs"),
+            "cluster.routing.allocation.disk.threshold_enabled": False,
+            **self.settings,
+        }
+        (conf / "opensearch.yml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()))
+        return conf
+
+    def start(self, java_home: Path, heap: str = DEFAULT_HEAP) -> None:
+        conf = self._write_config(heap)
+        env = {
+            **os.environ,
+            "JAVA_HOME": str(java_home),
+            "OPENSEARCH_PATH_CONF": str(conf),
+            "OPENSEARCH_TMPDIR": str(self.workdir / "tmp"),
+        }
+        env.pop("OPENSEARCH_JAVA_OPTS", None)
+        # The JVM dies with us (no orphans), even if the test process is killed.
+        cmd = ["setpriv", "--pdeathsig", "SIGKILL"]
+        if os.geteuid() == 0:
+            uid, gid = _ensure_run_user()
+            subprocess.run(["chown", "-R", f"{uid}:{gid}", str(self.workdir)], check=True)
+            cmd += [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+        cmd.append(str(self.home / "bin" / "opensearch"))
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.workdir, start_new_session=True,
+            )
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
+        """A small JSON HTTP call, so the harness does not depend on the client under test."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, nodes: int = 1, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise HarnessError(
+                    f"OpenSearch node {self.name} exited (code {self.process and self.process.poll()}) "
+                    f"before it came up. Its log:\n{self.log_tail()}"
+                )
+            try:
+                health = self.request(
+                    "GET", f"/_cluster/health?wait_for_nodes={nodes}&wait_for_status=yellow&timeout=2s"
+                )
+                if not health.get("timed_out") and health.get("status") in ("green", "yellow"):
+                    return
+                last_error = f"health: {health}"
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last_error = str(exc)
+                time.sleep(1)
+        raise HarnessError(
+            f"OpenSearch node {self.name} did not come up within {timeout:.0f}s ({last_error}). "
+            f"Its log:\n{self.log_tail()}"
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.alive():
+            os.killpg(self.process.pid, sig)
+
+    def pause(self) -> None:
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop the JVM (TERM, then KILL) and remove its folder."""
+        if self.process is not None and self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _new_node(name: str, home: Path, settings: dict[str, Any], transport_port: int | None = None) -> OpenSearchNode:
+    workdir = Path(tempfile.mkdtemp(prefix=f"gemsearch-{name}-"))
+    workdir.chmod(0o755)
+    return OpenSearchNode(
+        name=name, home=home, workdir=workdir, http_port=free_port(),
+        transport_port=transport_port or free_port(), settings=settings,
+    )
+
+
+def start_node(version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP) -> OpenSearchNode:
+    """Prepare (if needed) and start a single-node cluster; returns once it is ready."""
+    home = prepare(version)
+    java_home = find_java(version)
+    node = _new_node("node-0", home, {"discovery.type": "single-node"})
+    node.start(java_home, heap)
+    try:
+        node.wait_ready()
+    except BaseException:
+        node.stop()
+        raise
+    return node
+
+
+def start_cluster(size: int = 2, version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP) -> list[OpenSearchNode]:
+    """Start ``size`` nodes on loopback that form one cluster; returns once all have joined."""
+    home = prepare(version)
+    java_home = find_java(version)
+    names = [f"node-{i}" for i in range(size)]
+    ports = [free_port() for _ in names]
+    settings = {
+        "discovery.seed_hosts": [f"127.0.0.1:{p}" for p in ports],
+        "cluster.initial_cluster_manager_nodes": names,
+    }
+    nodes = [_new_node(n, home, settings, p) for n, p in zip(names, ports)]
+    try:
+        for node in nodes:
+            node.start(java_home, heap)
+        for node in nodes:
+            node.wait_ready(nodes=size)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fetch and run the OpenSearch node used by the tests.")
+    parser.add_argument("command", choices=["prepare", "start"])
+    parser.add_argument("--version", default=DEFAULT_VERSION)
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--heap", default=DEFAULT_HEAP)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            print(prepare(args.version))
+            return 0
+        nodes = (
+            [start_node(args.version, args.heap)] if args.nodes == 1
+            else start_cluster(args.nodes, args.version, args.heap)
+        )
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for node in nodes:
+        print(f"{node.name}: {node.url}  (log: {node.log_path})", flush=True)
+    print("Ctrl-C stops the node(s).", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for node in nodes:
+            node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Packaging: the wheel carries every part, the runtime never needs torch, the CLI documents itself."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import venv
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from gemsearch.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBPACKAGES = ["gemsearch.trainer", "gemsearch.exporters", "gemsearch.plugin", "gemsearch.opensearch_templates"]
+
+# Makes "import torch" (and torchvision) fail the way it does on a runtime-only install.
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision"):
+                raise ImportError(f"{name} is blocked: the runtime must not need it")
+    sys.meta_path.insert(0, _NoTorch())
+    """
+)
+
+
+def test_plugin_imports_without_torch() -> None:
+    code = BLOCK_TORCH + textwrap.dedent(
+        """
+        import pkgutil, importlib
+        import gemsearch, gemsearch.plugin, gemsearch.opensearch_templates, gemsearch.cli
+        for mod in pkgutil.walk_packages(gemsearch.plugin.__path__, "gemsearch.plugin."):
+            importlib.import_module(mod.name)
+        try:
+            import torch
+        except ImportError:
+            print("torch blocked")
+        assert "torch" not in sys.modules
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "torch blocked" in out.stdout
+
+
+def test_cli_help_lists_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Instance-level image search for OpenSearch" in result.output
+
+
+def _all_commands() -> list[tuple[str, click.Command]]:
+    ctx = click.Context(main)
+    found: list[tuple[str, click.Command]] = []
+    for name in main.list_commands(ctx):
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None
+        found.append((name, cmd))
+        if isinstance(cmd, click.Group):
+            found.extend((f"{name} {sub}", cmd.get_command(ctx, sub)) for sub in cmd.list_commands(ctx))  # type: ignore[misc]
+    return found
+
+
+def test_every_command_has_help_and_a_readme_mention() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, cmd in _all_commands():
+        assert (cmd.help or "").strip(), f"gemsearch {name} has no help text"
+        result = CliRunner().invoke(main, [*name.split(), "--help"])
+        assert result.exit_code == 0, result.output
+        assert re.search(rf"gemsearch {re.escape(name)}\b", readme), f"README does not mention 'gemsearch {name}'"
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    wheel = next((tmp_path / "dist").glob("gemsearch-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    # the base install (runtime only): no torch may be needed here
+    subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
+    runtime = "import gemsearch, gemsearch.plugin, gemsearch.opensearch_templates as t; print(gemsearch.__file__); t.knn_index_body(8)"
+    out = subprocess.run([str(py), "-c", runtime], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert str(env_dir) in out.stdout, "gemsearch was not imported from the wheel"
+    assert subprocess.run([str(env_dir / "bin" / "gemsearch"), "--help"], capture_output=True).returncode == 0
+    # the training parts import once torch is present: borrow it from this environment
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    ).stdout.strip()
+    Path(purelib, "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    code = textwrap.dedent(
+        f"""
+        import importlib, pkgutil, gemsearch
+        for name in {SUBPACKAGES!r}:
+            pkg = importlib.import_module(name)
+            for mod in pkgutil.walk_packages(pkg.__path__, name + "."):
+                importlib.import_module(mod.name)
+        print(gemsearch.__file__)
+        """
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert str(env_dir) in out.stdout
