@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check on a fresh machine or a warm one: virtual environment and packages (cached
+# outside the clone), the OpenSearch node (fetched from Maven Central once, cached), then pytest,
+# ruff and mypy. Extra arguments go to pytest, e.g. `bash scripts/test.sh -k knn -x`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+start=$(date +%s)
+
+gemsearch_env "train,web,samples,dev" || { echo "error: setting up the Python environment failed" >&2; exit 1; }
+
+echo "==> preparing the OpenSearch test node"
+python tests/opensearch_harness.py prepare || { echo "error: the OpenSearch test node could not be prepared" >&2; exit 1; }
+
+failed=()
+echo "==> ruff"
+ruff check . || failed+=(ruff)
+echo "==> mypy -p gemsearch"
+mypy -p gemsearch || failed+=(mypy)
+echo "==> pytest"
+mkdir -p test-artifacts
+python -m pytest --junitxml=test-artifacts/junit.xml "$@"
+rc=$?
+if [ $rc -eq 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  failed+=("pytest (no tests)")
+elif [ $rc -ne 0 ]; then
+  failed+=("pytest (exit $rc)")
+fi
+
+echo "==> wall time: $(( $(date +%s) - start ))s"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "all checks passed"
