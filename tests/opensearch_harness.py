@@ -128,8 +128,14 @@ def _fetch_artifacts(version: str, dest: Path) -> None:
     shutil.copy(POM_TEMPLATE, pom_dir / "pom.xml")
     _run(
         [
-            "mvn", "-B", "-q", "-f", str(pom_dir / "pom.xml"), "dependency:copy-dependencies",
-            f"-Dopensearch.version={version}", f"-DoutputDirectory={dest}",
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(pom_dir / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-Dopensearch.version={version}",
+            f"-DoutputDirectory={dest}",
             f"-DincludeArtifactIds=opensearch,opensearch-knn,{PAINLESS_ARTIFACTS}",
         ],
         "Maven failure while fetching OpenSearch artifacts from Maven Central",
@@ -281,7 +287,9 @@ class OpenSearchNode:
             (self.workdir / sub).mkdir(exist_ok=True)
         jvm = (conf / "jvm.options").read_text()
         jvm = re.sub(r"(?m)^-Xm([sx])\S+$", lambda m: f"-Xm{m.group(1)}{heap}", jvm)
-        jvm = jvm.replace("=logs/", f"={self.workdir}/logs/").replace("file=logs/", f"file={self.workdir}/logs/")
+        jvm = jvm.replace("=logs/", f"={self.workdir}/logs/").replace(
+            "file=logs/", f"file={self.workdir}/logs/"
+        )
         jvm = jvm.replace("HeapDumpPath=data", f"HeapDumpPath={self.workdir}/data")
         (conf / "jvm.options").write_text(jvm)
         settings = {
@@ -316,8 +324,13 @@ class OpenSearchNode:
         cmd.append(str(self.home / "bin" / "opensearch"))
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.workdir, start_new_session=True,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,
             )
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
@@ -382,12 +395,18 @@ class OpenSearchNode:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _new_node(name: str, home: Path, settings: dict[str, Any], transport_port: int | None = None) -> OpenSearchNode:
+def _new_node(
+    name: str, home: Path, settings: dict[str, Any], transport_port: int | None = None
+) -> OpenSearchNode:
     workdir = Path(tempfile.mkdtemp(prefix=f"gemsearch-{name}-"))
     workdir.chmod(0o755)
     return OpenSearchNode(
-        name=name, home=home, workdir=workdir, http_port=free_port(),
-        transport_port=transport_port or free_port(), settings=settings,
+        name=name,
+        home=home,
+        workdir=workdir,
+        http_port=free_port(),
+        transport_port=transport_port or free_port(),
+        settings=settings,
     )
 
 
@@ -405,7 +424,9 @@ def start_node(version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP) -> Open
     return node
 
 
-def start_cluster(size: int = 2, version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP) -> list[OpenSearchNode]:
+def start_cluster(
+    size: int = 2, version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP
+) -> list[OpenSearchNode]:
     """Start ``size`` nodes on loopback that form one cluster; returns once all have joined."""
     home = prepare(version)
     java_home = find_java(version)
@@ -415,7 +436,7 @@ def start_cluster(size: int = 2, version: str = DEFAULT_VERSION, heap: str = DEF
         "discovery.seed_hosts": [f"127.0.0.1:{p}" for p in ports],
         "cluster.initial_cluster_manager_nodes": names,
     }
-    nodes = [_new_node(n, home, settings, p) for n, p in zip(names, ports)]
+    nodes = [_new_node(n, home, settings, p) for n, p in zip(names, ports, strict=True)]
     try:
         for node in nodes:
             node.start(java_home, heap)
@@ -440,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare(args.version))
             return 0
         nodes = (
-            [start_node(args.version, args.heap)] if args.nodes == 1
+            [start_node(args.version, args.heap)]
+            if args.nodes == 1
             else start_cluster(args.nodes, args.version, args.heap)
         )
     except HarnessError as exc:

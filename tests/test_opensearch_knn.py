@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from opensearchpy import OpenSearch, helpers
-
 from gemsearch.opensearch_templates import knn_index_body
+from opensearchpy import OpenSearch, helpers
 
 
 def _unit_rows(n: int, d: int, seed: int) -> np.ndarray:
@@ -36,7 +35,9 @@ def vectors_index(opensearch: OpenSearch) -> tuple[str, np.ndarray]:
     opensearch.indices.delete(index=name)
 
 
-def test_index_uses_lucene_hnsw_innerproduct(opensearch: OpenSearch, vectors_index: tuple[str, np.ndarray]) -> None:
+def test_index_uses_lucene_hnsw_innerproduct(
+    opensearch: OpenSearch, vectors_index: tuple[str, np.ndarray]
+) -> None:
     name, _ = vectors_index
     mapping = opensearch.indices.get_mapping(index=name)[name]["mappings"]["properties"]["embedding"]
     assert mapping["type"] == "knn_vector" and mapping["dimension"] == 16
@@ -45,7 +46,9 @@ def test_index_uses_lucene_hnsw_innerproduct(opensearch: OpenSearch, vectors_ind
     assert opensearch.count(index=name)["count"] == 200
 
 
-def test_knn_search_returns_exact_neighbours(opensearch: OpenSearch, vectors_index: tuple[str, np.ndarray]) -> None:
+def test_knn_search_returns_exact_neighbours(
+    opensearch: OpenSearch, vectors_index: tuple[str, np.ndarray]
+) -> None:
     name, vectors = vectors_index
     queries = _unit_rows(10, 16, seed=2)
     k = 5

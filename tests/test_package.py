@@ -17,7 +17,12 @@ from click.testing import CliRunner
 from gemsearch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["gemsearch.trainer", "gemsearch.exporters", "gemsearch.plugin", "gemsearch.opensearch_templates"]
+SUBPACKAGES = [
+    "gemsearch.trainer",
+    "gemsearch.exporters",
+    "gemsearch.plugin",
+    "gemsearch.opensearch_templates",
+]
 
 # Makes "import torch" (and torchvision) fail the way it does on a runtime-only install.
 BLOCK_TORCH = textwrap.dedent(
@@ -75,14 +80,17 @@ def test_every_command_has_help_and_a_readme_mention() -> None:
         assert (cmd.help or "").strip(), f"gemsearch {name} has no help text"
         result = CliRunner().invoke(main, [*name.split(), "--help"])
         assert result.exit_code == 0, result.output
-        assert re.search(rf"gemsearch {re.escape(name)}\b", readme), f"README does not mention 'gemsearch {name}'"
+        assert re.search(rf"gemsearch {re.escape(name)}\b", readme), (
+            f"README does not mention 'gemsearch {name}'"
+        )
 
 
 @pytest.mark.slow
 def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     wheel = next((tmp_path / "dist").glob("gemsearch-*.whl"))
     env_dir = tmp_path / "venv"
@@ -90,14 +98,19 @@ def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
     py = env_dir / "bin" / "python"
     # the base install (runtime only): no torch may be needed here
     subprocess.run([str(py), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
-    runtime = "import gemsearch, gemsearch.plugin, gemsearch.opensearch_templates as t; print(gemsearch.__file__); t.knn_index_body(8)"
+    runtime = (
+        "import gemsearch, gemsearch.plugin, gemsearch.opensearch_templates as t\n"
+        "t.knn_index_body(8)\nprint(gemsearch.__file__)"
+    )
     out = subprocess.run([str(py), "-c", runtime], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert str(env_dir) in out.stdout, "gemsearch was not imported from the wheel"
     assert subprocess.run([str(env_dir / "bin" / "gemsearch"), "--help"], capture_output=True).returncode == 0
     # the training parts import once torch is present: borrow it from this environment
     purelib = subprocess.run(
-        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     Path(purelib, "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = textwrap.dedent(

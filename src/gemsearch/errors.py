@@ -13,9 +13,7 @@ class MissingDependencyError(GemsearchError, ImportError):
     """An optional dependency (an extra) is not installed."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'gemsearch[{extra}]'"
-        )
+        super().__init__(f"{package} is not installed; install it with: pip install 'gemsearch[{extra}]'")
         self.package = package
         self.extra = extra
 
