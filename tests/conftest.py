@@ -17,9 +17,17 @@ _NODES: list[OpenSearchNode] = []
 
 
 @pytest.fixture(scope="session")
-def opensearch_node() -> Iterator[OpenSearchNode]:
+def opensearch_node(request: pytest.FixtureRequest) -> Iterator[OpenSearchNode]:
     node = start_node()
     _NODES.append(node)
+    info = node.request("GET", "/")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # say in the log which real node the tests talk to
+        print(
+            f"\n[opensearch] started OpenSearch {info['version']['number']} at {node.url} "
+            f"(pid {node.process.pid if node.process else '?'}, data in {node.workdir})",
+            flush=True,
+        )
     try:
         yield node
     finally:

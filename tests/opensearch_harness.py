@@ -395,11 +395,25 @@ class OpenSearchNode:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _remove_stale_workdirs() -> None:
+    """Folders of nodes whose launching process died without cleaning up (e.g. it was killed)."""
+    for workdir in Path(tempfile.gettempdir()).glob("gemsearch-node-*"):
+        try:
+            owner = int((workdir / "launcher.pid").read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(workdir, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
 def _new_node(
     name: str, home: Path, settings: dict[str, Any], transport_port: int | None = None
 ) -> OpenSearchNode:
+    _remove_stale_workdirs()
     workdir = Path(tempfile.mkdtemp(prefix=f"gemsearch-{name}-"))
     workdir.chmod(0o755)
+    (workdir / "launcher.pid").write_text(str(os.getpid()))
     return OpenSearchNode(
         name=name,
         home=home,
