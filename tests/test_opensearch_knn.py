@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gemsearch.opensearch_templates import knn_index_body
 from opensearchpy import OpenSearch, helpers
+
+from gemsearch.opensearch_templates import knn_index_body
 
 
 def _unit_rows(n: int, d: int, seed: int) -> np.ndarray:
