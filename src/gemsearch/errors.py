@@ -36,3 +36,11 @@ class ImageError(GemsearchError):
 
 class StoreError(GemsearchError):
     """A vector store refused an operation or is unreachable."""
+
+
+class SourceError(GemsearchError):
+    """A source of images (a folder, a JSONL/CSV manifest, a path list) is missing or has a bad entry."""
+
+    def __init__(self, message: str, origin: str | None = None) -> None:
+        super().__init__(message)
+        self.origin = origin
