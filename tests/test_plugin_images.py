@@ -132,6 +132,8 @@ def test_16_bit_grey_is_scaled_not_clamped(fmt: str) -> None:
 def test_big_endian_16_bit_and_32_bit_modes() -> None:
     big = Image.frombytes("I;16B", (2, 1), np.array([65535, 32768], dtype=">u2").tobytes())
     assert np.asarray(to_rgb(big))[0, :, 1].tolist() == [255, 128]
+    in_range = Image.fromarray(np.array([[65535, 32768]], dtype=np.int32))  # how some readers give 16-bit
+    assert (in_range.mode, np.asarray(to_rgb(in_range))[0, :, 0].tolist()) == ("I", [255, 128])
     wide = Image.fromarray(np.array([[-1000, 0, 1000]], dtype=np.int32))  # out of the 16-bit range
     assert wide.mode == "I"
     assert np.asarray(to_rgb(wide))[0, :, 0].tolist() == [0, 128, 255]  # stretched over its range
@@ -271,9 +273,19 @@ def _loads_or_refuses(data: bytes) -> None:
         assert image.mode == "RGB" and image.width > 0 and image.height > 0
 
 
+_MAGIC = [
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"RIFF\x00\x01\x00\x00WEBPVP8 ",
+    b"II*\x00",
+    b"BM",
+]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's TIFF plugin warns about damaged tags
-@given(st.binary(max_size=2048))
-@settings(max_examples=150, deadline=2000)
+@given(st.one_of(st.binary(max_size=2048), st.tuples(st.sampled_from(_MAGIC), st.binary()).map(b"".join)))
+@settings(max_examples=200, deadline=2000)
 def test_random_bytes_never_crash_the_loader(data: bytes) -> None:
     _loads_or_refuses(data)
 
