@@ -16,7 +16,9 @@ from . import __version__
 from .errors import GemsearchError
 
 # command name -> "module:attribute" of a click.Command; modules import heavy deps lazily.
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "index": "gemsearch.plugin.index_commands:index",
+}
 
 
 class GemsearchGroup(click.Group):

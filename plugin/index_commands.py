@@ -1,0 +1,194 @@
+"""``gemsearch index``: list, create, swap-alias and drop the OpenSearch indices of gemsearch models.
+
+Connection settings come from ``GEMSEARCH_OPENSEARCH_*`` variables or ``--config FILE``; ``--url``
+only names nodes (credentials inside it are refused), so no secret lands in the process list.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from opensearchpy.exceptions import TransportError
+
+from ..errors import ModelError
+from ..manifest import METADATA_KEY, ModelManifest
+from .connection import OpenSearchConfig, make_client
+from .index_admin import IndexOptions, drop_index, ensure_index, list_indices, swap_alias
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _IndexGroup(click.Group):
+    """Turns OpenSearch transport errors (unreachable, refused) into readable messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TransportError as exc:
+            raise click.ClickException(f"OpenSearch answered: {exc}") from exc
+
+
+def connection_options(func: F) -> F:
+    """``--url``/``--config``/``--prefix``, shared by every index command."""
+
+    @click.option(
+        "--url",
+        "urls",
+        multiple=True,
+        help="OpenSearch URL; repeat it for every node. Default: $GEMSEARCH_OPENSEARCH_URL.",
+    )
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
+    )
+    @click.option("--prefix", default="gemsearch", show_default=True, help="Index name prefix.")
+    @functools.wraps(func)
+    def wrapper(urls: Sequence[str], config_path: Path | None, prefix: str, **kwargs: Any) -> Any:
+        config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
+        return func(client=make_client(config), prefix=prefix, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(name="index", cls=_IndexGroup)
+def index() -> None:
+    """Manage OpenSearch k-NN indices: one index per model version, one alias per model.
+
+    Queries use the alias; switching a model means building the new version's index, then moving
+    the alias with `gemsearch index swap-alias` (atomic). Credentials come from
+    GEMSEARCH_OPENSEARCH_USER/_PASSWORD/_CA_CERTS/_AWS_REGION or a --config file.
+    """
+
+
+@index.command(name="list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_command(client: Any, prefix: str, as_json: bool) -> None:
+    """List the indices named <prefix>-*: model, version, dimension, engine, aliases, documents."""
+    infos = list_indices(client, prefix)
+    if as_json:
+        click.echo(json.dumps([i.model_dump() for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo(f"no indices named {prefix}-*")
+        return
+    header = ["index", "aliases", "model", "version", "dims", "engine", "space", "docs", "health", "size"]
+    rows = [
+        [
+            i.name,
+            ",".join(i.aliases) or "-",
+            i.model or "-",
+            (i.version or "-")[:8],
+            _cell(i.dims),
+            _cell(i.engine),
+            _cell(i.space_type),
+            _cell(i.docs),
+            _cell(i.health),
+            _cell(i.size),
+        ]
+        for i in infos
+    ]
+    click.echo(format_table(header, rows))
+
+
+@index.command(name="create")
+@click.argument(
+    "manifest_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@connection_options
+@click.option("--engine", type=click.Choice(["lucene", "faiss"]), default="lucene", show_default=True)
+@click.option(
+    "--space-type",
+    type=click.Choice(["innerproduct", "cosinesimil", "l2"]),
+    default="innerproduct",
+    show_default=True,
+)
+@click.option("--m", "m", type=int, default=16, show_default=True, help="HNSW links per node.")
+@click.option("--ef-construction", type=int, default=128, show_default=True)
+@click.option("--ef-search", type=int, default=100, show_default=True)
+@click.option("--shards", type=int, default=1, show_default=True)
+@click.option("--replicas", type=int, default=0, show_default=True)
+@click.option("--alias/--no-alias", default=True, help="Create the model's alias if it does not exist yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def create_command(
+    client: Any, prefix: str, manifest_path: Path, alias: bool, as_json: bool, **params: Any
+) -> None:
+    """Create the index of a model version from its manifest (an .onnx model or a .json manifest).
+
+    An existing index is checked instead (dimension, engine, space type, k-NN setting, version).
+    """
+    manifest = load_manifest(manifest_path)
+    options = IndexOptions(prefix=prefix, **params)
+    name = ensure_index(client, manifest, options, alias=alias)
+    result = {"index": name, "alias": manifest.alias_name(prefix), "dims": manifest.output_dim}
+    click.echo(json.dumps(result) if as_json else f"index {name} ready ({manifest.output_dim} dims)")
+
+
+@index.command(name="swap-alias")
+@click.argument("index_name", metavar="INDEX")
+@connection_options
+@click.option("--alias", "alias", default=None, help="Alias to move (default: the model's, from _meta).")
+@click.option("--force", is_flag=True, help="Also onto an index of another model or not made by gemsearch.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def swap_alias_command(
+    client: Any, prefix: str, index_name: str, alias: str | None, force: bool, as_json: bool
+) -> None:
+    """Point the model's alias at INDEX only, in one atomic _aliases request."""
+    swap = swap_alias(client, index_name, alias, force=force)
+    if as_json:
+        click.echo(swap.model_dump_json())
+    else:
+        click.echo(f"alias {swap.alias} -> {swap.index} (was: {', '.join(swap.previous) or 'none'})")
+
+
+@index.command(name="drop")
+@click.argument("index_name", metavar="INDEX")
+@connection_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Also drop an index an alias still serves, or a foreign one.")
+def drop_command(client: Any, prefix: str, index_name: str, yes: bool, force: bool) -> None:
+    """Delete INDEX (refused while an alias serves it, unless --force)."""
+    if not yes:
+        click.confirm(f"Delete index {index_name} and every document in it?", abort=True)
+    drop_index(client, index_name, force=force)
+    click.echo(f"dropped {index_name}")
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """The manifest in a ``.json`` file, or embedded in an exported ``.onnx`` model's metadata."""
+    try:
+        if path.suffix.lower() != ".onnx":
+            return ModelManifest.from_json(path.read_text(encoding="utf-8"))
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read a model manifest from {path}: {exc}") from exc
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise ModelError(f"{path} is not a valid ONNX model: {exc}") from exc
+        raise
+    if text is None:
+        raise ModelError(f"{path} has no {METADATA_KEY} metadata; was it exported by gemsearch?")
+    return ModelManifest.from_json(text)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,194 @@
+"""``OpenSearchStore``: the VectorStore protocol over an OpenSearch k-NN index (opensearch-py).
+
+Writes go into the physical index of one model version, after ``ensure_index`` has created it or
+checked (preflight) that it was built for exactly that version; reads go to that index too, or, for
+a store opened with ``model=`` only, to the model's alias, which is what queries use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from ..manifest import ModelManifest
+from ..protocols import Filters, FloatRows, Hit, Record
+from ._index_checks import VECTOR_FIELD, IndexOptions
+from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
+from .connection import OpenSearchConfig, make_client
+from .index_admin import ensure_index
+
+log = logging.getLogger(__name__)
+
+MGET_CHUNK = 1000
+_FIELD_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class OpenSearchStore:
+    """Vectors of one model in OpenSearch: one index per model version, an alias per model."""
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        model: str | None = None,
+        options: IndexOptions | None = None,
+        bulk: BulkOptions | None = None,
+        config: OpenSearchConfig | None = None,
+    ) -> None:
+        self.client = client if client is not None else make_client(config)
+        self.options = options or IndexOptions()
+        self.bulk_options = bulk or BulkOptions()
+        self.manifest: ModelManifest | None = None
+        self.index: str | None = None  # the physical index writes go to, once ensured
+        self._alias = f"{self.options.prefix}-{model}" if model else None
+
+    @property
+    def read_target(self) -> str:
+        target = self.index or self._alias
+        if target is None:
+            raise StoreError("OpenSearchStore has no index: call ensure_index(manifest) or pass model=")
+        return target
+
+    def ensure_index(self, manifest: ModelManifest) -> None:
+        """Create the index of this model version, or refuse if the existing one does not fit it."""
+        self.index = ensure_index(self.client, manifest, self.options)
+        self.manifest = manifest
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, records: Iterable[Record]) -> BulkReport:
+        """Bulk-index ``records``; the report says what became of each (indexed/rejected/pending)."""
+        if self.index is None or self.manifest is None:
+            raise StoreError("call ensure_index(manifest) before writing: it checks the index fits the model")
+        writer = BulkWriter(self.client, self.index, self.bulk_options)
+        return writer.write(self._doc(r) for r in records)
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        """Index ``records``; StoreError if any was rejected or is still pending after retrying."""
+        report = self.write(records)
+        if not report.complete or report.ids(Outcome.REJECTED):
+            counts = report.counts()
+            where = self.bulk_options.dead_letter_path or "the log"
+            raise StoreError(
+                f"{counts['rejected']} documents rejected (see {where}) and {counts['pending']} still "
+                f"pending after retrying, of {len(records)} written into {self.index}"
+            )
+
+    def _doc(self, record: Record) -> BulkDoc:
+        source: dict[str, Any] = {
+            VECTOR_FIELD: np.asarray(record.vector, dtype=np.float32).ravel().tolist(),
+            "metadata": record.metadata,
+        }
+        if record.image_ref is not None:
+            source["image_ref"] = record.image_ref
+        return BulkDoc(record.id, source)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id; returns how many existed. (A bulk of deletes: every cluster has it.)"""
+        deleted = 0
+        for chunk in _chunked(ids, MGET_CHUNK):
+            body = "".join(json.dumps({"delete": {"_id": i}}) + "\n" for i in chunk)
+            response = self.client.bulk(body=body, index=self.read_target, params={"refresh": "true"})
+            results = [next(iter(item.values())) for item in response["items"]]
+            failed = [r for r in results if r.get("status") not in (200, 404)]
+            if failed:
+                raise StoreError(f"{len(failed)} deletes failed, e.g. {failed[0].get('error')}")
+            deleted += sum(r.get("status") == 200 for r in results)
+        return deleted
+
+    # ------------------------------------------------------------------ reads
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are in the index (``mget`` without sources, in chunks)."""
+        found: set[str] = set()
+        for chunk in _chunked(ids, MGET_CHUNK):
+            response = self.client.mget(
+                index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
+            )
+            found.update(d["_id"] for d in response["docs"] if d.get("found"))
+        return found
+
+    def get(self, doc_id: str) -> Record | None:
+        response = self.client.mget(index=self.read_target, body={"ids": [doc_id]})
+        doc = response["docs"][0]
+        if not doc.get("found"):
+            return None
+        source = doc.get("_source") or {}
+        return Record(
+            id=doc["_id"],
+            vector=np.asarray(source.get(VECTOR_FIELD, []), dtype=np.float32),
+            image_ref=source.get("image_ref"),
+            metadata=source.get("metadata") or {},
+        )
+
+    def count(self) -> int:
+        return int(self.client.count(index=self.read_target)["count"])
+
+    def search(
+        self, vector: FloatRows, k: int = 10, filters: Filters | None = None, *, ef_search: int | None = None
+    ) -> list[Hit]:
+        """The ``k`` nearest documents by inner product; ``filters`` act inside the k-NN search."""
+        query = np.asarray(vector, dtype=np.float32).ravel()
+        if self.manifest is not None and query.shape[0] != self.manifest.output_dim:
+            raise StoreError(f"query has {query.shape[0]} dims, the index {self.manifest.output_dim}")
+        knn: dict[str, Any] = {"vector": query.tolist(), "k": k}
+        if filters:
+            knn["filter"] = filter_clause(filters)
+        if ef_search is not None:
+            knn["method_parameters"] = {"ef_search": ef_search}
+        body = {"size": k, "_source": {"excludes": [VECTOR_FIELD]}, "query": {"knn": {VECTOR_FIELD: knn}}}
+        hits = self.client.search(index=self.read_target, body=body)["hits"]["hits"]
+        return [self._hit(h) for h in hits]
+
+    def _hit(self, hit: dict[str, Any]) -> Hit:
+        source = hit.get("_source") or {}
+        return Hit(
+            id=hit["_id"],
+            score=similarity(float(hit["_score"]), self.options.space_type),
+            image_ref=source.get("image_ref"),
+            metadata=source.get("metadata") or {},
+        )
+
+
+def filter_clause(filters: Filters) -> dict[str, Any]:
+    """Filters -> a bool filter on ``metadata.<field>``: value = term, list = terms, dict = range."""
+    clauses: list[dict[str, Any]] = []
+    for name, value in filters.items():
+        if not isinstance(name, str) or not all(_FIELD_PART.match(p) for p in name.split(".")):
+            raise StoreError(f"filter field {name!r} must be a dotted path of letters, digits, '_' or '-'")
+        field = f"metadata.{name}"
+        if isinstance(value, Mapping):
+            if not value or set(value) - {"gt", "gte", "lt", "lte"}:
+                raise StoreError(f"range filter on {name!r} takes gt, gte, lt, lte; got {sorted(value)}")
+            clauses.append({"range": {field: dict(value)}})
+        elif isinstance(value, list | tuple | set | frozenset):
+            clauses.append({"terms": {field: list(value)}})
+        else:
+            clauses.append({"term": {field: value}})
+    return {"bool": {"filter": clauses}}
+
+
+def similarity(score: float, space_type: str) -> float:
+    """The k-NN plugin's ``_score`` back to the similarity itself (inner product, cosine)."""
+    if space_type == "innerproduct":  # score = 1 + dot for dot >= 0, 1 / (1 - dot) below
+        return score - 1 if score >= 1 else 1 - 1 / score
+    if space_type == "cosinesimil":  # score = (1 + cos) / 2
+        return 2 * score - 1
+    return score  # l2: 1 / (1 + d^2) is already "higher is closer"
+
+
+def _chunked(ids: Iterable[str], size: int) -> Iterable[list[str]]:
+    chunk: list[str] = []
+    for doc_id in ids:
+        chunk.append(doc_id)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,189 @@
+"""``gemsearch index ...`` and the connection settings, against the real node (through a proxy
+where the test needs to see what the client sent)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+from fault_proxy import FaultProxy
+from onnx import TensorProto, helper
+from opensearch_harness import OpenSearchNode
+from opensearchpy import OpenSearch
+
+from gemsearch.cli import main
+from gemsearch.errors import ConfigError, MissingDependencyError
+from gemsearch.manifest import METADATA_KEY, ModelManifest, PoolingSpec
+from gemsearch.plugin.connection import OpenSearchConfig, client_kwargs, make_client
+from gemsearch.plugin.index_admin import alias_targets
+
+
+def make_manifest(dims: int, weights: bytes = b"v1") -> ModelManifest:
+    return ModelManifest(
+        name="toy",
+        version=hashlib.sha256(weights).hexdigest(),
+        backbone="resnet50",
+        pooling=PoolingSpec(kind="gem", p=3.0),
+        output_dim=dims,
+    )
+
+
+@pytest.fixture
+def prefix(opensearch: OpenSearch) -> Iterator[str]:
+    name = f"c{uuid.uuid4().hex[:10]}"
+    yield name
+    opensearch.indices.delete(index=f"{name}-*", params={"expand_wildcards": "all"})
+
+
+@pytest.fixture
+def cli(opensearch_node: OpenSearchNode, prefix: str) -> Iterator[CliRunner]:
+    yield CliRunner(env={"GEMSEARCH_OPENSEARCH_URL": opensearch_node.url, "GEMSEARCH_OPENSEARCH_CONFIG": ""})
+
+
+def run(cli: CliRunner, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = cli.invoke(main, ["index", *args], input=input)
+    return result.exit_code, result.output
+
+
+def test_create_list_swap_and_drop(
+    cli: CliRunner, opensearch: OpenSearch, prefix: str, tmp_path: Path
+) -> None:
+    v1, v2 = make_manifest(dims=8, weights=b"1"), make_manifest(dims=8, weights=b"2")
+    (tmp_path / "v1.json").write_text(v1.to_json())
+    (tmp_path / "v2.json").write_text(v2.to_json())
+    i1, i2, alias = v1.index_name(prefix), v2.index_name(prefix), v1.alias_name(prefix)
+
+    code, out = run(cli, "create", str(tmp_path / "v1.json"), "--prefix", prefix)
+    assert code == 0 and f"index {i1} ready (8 dims)" in out
+    code, out = run(cli, "create", str(tmp_path / "v2.json"), "--prefix", prefix, "--json")
+    assert code == 0 and json.loads(out) == {"index": i2, "alias": alias, "dims": 8}
+
+    code, out = run(cli, "list", "--prefix", prefix, "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows[i1]["aliases"] == [alias] and rows[i2]["aliases"] == []
+    assert (rows[i2]["model"], rows[i2]["version"], rows[i2]["dims"]) == ("toy", v2.version, 8)
+    code, out = run(cli, "list", "--prefix", prefix)
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["index", "aliases", "model", "version"]
+    assert lines[1].split()[:5] == [i1, alias, "toy", v1.version8, "8"]
+
+    code, out = run(cli, "swap-alias", i2, "--prefix", prefix)
+    assert code == 0 and f"alias {alias} -> {i2} (was: {i1})" in out
+    assert alias_targets(opensearch, alias) == [i2]
+
+    code, out = run(cli, "drop", i2, "--yes", "--prefix", prefix)
+    assert code != 0 and f"still serves alias {alias}" in out
+    code, out = run(cli, "drop", i1, "--prefix", prefix, input="n\n")
+    assert code != 0 and opensearch.indices.exists(index=i1)
+    code, out = run(cli, "drop", i1, "--yes", "--prefix", prefix)
+    assert code == 0 and not opensearch.indices.exists(index=i1)
+    assert opensearch.indices.exists(index=i2)
+
+
+def test_create_refuses_an_index_of_another_dimension(cli: CliRunner, prefix: str, tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(make_manifest(dims=8).to_json())
+    (tmp_path / "b.json").write_text(make_manifest(dims=16).to_json())  # same name and version
+    assert run(cli, "create", str(tmp_path / "a.json"), "--prefix", prefix)[0] == 0
+    code, out = run(cli, "create", str(tmp_path / "b.json"), "--prefix", prefix)
+    assert code == 1 and "refusing to write into index" in out and "dimension is 8" in out
+
+
+def test_create_reads_the_manifest_inside_an_onnx_model(cli: CliRunner, prefix: str, tmp_path: Path) -> None:
+    manifest = make_manifest(dims=4)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(model, {METADATA_KEY: manifest.to_json()})
+    onnx.save(model, tmp_path / "m.onnx")
+    code, out = run(cli, "create", str(tmp_path / "m.onnx"), "--prefix", prefix, "--json")
+    assert code == 0, out
+    assert json.loads(out)["index"] == manifest.index_name(prefix)
+    onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")  # no manifest
+    code, out = run(cli, "create", str(tmp_path / "plain.onnx"), "--prefix", prefix)
+    assert code == 1 and "has no gemsearch.manifest metadata" in out
+
+
+def test_credentials_in_a_url_are_refused(cli: CliRunner) -> None:
+    code, out = run(cli, "list", "--url", "http://admin:secret@127.0.0.1:9200")
+    assert code == 1 and "credentials inside a URL" in out and "secret" not in out.replace("secret@", "")
+
+
+def test_config_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "os.yaml"
+    path.write_text(
+        "opensearch:\n  urls: [https://a:9200]\n  user: alice\n  password: from-file\n  timeout: 5\n"
+    )
+    path.chmod(0o600)
+    env = {"GEMSEARCH_OPENSEARCH_CONFIG": str(path), "GEMSEARCH_OPENSEARCH_PASSWORD": "from-env"}
+    config = OpenSearchConfig.load(env=env, urls=["https://b:9200", "https://c:9200"])
+    assert config.urls == ("https://b:9200", "https://c:9200") and config.user == "alice"
+    assert config.password is not None and config.password.get_secret_value() == "from-env"
+    assert (
+        config.timeout == 5 and "from-env" not in repr(config) and "from-env" not in config.model_dump_json()
+    )
+    env_only = OpenSearchConfig.load(env={"GEMSEARCH_OPENSEARCH_URL": "http://x:1, http://y:2"})
+    assert env_only.urls == ("http://x:1", "http://y:2") and env_only.user is None
+    kwargs = client_kwargs(config)
+    assert kwargs["http_auth"] == ("alice", "from-env") and kwargs["use_ssl"] and kwargs["verify_certs"]
+    tls = OpenSearchConfig(urls=("https://a:9200",), ca_certs=tmp_path / "ca.pem", verify_certs=False)
+    assert (
+        client_kwargs(tls)["ca_certs"] == str(tmp_path / "ca.pem") and not client_kwargs(tls)["verify_certs"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        ("urls: [http://a:1\n", ".yaml", "not valid JSON/YAML"),
+        ("{", ".json", "not valid JSON/YAML"),
+        ("- just\n- a list\n", ".yml", "must hold a mapping"),
+        ("urlz: [http://a:1]\n", ".yaml", "urlz"),
+        ("urls: [ftp://a]\n", ".yaml", "not an http"),
+    ],
+)
+def test_bad_config_files_get_a_clear_error(tmp_path: Path, text: str, suffix: str, message: str) -> None:
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        OpenSearchConfig.load(path, env={})
+
+
+def test_basic_auth_reaches_the_node(opensearch_node: OpenSearchNode) -> None:
+    with FaultProxy(opensearch_node.url) as proxy:
+        env = {"GEMSEARCH_OPENSEARCH_USER": "ingest", "GEMSEARCH_OPENSEARCH_PASSWORD": "s3cret"}
+        client = make_client(OpenSearchConfig.load(env=env, urls=[proxy.url]))
+        assert client.info()["version"]["number"]
+    expected = "Basic " + base64.b64encode(b"ingest:s3cret").decode()
+    assert proxy.requests[-1].headers.get("authorization") == expected
+
+
+def test_aws_sigv4_signs_requests(opensearch_node: OpenSearchNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with FaultProxy(opensearch_node.url) as proxy:
+        client = make_client(OpenSearchConfig(urls=(proxy.url,), aws_region="eu-west-1"))
+        assert client.count()["count"] >= 0  # the node has no security plugin: it ignores the signature
+    auth = proxy.requests[-1].headers.get("authorization", "")
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/es/aws4_request" in auth and "x-amz-date" in proxy.requests[-1].headers
+    with pytest.raises(ConfigError, match="choose one authentication"):
+        client_kwargs(OpenSearchConfig(aws_region="eu-west-1", user="u"))
+
+
+def test_aws_without_boto3_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'gemsearch\[aws\]'"):
+        client_kwargs(OpenSearchConfig(aws_region="eu-west-1"))
