@@ -7,7 +7,7 @@ ever reaches the folder; a folder made for one model refuses vectors of another.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import StoreError
 from ..manifest import ModelManifest
 from ..protocols import FloatRows, Record
+from ._local_filters import Term, flatten
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Batch:
     vectors: FloatRows  # (m, dim) float32
     image_refs: list[str | None]
     metadata_json: list[str]
+    terms: list[list[Term]]  # the filterable values of each document
+
+    def docs(self) -> Iterator[tuple[str, str | None, str, list[Term]]]:
+        return zip(self.ids, self.image_refs, self.metadata_json, self.terms, strict=True)
 
 
 def prepare_batch(records: Sequence[Record], dim: int) -> Batch:
@@ -41,7 +46,8 @@ def prepare_batch(records: Sequence[Record], dim: int) -> Batch:
     for i, record in enumerate(latest.values()):
         vectors[i] = _vector(record.vector, dim, f"document {record.id!r}")
         metadata_json.append(_metadata_json(record.id, record.metadata))
-    return Batch(list(latest), vectors, [r.image_ref for r in latest.values()], metadata_json)
+    refs = [r.image_ref for r in latest.values()]
+    return Batch(list(latest), vectors, refs, metadata_json, [flatten(r.metadata) for r in latest.values()])
 
 
 def query_vector(vector: Any, dim: int) -> FloatRows:

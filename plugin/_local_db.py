@@ -1,6 +1,7 @@
 """The SQLite side of a LocalStore: schema, the committed state, and chunked id look-ups.
 
 ``docs`` holds the live documents only; ``docs.row`` is the document's row in the vectors file.
+``terms`` indexes their metadata for filters: one (field, kind, value, row) per flattened value.
 ``state`` holds ``generation`` (which vectors file), ``rows`` (rows of that file that are committed:
 anything past them is an interrupted append) and ``live`` (documents in ``docs``). Rows below
 ``rows`` that no document points at are garbage left by overwrites and deletes; ``compact()``
@@ -16,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import StoreError
 
@@ -48,6 +52,8 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
 def create_schema(conn: sqlite3.Connection) -> None:
     with transaction(conn):
         create_docs_table(conn, "docs")
+        create_terms_table(conn, "terms")
+        create_terms_row_index(conn)
         conn.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         conn.executemany("INSERT OR IGNORE INTO state VALUES (?, 0)", [("generation",), ("rows",), ("live",)])
 
@@ -57,6 +63,18 @@ def create_docs_table(conn: sqlite3.Connection, name: str) -> None:
         f"CREATE TABLE IF NOT EXISTS {name} (row INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
         "image_ref TEXT, metadata TEXT NOT NULL)"
     )
+
+
+def create_terms_table(conn: sqlite3.Connection, name: str) -> None:
+    # value has no declared type, so SQLite keeps integers, reals and text as given
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {name} (field TEXT NOT NULL, kind INTEGER NOT NULL, value NOT NULL, "
+        "row INTEGER NOT NULL, PRIMARY KEY (field, kind, value, row)) WITHOUT ROWID"
+    )
+
+
+def create_terms_row_index(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX IF NOT EXISTS terms_by_row ON terms (row)")
 
 
 @contextmanager
@@ -107,9 +125,37 @@ def delete_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[int]:
     rows: list[int] = []
     for part in chunks(ids):
         marks = ", ".join("?" * len(part))
-        rows += [r[0] for r in conn.execute(f"SELECT row FROM docs WHERE id IN ({marks})", part)]
+        found = [r[0] for r in conn.execute(f"SELECT row FROM docs WHERE id IN ({marks})", part)]
         conn.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+        if found:
+            conn.execute(f"DELETE FROM terms WHERE row IN ({', '.join('?' * len(found))})", found)
+        rows += found
     return rows
+
+
+def insert_docs(
+    conn: sqlite3.Connection,
+    first_row: int,
+    docs: Iterable[tuple[str, str | None, str, list[tuple[str, int, Any]]]],
+) -> None:
+    """Insert (id, image_ref, metadata JSON, terms) at rows ``first_row``, ``first_row + 1``, ..."""
+    doc_rows, term_rows = [], []
+    for row, (doc_id, image_ref, metadata, terms) in enumerate(docs, start=first_row):
+        doc_rows.append((row, doc_id, image_ref, metadata))
+        term_rows += [(field, kind, value, row) for field, kind, value in terms]
+    conn.executemany("INSERT INTO docs (row, id, image_ref, metadata) VALUES (?, ?, ?, ?)", doc_rows)
+    conn.executemany("INSERT INTO terms (field, kind, value, row) VALUES (?, ?, ?, ?)", term_rows)
+
+
+def matching_rows(conn: sqlite3.Connection, queries: list[tuple[str, list[Any]]]) -> npt.NDArray[np.int64]:
+    """Sorted rows matching every query (each selects ``row``); stops early once nothing is left."""
+    result: npt.NDArray[np.int64] | None = None
+    for sql, params in queries:
+        rows = np.unique(np.fromiter((r for (r,) in conn.execute(sql, params)), dtype=np.int64))
+        result = rows if result is None else np.intersect1d(result, rows, assume_unique=True)
+        if result.shape[0] == 0:
+            break
+    return np.empty(0, dtype=np.int64) if result is None else result
 
 
 def docs_by_row(conn: sqlite3.Connection, rows: Sequence[int]) -> dict[int, tuple[str, str | None, str]]:
@@ -125,9 +171,19 @@ def docs_by_row(conn: sqlite3.Connection, rows: Sequence[int]) -> dict[int, tupl
 def renumber_docs(conn: sqlite3.Connection) -> None:
     """Give the live documents rows 0..live-1 in their current row order (compaction)."""
     create_docs_table(conn, "docs_compacted")
+    create_terms_table(conn, "terms_compacted")
+    conn.execute("CREATE TEMP TABLE renumbered (old INTEGER PRIMARY KEY, new INTEGER NOT NULL)")
+    conn.execute("INSERT INTO renumbered SELECT row, ROW_NUMBER() OVER (ORDER BY row) - 1 FROM docs")
     conn.execute(
         "INSERT INTO docs_compacted (row, id, image_ref, metadata) "
-        "SELECT ROW_NUMBER() OVER (ORDER BY row) - 1, id, image_ref, metadata FROM docs"
+        "SELECT r.new, d.id, d.image_ref, d.metadata FROM docs d JOIN renumbered r ON d.row = r.old"
     )
-    conn.execute("DROP TABLE docs")
-    conn.execute("ALTER TABLE docs_compacted RENAME TO docs")
+    conn.execute(
+        "INSERT INTO terms_compacted (field, kind, value, row) "
+        "SELECT t.field, t.kind, t.value, r.new FROM terms t JOIN renumbered r ON t.row = r.old"
+    )
+    for table in ("docs", "terms"):
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_compacted RENAME TO {table}")
+    create_terms_row_index(conn)  # built once, after the bulk insert
+    conn.execute("DROP TABLE temp.renumbered")

@@ -1,91 +1,93 @@
-"""Metadata filters of the LocalStore, compiled to one SQL condition over the ``docs`` table.
+"""Metadata filters of the LocalStore, answered from an index of (field, kind, value, row) terms.
 
-Semantics (the same as the OpenSearch store's term/terms/range queries on keyword/numeric fields):
+Semantics (those of OpenSearch term/terms/range queries on dynamically mapped fields):
 
 - ``{field: value}`` term, ``{field: [v1, v2]}`` terms (any of them), ``{field: {"gte": a, "lt": b}}``
   range with ``gt``/``gte``/``lt``/``lte``; every field's condition must match.
+- Nested objects are flattened to dotted names (``{"camera": {"model": "x"}}`` is ``camera.model``),
+  and a list gives its field several values: the document matches when any value does (a list of
+  objects flattens the same way). A missing field or null never matches.
 - Types are strict: a string matches only strings, a number only numbers (``2 == 2.0``), a boolean
   only booleans; a numeric range never matches a string, a string range (ISO dates) only strings.
-- A field whose stored value is a list matches when any element matches; a missing field never does.
-- Field names are dotted paths into the metadata (``camera.model``); each part is letters, digits,
-  ``_`` or ``-``.
 
-The condition selects candidate rows before ranking, so a filter restricts the search instead of
-thinning out a top-k.
+Each field's condition is one look-up in the ``terms`` index (no scan of the documents), so a
+filter selects the candidate rows before ranking instead of thinning out a top-k.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import StoreError
 
-_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
+BOOL, NUMBER, TEXT = 0, 1, 2  # the ``kind`` column: values of different kinds never match
 _RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_NUMBER = "{t} IN ('integer', 'real')"
 _INT64 = 2**63
 
+Term = tuple[str, int, Any]  # (field, kind, value)
 
-def compile_filters(filters: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
-    """``(sql, params)``: a WHERE condition on ``docs.metadata`` (``"1"`` when there is no filter)."""
+
+def flatten(metadata: Mapping[str, Any]) -> list[Term]:
+    """The distinct indexed terms of one document's metadata."""
+    return list(dict.fromkeys(_walk(metadata, "")))
+
+
+def _walk(value: Any, field: str) -> Iterator[Term]:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from _walk(inner, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, (list, tuple)):
+        for inner in value:
+            yield from _walk(inner, field)
+    elif isinstance(value, bool):
+        yield field, BOOL, int(value)
+    elif isinstance(value, int):
+        yield field, NUMBER, value if -_INT64 <= value < _INT64 else float(value)
+    elif isinstance(value, float):
+        yield field, NUMBER, value
+    elif isinstance(value, str):
+        yield field, TEXT, value
+    # None is not indexed: a null field never matches, as in OpenSearch
+
+
+def compile_filters(filters: Mapping[str, Any] | None) -> list[tuple[str, list[Any]]]:
+    """One ``(sql, params)`` per field; each selects the rows whose field matches its condition."""
     if not filters:
-        return "1", []
+        return []
     if not isinstance(filters, Mapping):
         raise StoreError(f"filters must be a mapping of field to condition, got {type(filters).__name__}")
-    clauses: list[str] = []
-    params: list[Any] = []
+    queries = []
     for field, condition in filters.items():
-        path = _json_path(field)
-        pred, pred_params = _predicate(field, condition)
-        # a list value matches when any element does; a scalar is compared directly
-        in_list = pred.format(v="e.value", t="e.type")
-        scalar = pred.format(v=f"json_extract(metadata, '{path}')", t=f"json_type(metadata, '{path}')")
-        clauses.append(
-            f"(CASE json_type(metadata, '{path}') WHEN 'array' THEN EXISTS (SELECT 1 FROM "
-            f"json_each(metadata, '{path}') AS e WHERE {in_list}) ELSE {scalar} END)"
-        )
-        params += pred_params + pred_params
-    return " AND ".join(clauses), params
+        if not isinstance(field, str) or not field:
+            raise StoreError(f"filter field names must be non-empty strings, got {field!r}")
+        if isinstance(condition, Mapping):
+            parts = [_range(field, condition)]
+        elif isinstance(condition, (list, tuple, set, frozenset)):
+            parts = _terms(field, list(condition))
+        else:
+            parts = _terms(field, [condition])
+        # one indexed look-up per kind; rows may repeat (a list value), the caller dedupes
+        sql = " UNION ALL ".join(f"SELECT row FROM terms WHERE field = ? AND {where}" for where, _ in parts)
+        queries.append((sql or "SELECT row FROM terms WHERE 0", [p for _, ps in parts for p in [field, *ps]]))
+    return queries
 
 
-def _json_path(field: object) -> str:
-    parts = field.split(".") if isinstance(field, str) else []
-    if not parts or not all(_PART.match(p) for p in parts):
-        raise StoreError(
-            f"filter field {field!r} must be a dotted path of names made of letters, digits, '_' or '-'"
-        )
-    return "$" + "".join(f'."{p}"' for p in parts)
-
-
-def _predicate(field: str, condition: object) -> tuple[str, list[Any]]:
-    """A condition on one value ``{v}`` of JSON type ``{t}`` (placeholders), with its parameters."""
-    if isinstance(condition, Mapping):
-        return _range(field, condition)
-    if isinstance(condition, (list, tuple, set, frozenset)):
-        return _terms(field, list(condition))
-    return _terms(field, [condition])
-
-
-def _terms(field: str, values: Sequence[object]) -> tuple[str, list[Any]]:
-    texts = [v for v in values if isinstance(v, str)]
-    numbers = [v for v in values if _is_number(v)]
-    flags = {v for v in values if isinstance(v, bool)}
+def _terms(field: str, values: Sequence[object]) -> list[tuple[str, list[Any]]]:
     bad = [v for v in values if not (isinstance(v, (str, bool)) or _is_number(v))]
     if bad:
         raise StoreError(
             f"filter on {field!r}: {bad[0]!r} is not a string, finite number or boolean "
             "(a range is written as {'gte': a, 'lt': b})"
         )
-    preds: list[str] = []
-    if texts:
-        preds.append(f"({{t}} = 'text' AND {{v}} IN ({_marks(texts)}))")
-    if numbers:
-        preds.append(f"({_NUMBER} AND {{v}} IN ({_marks(numbers)}))")
-    preds += [f"{{t}} = '{'true' if flag else 'false'}'" for flag in sorted(flags)]
-    return ("(" + " OR ".join(preds) + ")" if preds else "0"), [*texts, *numbers]
+    by_kind: dict[int, list[Any]] = {}  # kind -> values of that kind
+    for v in values:
+        if isinstance(v, bool):
+            by_kind.setdefault(BOOL, []).append(int(v))
+        else:
+            by_kind.setdefault(TEXT if isinstance(v, str) else NUMBER, []).append(v)
+    return [(f"kind = {kind} AND value IN ({', '.join('?' * len(vs))})", vs) for kind, vs in by_kind.items()]
 
 
 def _range(field: str, condition: Mapping[Any, Any]) -> tuple[str, list[Any]]:
@@ -95,20 +97,16 @@ def _range(field: str, condition: Mapping[Any, Any]) -> tuple[str, list[Any]]:
         raise StoreError(f"range filter on {field!r} takes gt, gte, lt, lte; got {got}")
     bounds = list(condition.values())
     if all(_is_number(b) for b in bounds):
-        kind = _NUMBER
+        kind = NUMBER
     elif all(isinstance(b, str) for b in bounds):
-        kind = "{t} = 'text'"
+        kind = TEXT
     else:
         raise StoreError(f"range filter on {field!r}: bounds must be all finite numbers or all strings")
-    tests = [f"{{v}} {_RANGE_OPS[op]} ?" for op in condition]
-    return "(" + " AND ".join([kind, *tests]) + ")", bounds
+    tests = [f"value {_RANGE_OPS[op]} ?" for op in condition]
+    return " AND ".join([f"kind = {kind}", *tests]), bounds
 
 
 def _is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) if isinstance(value, float) else -_INT64 <= value < _INT64
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join("?" * len(values))

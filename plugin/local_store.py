@@ -8,11 +8,15 @@ append past the committed rows is cut off when a writer next opens the folder.
 
 Overwrite semantics: upserting an existing id writes a new row and drops the old one (garbage);
 ``delete`` drops documents the same way. ``compact()`` rewrites the file without garbage rows.
-Search skips garbage rows; equal scores are ordered by row, i.e. the earlier-written first.
+Search is exact: every live row is scored, chunk by chunk over the memory-mapped file, so memory
+stays flat; equal scores are ordered by row, i.e. the earlier-written first. Metadata filters are
+answered from an index of the flattened metadata values (``_local_filters``) and restrict the rows
+that are scored, before ranking.
 
 One writer per folder (an flock on ``write.lock``, taken by the first ensure_index/upsert/delete/
-compact and held until ``close()``); any number of ``read_only=True`` readers, in other processes
-too, see each commit at their next call.
+compact and held until ``close()``; a second writer gets a StoreError at once). Any number of
+readers, in other processes too (``read_only=True``, or a store that only searches), see each
+commit at their next call; each call reads one consistent snapshot.
 """
 
 from __future__ import annotations
@@ -96,12 +100,9 @@ class LocalStore:
             try:
                 with db.transaction(conn):
                     dead = db.delete_ids(conn, batch.ids)
-                    rows = range(old.rows, old.rows + len(batch.ids))
-                    conn.executemany(
-                        "INSERT INTO docs (row, id, image_ref, metadata) VALUES (?, ?, ?, ?)",
-                        zip(rows, batch.ids, batch.image_refs, batch.metadata_json, strict=True),
-                    )
-                    new = db.State(old.generation, rows.stop, old.live - len(dead) + len(batch.ids))
+                    db.insert_docs(conn, old.rows, batch.docs())
+                    n = len(batch.ids)
+                    new = db.State(old.generation, old.rows + n, old.live - len(dead) + n)
                     db.write_state(conn, new)
             except BaseException:
                 self._drop_uncommitted(conn, vectors, old.rows)
@@ -175,14 +176,11 @@ class LocalStore:
         """
         if k < 1:
             raise StoreError(f"k must be at least 1, got {k}")
-        where, params = compile_filters(filters)
+        queries = compile_filters(filters)
 
         def read(conn: sqlite3.Connection, view: View) -> list[Hit]:
             query = query_vector(vector, self._dim)
-            candidates = None
-            if filters:
-                sql = f"SELECT row FROM docs WHERE {where} ORDER BY row"
-                candidates = np.fromiter((r for (r,) in conn.execute(sql, params)), dtype=np.int64)
+            candidates = db.matching_rows(conn, queries) if queries else None
             scores, top = view.rank(query, k, candidates, self._chunk_rows)
             docs = db.docs_by_row(conn, top.tolist())
             return [

@@ -99,6 +99,15 @@ def test_search_equals_brute_force_also_after_overwrites_and_deletes(tmp_path: P
         _check_against_oracle(store, docs, rng)
 
 
+def test_an_empty_store_answers_nothing(tmp_path: Path) -> None:
+    with _open(tmp_path / "s") as store:
+        assert store.count() == 0 and store.get("a") is None and store.existing_ids(["a"]) == set()
+        assert store.search(np.ones(DIM, np.float32), k=5) == []
+        assert store.search(np.ones(DIM, np.float32), filters={"x": 1}) == []
+        with pytest.raises(StoreError, match="k must be at least 1"):
+            store.search(np.ones(DIM, np.float32), k=0)
+
+
 def test_equal_scores_come_in_write_order_whatever_the_chunks(tmp_path: Path) -> None:
     v = _unit(np.random.default_rng(1), 1)[0]
     names = ["g", "f", "e", "d", "c", "b", "a"]
@@ -129,13 +138,19 @@ def _kind(value: Any) -> str | None:
     return "str" if isinstance(value, str) else None
 
 
+def _values(value: Any, parts: list[str]) -> list[Any]:
+    """What a dotted field holds, lists expanded at every level (OpenSearch's object flattening)."""
+    if isinstance(value, list):
+        return [v for item in value for v in _values(item, parts)]
+    if not parts:
+        return [value]
+    return _values(value[parts[0]], parts[1:]) if isinstance(value, dict) and parts[0] in value else []
+
+
 def _matches(meta: dict[str, Any], filters: dict[str, Any]) -> bool:
-    """The documented semantics, written plainly: strict types, any element of a list."""
+    """The documented semantics, written plainly: strict types, any value of a list."""
     for field, cond in filters.items():
-        value: Any = meta
-        for part in field.split("."):
-            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
-        values = value if isinstance(value, list) else [value]
+        values = _values(meta, field.split("."))
         if isinstance(cond, dict):
             ok = any(all(_kind(v) == _kind(b) and _OPS[op](v, b) for op, b in cond.items()) for v in values)
         else:
@@ -155,6 +170,8 @@ def _meta(rng: np.random.Generator, i: int) -> dict[str, Any]:
         "tags": [str(t) for t in rng.choice(["sea", "city", "dog", "snow"], size=i % 3, replace=False)],
         "flag": bool(i % 5 == 0),
         "camera": {"model": ["x100", "a7"][i % 2]},
+        "people": [{"name": n} for n in ["ann", "bob", "cy"][: i % 4]],
+        "maybe": None if i % 3 else "x",
     }
     if i % 7 == 0:
         del meta["year"]
@@ -177,7 +194,10 @@ FILTERS: list[dict[str, Any]] = [
     {"flag": True},
     {"flag": [False]},
     {"camera.model": "a7"},
-    {"color": ["green", "grey"], "year": {"gte": 2010}, "camera.model": "x100"},
+    {"people.name": ["bob", "cy"]},
+    {"maybe": "x"},
+    {"score": {"gt": 0.2, "lte": 0.7}, "tags": "sea", "flag": False},
+    {"color": ["green", "grey"], "year": {"gte": 2010}, "camera.model": "a7"},
     {"color": "purple"},
     {"color": []},
     {"nothing-here": "x"},
@@ -212,7 +232,7 @@ def test_filters_select_exactly_what_a_python_filter_does(
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        ({"a b": 1}, "dotted path"),
+        ({"": 1}, "non-empty strings"),
         ({"x": None}, "not a string"),
         ({"x": [1, {"y": 2}]}, "not a string"),
         ({"x": float("nan")}, "not a string"),
@@ -411,7 +431,8 @@ def _check_complete_batches(folder: Path, batch: int, reported: list[int]) -> in
         assert n % batch == 0 and n // batch >= len(reported)
         for b in range(n // batch):
             want = np.random.default_rng(b).standard_normal((batch, DIM)).astype(np.float32)
-            for i in (0, batch // 2, batch - 1):
+            # every vector of the last batches (those a kill can hit), samples of the older ones
+            for i in range(batch) if b >= n // batch - 2 else (0, batch // 2, batch - 1):
                 got = store.get(f"{b}-{i}")
                 assert got is not None and np.array_equal(got.vector, want[i]) and got.metadata == {"b": b}
         assert store.existing_ids([f"{n // batch}-0"]) == set()  # nothing of a batch past the last
@@ -494,3 +515,28 @@ def test_failed_commit_cuts_its_vectors(tmp_path: Path, monkeypatch: pytest.Monk
         assert (tmp_path / "s" / "vectors.0.f32").stat().st_size == DIM * 4
         store.upsert(_records(["b"], vectors[1:]))
         assert [h.id for h in store.search(vectors[1], k=2)] == ["b", "a"]
+
+
+def test_interrupted_compaction_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gemsearch.plugin import _local_db
+
+    folder, vectors = tmp_path / "s", _unit(np.random.default_rng(12), 10)
+    with _open(folder) as store:
+        store.upsert(_records([f"c{i}" for i in range(10)], vectors))
+        store.delete(["c1", "c2", "c3", "c4"])
+        before = store.search(vectors[0], k=10)
+
+        def broken(*_: Any) -> None:
+            raise OSError("power cut")
+
+        monkeypatch.setattr(_local_db, "renumber_docs", broken)
+        with pytest.raises(OSError, match="power cut"):
+            store.compact()
+        monkeypatch.undo()
+        assert sorted(p.name for p in folder.glob("vectors.*")) == ["vectors.0.f32"]
+        assert store.search(vectors[0], k=10) == before
+        assert store.compact() == 4
+    (folder / "vectors.0.f32").write_bytes(b"old")  # as if killed after the commit, before the cleanup
+    with _open(folder) as store:
+        assert sorted(p.name for p in folder.glob("vectors.*")) == ["vectors.1.f32"]
+        assert store.search(vectors[0], k=10) == before
