@@ -44,3 +44,7 @@ class SourceError(GemsearchError):
     def __init__(self, message: str, origin: str | None = None) -> None:
         super().__init__(message)
         self.origin = origin
+
+
+class EvaluationError(GemsearchError, ValueError):
+    """Rankings and ground truth do not fit together (counts, indices), or nothing can be evaluated."""
