@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opensearchpy.exceptions import TransportError
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import StoreError
@@ -109,7 +110,7 @@ def preflight(client: Any, index: str, manifest: ModelManifest, options: IndexOp
     """Raise StoreError unless ``index`` was built for exactly this model version and options."""
     try:
         response = client.indices.get(index=index)
-    except Exception as exc:
+    except TransportError as exc:
         raise StoreError(f"cannot read the mapping of index {index}: {exc}") from exc
     if len(response) != 1:
         raise StoreError(f"{index} resolves to {len(response)} indices; write into one physical index")

@@ -22,103 +22,30 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any
 
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import TransportError
-from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import StoreError
 from ._bulk_dead_letter import DeadLetterFile
+from ._bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
 from .index_admin import bulk_load_settings
+
+__all__ = [
+    "BulkDoc",
+    "BulkError",
+    "BulkOptions",
+    "BulkReport",
+    "BulkWriter",
+    "ItemOutcome",
+    "Outcome",
+    "RetryPolicy",
+]
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_REQUEST_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class RetryPolicy(BaseModel):
-    """Exponential backoff with jitter, bounded in attempts and in time (per request)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_attempts: int = Field(12, ge=1, description="tries per item, the first one included")
-    initial_backoff_s: float = Field(0.2, ge=0)
-    max_backoff_s: float = Field(10.0, ge=0)
-    max_total_s: float = Field(300.0, gt=0, description="give up retrying a request after this long")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Sleep before try ``attempt + 1``: half the capped exponential step, plus up to as much again."""
-        step = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
-        return step / 2 + rng.uniform(0.0, step / 2)
-
-
-class BulkOptions(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_docs: int = Field(500, ge=1, description="documents per bulk request")
-    max_bytes: int = Field(5_000_000, ge=1, description="body bytes per bulk request")
-    retry: RetryPolicy = RetryPolicy()
-    dead_letter_path: str | None = Field(None, description="JSONL file for rejected documents")
-    dead_letter_source: bool = Field(True, description="keep the rejected document in the file")
-    refresh: bool = Field(True, description="refresh the index once the write is over")
-    manage_refresh_interval: bool = Field(False, description="refresh_interval -1 while writing")
-    request_timeout_s: float | None = Field(None, gt=0, description="client timeout per bulk request")
-
-
-class Outcome(str, Enum):
-    INDEXED = "indexed"
-    REJECTED = "rejected"
-    PENDING = "pending"
-
-
-@dataclass(frozen=True)
-class BulkDoc:
-    """One document to index under ``id``."""
-
-    id: str
-    source: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    id: str
-    outcome: Outcome
-    attempts: int
-    status: int | None = None
-    reason: str | None = None
-
-
-@dataclass
-class BulkReport:
-    """What became of every document the writer read, in input order."""
-
-    items: list[ItemOutcome] = field(default_factory=list)
-    requests: int = 0
-
-    def ids(self, outcome: Outcome) -> list[str]:
-        return [i.id for i in self.items if i.outcome is outcome]
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((o.value for o in Outcome), 0)
-        for item in self.items:
-            counts[item.outcome.value] += 1
-        return counts
-
-    @property
-    def complete(self) -> bool:
-        """Every document read was indexed or rejected; nothing is left pending."""
-        return not any(i.outcome is Outcome.PENDING for i in self.items)
-
-
-class BulkError(StoreError):
-    """The cluster answered a bulk request in a way that cannot be trusted or retried."""
-
-    def __init__(self, message: str, report: BulkReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
@@ -234,7 +161,7 @@ class BulkWriter:
         return self._classify(items, response, attempt, report, last)
 
     def _post(self, items: list[_Item]) -> dict[str, Any]:
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {"filter_path": "errors,items.*._id,items.*.status,items.*.error"}
         if self.options.request_timeout_s is not None:
             params["request_timeout"] = self.options.request_timeout_s
         body = b"".join(i.payload for i in items)

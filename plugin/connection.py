@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator
 
 from .._deps import require
 from ..errors import ConfigError
@@ -51,10 +51,10 @@ class OpenSearchConfig(BaseModel):
     urls: tuple[str, ...] = ("http://localhost:9200",)
     user: str | None = None
     password: SecretStr | None = None
-    ca_certs: Path | None = Field(None, description="CA bundle that signed the cluster's certificate")
+    ca_certs: FilePath | None = Field(None, description="CA bundle that signed the cluster's certificate")
     verify_certs: bool = True
-    client_cert: Path | None = None
-    client_key: Path | None = None
+    client_cert: FilePath | None = None
+    client_key: FilePath | None = None
     aws_region: str | None = Field(None, description="sign requests with AWS SigV4 for this region")
     aws_service: Literal["es", "aoss"] = "es"
     timeout: float = Field(30.0, gt=0, description="seconds per HTTP request")

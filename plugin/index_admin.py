@@ -105,7 +105,7 @@ def swap_alias(client: Any, index: str, alias: str | None = None, *, force: bool
     """Point ``alias`` (default: the one in the index's ``_meta``) at ``index`` only, atomically.
 
     Reports the indices the alias pointed to before. Refuses to move a model's alias onto an index
-    of another model, or onto an index gemsearch did not create, unless ``force``.
+    of another model, onto an index gemsearch did not create, or onto an empty one, unless ``force``.
     """
     meta = _index_meta(client, index, required=not force)
     alias = alias or (meta or {}).get("alias")
@@ -115,6 +115,8 @@ def swap_alias(client: Any, index: str, alias: str | None = None, *, force: bool
         raise StoreError(
             f"index {index} serves alias {meta.get('alias')}, not {alias} (use force to override)"
         )
+    if not force and int(client.count(index=index)["count"]) == 0:
+        raise StoreError(f"index {index} is empty: queries through {alias} would find nothing (use force)")
     _check_not_an_index(client, alias)
     before = alias_targets(client, alias)
     actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": alias}} for i in before if i != index]

@@ -110,7 +110,7 @@ def list_command(client: Any, prefix: str, as_json: bool) -> None:
     default="innerproduct",
     show_default=True,
 )
-@click.option("--m", "m", type=int, default=16, show_default=True, help="HNSW links per node.")
+@click.option("--hnsw-m", "m", type=int, default=16, show_default=True, help="HNSW links per node.")
 @click.option("--ef-construction", type=int, default=128, show_default=True)
 @click.option("--ef-search", type=int, default=100, show_default=True)
 @click.option("--shards", type=int, default=1, show_default=True)
@@ -135,7 +135,7 @@ def create_command(
 @click.argument("index_name", metavar="INDEX")
 @connection_options
 @click.option("--alias", "alias", default=None, help="Alias to move (default: the model's, from _meta).")
-@click.option("--force", is_flag=True, help="Also onto an index of another model or not made by gemsearch.")
+@click.option("--force", is_flag=True, help="Also onto an empty index, another model's, or a foreign one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def swap_alias_command(
     client: Any, prefix: str, index_name: str, alias: str | None, force: bool, as_json: bool

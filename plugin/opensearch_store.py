@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from opensearchpy.exceptions import NotFoundError, TransportError
 
 from ..errors import StoreError
 from ..manifest import ModelManifest
@@ -94,7 +95,7 @@ class OpenSearchStore:
         deleted = 0
         for chunk in _chunked(ids, MGET_CHUNK):
             body = "".join(json.dumps({"delete": {"_id": i}}) + "\n" for i in chunk)
-            response = self.client.bulk(body=body, index=self.read_target, params={"refresh": "true"})
+            response = self._call("bulk", body=body, index=self.read_target, params={"refresh": "true"})
             results = [next(iter(item.values())) for item in response["items"]]
             failed = [r for r in results if r.get("status") not in (200, 404)]
             if failed:
@@ -108,14 +109,23 @@ class OpenSearchStore:
         """Which of ``ids`` are in the index (``mget`` without sources, in chunks)."""
         found: set[str] = set()
         for chunk in _chunked(ids, MGET_CHUNK):
-            response = self.client.mget(
-                index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
+            response = self._call(
+                "mget", index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
             )
             found.update(d["_id"] for d in response["docs"] if d.get("found"))
         return found
 
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """A client call whose transport errors become StoreErrors that name the index."""
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except NotFoundError as exc:
+            raise StoreError(f"index or alias {kwargs.get('index')} does not exist") from exc
+        except TransportError as exc:
+            raise StoreError(f"OpenSearch {method} on {kwargs.get('index')} failed: {exc}") from exc
+
     def get(self, doc_id: str) -> Record | None:
-        response = self.client.mget(index=self.read_target, body={"ids": [doc_id]})
+        response = self._call("mget", index=self.read_target, body={"ids": [doc_id]})
         doc = response["docs"][0]
         if not doc.get("found"):
             return None
@@ -128,7 +138,7 @@ class OpenSearchStore:
         )
 
     def count(self) -> int:
-        return int(self.client.count(index=self.read_target)["count"])
+        return int(self._call("count", index=self.read_target)["count"])
 
     def search(
         self, vector: FloatRows, k: int = 10, filters: Filters | None = None, *, ef_search: int | None = None
@@ -143,7 +153,7 @@ class OpenSearchStore:
         if ef_search is not None:
             knn["method_parameters"] = {"ef_search": ef_search}
         body = {"size": k, "_source": {"excludes": [VECTOR_FIELD]}, "query": {"knn": {VECTOR_FIELD: knn}}}
-        hits = self.client.search(index=self.read_target, body=body)["hits"]["hits"]
+        hits = self._call("search", index=self.read_target, body=body)["hits"]["hits"]
         return [self._hit(h) for h in hits]
 
     def _hit(self, hit: dict[str, Any]) -> Hit:
@@ -180,7 +190,8 @@ def similarity(score: float, space_type: str) -> float:
         return score - 1 if score >= 1 else 1 - 1 / score
     if space_type == "cosinesimil":  # score = (1 + cos) / 2
         return 2 * score - 1
-    return score  # l2: 1 / (1 + d^2) is already "higher is closer"
+    # l2: score = 1 / (1 + d^2), and d^2 = 2 - 2 cos for the unit vectors stored here
+    return 1 - (1 / score - 1) / 2
 
 
 def _chunked(ids: Iterable[str], size: int) -> Iterable[list[str]]:

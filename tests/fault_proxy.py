@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class FaultProxy:
     fail_next: list[int] = field(default_factory=list)  # statuses for the next whole bulk requests
     reject_first: Callable[[str], bool] = lambda _id: False  # which ids get a 429 the first time
     drop_item: bool = False
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     requests: list[Seen] = field(default_factory=list)
     injected: int = 0
     _seen_ids: set[str] = field(default_factory=set)
@@ -45,7 +47,8 @@ class FaultProxy:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def bulk_requests(self) -> list[Seen]:
@@ -67,6 +70,8 @@ class FaultProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

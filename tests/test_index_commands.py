@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -18,12 +21,15 @@ from fault_proxy import FaultProxy
 from onnx import TensorProto, helper
 from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
+from opensearchpy.exceptions import SSLError
 
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError, MissingDependencyError
 from gemsearch.manifest import METADATA_KEY, ModelManifest, PoolingSpec
 from gemsearch.plugin.connection import OpenSearchConfig, client_kwargs, make_client
-from gemsearch.plugin.index_admin import alias_targets
+from gemsearch.plugin.index_admin import IndexOptions, alias_targets
+from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.protocols import Record
 
 
 def make_manifest(dims: int, weights: bytes = b"v1") -> ModelManifest:
@@ -70,11 +76,19 @@ def test_create_list_swap_and_drop(
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows[i1]["aliases"] == [alias] and rows[i2]["aliases"] == []
     assert (rows[i2]["model"], rows[i2]["version"], rows[i2]["dims"]) == ("toy", v2.version, 8)
+    assert run(cli, "list", "--prefix", f"{prefix}x") == (0, f"no indices named {prefix}x-*\n")
     code, out = run(cli, "list", "--prefix", prefix)
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["index", "aliases", "model", "version"]
     assert lines[1].split()[:5] == [i1, alias, "toy", v1.version8, "8"]
 
+    code, out = run(cli, "swap-alias", i2, "--prefix", prefix)
+    assert code == 1 and f"index {i2} is empty" in out and alias_targets(opensearch, alias) == [i1]
+    store = OpenSearchStore(opensearch, options=IndexOptions(prefix=prefix))
+    store.ensure_index(v2)
+    store.upsert([Record(id="a", vector=np.full(8, 8**-0.5, dtype=np.float32))])
+    code, out = run(cli, "swap-alias", i2, "--alias", f"{prefix}-other", "--prefix", prefix)
+    assert code == 1 and f"serves alias {alias}, not {prefix}-other" in out
     code, out = run(cli, "swap-alias", i2, "--prefix", prefix)
     assert code == 0 and f"alias {alias} -> {i2} (was: {i1})" in out
     assert alias_targets(opensearch, alias) == [i2]
@@ -137,10 +151,8 @@ def test_config_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
     assert env_only.urls == ("http://x:1", "http://y:2") and env_only.user is None
     kwargs = client_kwargs(config)
     assert kwargs["http_auth"] == ("alice", "from-env") and kwargs["use_ssl"] and kwargs["verify_certs"]
-    tls = OpenSearchConfig(urls=("https://a:9200",), ca_certs=tmp_path / "ca.pem", verify_certs=False)
-    assert (
-        client_kwargs(tls)["ca_certs"] == str(tmp_path / "ca.pem") and not client_kwargs(tls)["verify_certs"]
-    )
+    with pytest.raises(ConfigError, match="ca_certs"):  # a CA bundle that is not there
+        OpenSearchConfig.load(env={"GEMSEARCH_OPENSEARCH_CA_CERTS": str(tmp_path / "missing.pem")})
 
 
 @pytest.mark.parametrize(
@@ -187,3 +199,49 @@ def test_aws_without_boto3_says_how_to_install_it(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 now raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'gemsearch\[aws\]'"):
         client_kwargs(OpenSearchConfig(aws_region="eu-west-1"))
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca, ca_key, cert, key, csr = (folder / n for n in ("ca.pem", "ca.key", "srv.pem", "srv.key", "srv.csr"))
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for cmd in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=gemsearch test CA"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "1",
+        ],
+    ):
+        extra = ["-extfile", str(folder / "san.ext")] if cmd[0] == "x509" else []
+        subprocess.run(["openssl", *map(str, cmd), *extra], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+def test_tls_with_a_ca_bundle(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    with FaultProxy(opensearch_node.url, tls=server) as proxy:
+        assert proxy.url.startswith("https://")
+        env = {"GEMSEARCH_OPENSEARCH_URL": proxy.url, "GEMSEARCH_OPENSEARCH_CA_CERTS": str(ca)}
+        trusted = make_client(OpenSearchConfig.load(env=env, max_retries=0))
+        assert trusted.info()["version"]["number"]
+        untrusted = make_client(OpenSearchConfig(urls=(proxy.url,), max_retries=0, timeout=5))
+        with pytest.raises(SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.info()
+        unverified = make_client(OpenSearchConfig(urls=(proxy.url,), verify_certs=False, max_retries=0))
+        assert unverified.info()["version"]["number"]
+    assert len(proxy.requests) == 2  # the refused handshake never became a request
