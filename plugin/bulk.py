@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import TransportError
+from opensearchpy.exceptions import SSLError, TransportError
 
 from ._bulk_dead_letter import DeadLetterFile
 from ._bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
@@ -144,6 +144,9 @@ class BulkWriter:
         """One bulk request; returns the items to retry."""
         try:
             response = self._post(items)
+        except SSLError as exc:  # a certificate that does not verify will not verify next time either
+            self._give_up(items, attempt, report, None, f"TLS error: {exc}")
+            raise BulkError(f"TLS handshake with the cluster failed: {exc}", report) from exc
         except TransportConnectionError as exc:  # timeouts included
             reason = f"{type(exc).__name__}: {exc.info if exc.info else exc.error}"
             last.update((i.doc.id, (None, reason)) for i in items)
@@ -154,7 +157,8 @@ class BulkWriter:
             reason = f"HTTP {exc.status_code}: {exc.error}"
             if status not in RETRYABLE_REQUEST_STATUSES:
                 self._give_up(items, attempt, report, status, reason)
-                raise BulkError(f"bulk request into {self.index} refused: {reason}", report) from exc
+                hint = " (lower BulkOptions.max_bytes below http.max_content_length)" if status == 413 else ""
+                raise BulkError(f"bulk request into {self.index} refused: {reason}{hint}", report) from exc
             last.update((i.doc.id, (status, reason)) for i in items)
             log.warning("bulk request answered %s; will retry", reason)
             return items

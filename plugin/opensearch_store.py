@@ -58,7 +58,12 @@ class OpenSearchStore:
 
     def ensure_index(self, manifest: ModelManifest) -> None:
         """Create the index of this model version, or refuse if the existing one does not fit it."""
-        self.index = ensure_index(self.client, manifest, self.options)
+        try:
+            self.index = ensure_index(self.client, manifest, self.options)
+        except TransportError as exc:
+            raise StoreError(
+                f"cannot create or check index {manifest.index_name(self.options.prefix)}: {exc}"
+            ) from exc
         self.manifest = manifest
 
     # ------------------------------------------------------------------ writes

@@ -9,6 +9,7 @@ import json
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from opensearchpy.exceptions import SSLError
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError, MissingDependencyError
 from gemsearch.manifest import METADATA_KEY, ModelManifest, PoolingSpec
+from gemsearch.plugin.bulk import BulkDoc, BulkError, BulkWriter
 from gemsearch.plugin.connection import OpenSearchConfig, client_kwargs, make_client
 from gemsearch.plugin.index_admin import IndexOptions, alias_targets
 from gemsearch.plugin.opensearch_store import OpenSearchStore
@@ -242,6 +244,10 @@ def test_tls_with_a_ca_bundle(opensearch_node: OpenSearchNode, tmp_path: Path) -
         untrusted = make_client(OpenSearchConfig(urls=(proxy.url,), max_retries=0, timeout=5))
         with pytest.raises(SSLError, match="CERTIFICATE_VERIFY_FAILED"):
             untrusted.info()
+        started = time.monotonic()
+        with pytest.raises(BulkError, match="TLS handshake"):  # not retried for minutes
+            BulkWriter(untrusted, "any").write([BulkDoc("a", {"x": 1})])
+        assert time.monotonic() - started < 5
         unverified = make_client(OpenSearchConfig(urls=(proxy.url,), verify_certs=False, max_retries=0))
         assert unverified.info()["version"]["number"]
     assert len(proxy.requests) == 2  # the refused handshake never became a request
