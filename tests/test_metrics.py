@@ -123,6 +123,8 @@ def test_ranking_helpers() -> None:
     assert rank_by_inner_product(q, db).tolist() == [[1, 0, 2], [2, 0, 1]]
     with pytest.raises(EvaluationError, match="NaN"):
         rank_by_similarity([[np.nan, 1.0]])
+    with pytest.raises(EvaluationError, match="top_k"):
+        rank_by_similarity(scores, top_k=0)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from PIL import Image
 
 from gemsearch import samples
 from gemsearch._sample_photos import load_photos
+from gemsearch._views import random_view
 from gemsearch.errors import ConfigError, MissingDependencyError
 from gemsearch.metrics import compute_map
 from gemsearch.samples import SampleSet, build_multiview_set
@@ -53,6 +55,18 @@ def test_views_differ_from_their_source_and_from_each_other(built: SampleSet) ->
     described = " ".join(im.transform for im in built.images)
     for op in ("crop", "rotate", "scale", "colour", "jpeg"):
         assert op in described
+
+
+@pytest.mark.parametrize("size", [(128, 96), (40, 200), (33, 33)])
+def test_views_have_no_black_borders(size: tuple[int, int]) -> None:
+    # rotations are cropped to the inner rectangle and warps sample inside the photo, so a white
+    # photo stays light everywhere: at worst brightness 0.75 (191) plus JPEG noise
+    white = Image.new("RGB", size, (255, 255, 255))
+    for i in range(40):
+        view = random_view(white, np.random.default_rng([*size, i]))
+        with Image.open(io.BytesIO(view.encode())) as f:
+            assert np.asarray(f.convert("RGB")).min() > 150, view.description
+        assert max(view.image.size) <= max(size)  # never enlarged
 
 
 def test_split_holds_out_whole_clusters(built: SampleSet) -> None:

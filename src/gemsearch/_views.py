@@ -23,7 +23,7 @@ _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _QUARTER = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
-MIN_SIDE = 32  # views are never shrunk below this
+MIN_SIDE = 32  # downscaling stops here (and never enlarges)
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,11 @@ def _perspective_coefficients(
 def _downscale(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
     factor = round(float(rng.uniform(0.5, 1.0)), 3)
     name = str(rng.choice(list(_FILTERS)))
-    size = (max(MIN_SIDE, round(img.width * factor)), max(MIN_SIDE, round(img.height * factor)))
+    w, h = (min(side, max(MIN_SIDE, round(side * factor))) for side in img.size)
+    size = (w, h)
     if size == img.size:
         return img, ""
-    return img.resize(size, _FILTERS[name]), f"scale {factor:g} {name}"
+    return img.resize(size, _FILTERS[name]), f"scale {factor:g} {name} to {w}x{h}"
 
 
 def _flip(img: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:

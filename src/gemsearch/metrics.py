@@ -136,6 +136,8 @@ def rank_by_similarity(scores: npt.ArrayLike, top_k: int | None = None) -> Index
     s = np.asarray(scores)
     if s.ndim != 2:
         raise EvaluationError(f"scores must be (nq, n_db), got shape {s.shape}")
+    if top_k is not None and top_k < 1:
+        raise EvaluationError(f"top_k must be positive, got {top_k}")
     if not np.all(np.isfinite(s)):
         raise EvaluationError("scores contain NaN or infinity")
     order = np.argsort(-s, axis=1, kind="stable")
