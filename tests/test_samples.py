@@ -119,6 +119,8 @@ def test_refuses_a_folder_that_is_not_a_sample_set(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         _build(tmp_path)
+    with pytest.raises(ConfigError, match="no readable sample set"):
+        SampleSet.load(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

@@ -100,7 +100,10 @@ class SampleSet(_Frozen):
     @classmethod
     def load(cls, root: str | Path) -> SampleSet:
         root = Path(root)
-        sample_set = cls.model_validate_json((root / MANIFEST).read_text(encoding="utf-8"))
+        try:
+            sample_set = cls.model_validate_json((root / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: pydantic's ValidationError, bad UTF-8
+            raise ConfigError(f"no readable sample set manifest in {root}: {exc}") from exc
         sample_set._root = root
         return sample_set
 
@@ -180,7 +183,7 @@ def _held_out(names: list[str], holdout: int | Sequence[str], seed: int) -> tupl
 def _cached(out: Path, params: SampleParams) -> SampleSet | None:
     try:
         sample_set = SampleSet.load(out)
-    except (OSError, ValueError):  # no manifest yet, or not one of ours
+    except ConfigError:  # no manifest yet, or not one of ours
         return None
     if sample_set.params != params:
         log.info("sample set in %s was built with other parameters: rebuilding", out)
