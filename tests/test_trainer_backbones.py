@@ -76,7 +76,8 @@ def test_local_weights_load_as_classifier_or_trunk_state(tmp_path: Path) -> None
     assert torch.equal(trunk.state_dict()["0.0.weight"], state["features.0.0.weight"])
     torch.save(trunk.state_dict(), tmp_path / "trunk.pth")
     again = create_backbone("efficientnet_b0", weights=tmp_path / "trunk.pth")
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), trunk.state_dict().values()))
+    reference = trunk.state_dict()
+    assert all(torch.equal(value, reference[key]) for key, value in again.state_dict().items())
 
 
 def test_weights_that_do_not_fit_are_model_errors(tmp_path: Path) -> None:
@@ -98,7 +99,9 @@ def test_offline_cache_miss_says_where_to_put_the_file(
     assert str(torch_home / "resnet50-0676ba61.pth") in str(err.value)
 
 
-def test_cached_weights_are_used_without_the_network(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_weights_are_used_without_the_network(
+    torch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(OFFLINE_ENV, "1")
     state = create_classifier("efficientnet_b0").state_dict()
     torch_home.mkdir(parents=True)
@@ -119,7 +122,7 @@ def silent_server() -> Iterator[str]:
 
 def test_a_silent_host_fails_fast(torch_home: Path, silent_server: str) -> None:
     start = time.monotonic()
-    with pytest.raises(WeightsUnavailableError, match="download .* failed"):
+    with pytest.raises(WeightsUnavailableError, match=r"download .* failed"):
         fetch(silent_server, what="test weights", timeout_s=0.5)
     assert time.monotonic() - start < 5
     assert not cached_path(silent_server).exists()

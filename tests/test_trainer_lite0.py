@@ -79,4 +79,6 @@ def test_same_padding_is_tensorflows_by_hand() -> None:
     out = conv(odd)[0, 0]  # odd size: pad 1 on both sides
     x = odd[0, 0]
     assert out.shape == (3, 3)
-    assert out[0, 0] == x[0:2, 0:2].sum() and out[1, 1] == x[1:4, 1:4].sum() and out[2, 2] == x[3:5, 3:5].sum()
+    assert (
+        out[0, 0] == x[0:2, 0:2].sum() and out[1, 1] == x[1:4, 1:4].sum() and out[2, 2] == x[3:5, 3:5].sum()
+    )

@@ -10,7 +10,9 @@ from gemsearch.trainer._rmac_regions import rmac_regions
 from gemsearch.trainer.pooling import GeM, create_pooling, gem, l2n, mac, rmac, spoc
 
 
-def _features(n: int = 2, d: int = 5, h: int = 4, w: int = 3, seed: int = 0, positive: bool = False) -> np.ndarray:
+def _features(
+    n: int = 2, d: int = 5, h: int = 4, w: int = 3, seed: int = 0, positive: bool = False
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d, h, w))
     return np.abs(x) + 0.05 if positive else x
@@ -72,9 +74,11 @@ def test_l2n_normalises_rows_with_eps() -> None:
 # R-MAC regions worked out by hand from the rule: level l has side floor(2 min(h, w) / (l + 1)) and
 # l (+ extra along the long axis) regions spread evenly; starts are floor(c + i * step) - c with
 # c = floor(side / 2 - 1), step = (length - side) / (count - 1).
-SQUARE_6x6 = [(0, 0, 6)] + [(t, left, 4) for t in (0, 2) for left in (0, 2)] + [
-    (t, left, 3) for t in (0, 1, 3) for left in (0, 1, 3)
-]
+SQUARE_6x6 = (
+    [(0, 0, 6)]
+    + [(t, left, 4) for t in (0, 2) for left in (0, 2)]
+    + [(t, left, 3) for t in (0, 1, 3) for left in (0, 1, 3)]
+)
 # 5x9: the overlap criterion |1 - b/5 - 0.4| for b = 4/(steps - 1) ties exactly between 2 and 3
 # regions (0.2 and 0.2); in cirtorch's float32 arithmetic the first wins -> 1 extra region along w.
 WIDE_5x9 = (

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -83,14 +83,20 @@ def _download(url: str, dest: Path, timeout_s: float, sha256_prefix: str | None)
     shutil.move(tmp.name, dest)
 
 
+def safe_load(path: str | Path, what: str = "weights file", allow: Sequence[Any] = ()) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; only the ``allow``-listed extra globals."""
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: no such {what}") from exc
+    except Exception as exc:  # malformed files surface as struct.error, UnpicklingError, RuntimeError, ...
+        raise ModelError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from exc
+
+
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict (name -> tensor) from a weights file, read with ``weights_only=True``."""
-    try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelError(f"{path}: no such weights file") from exc
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise ModelError(f"{path}: not a readable weights file ({exc})") from exc
+    state = safe_load(path)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a training checkpoint: take its weights
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -91,10 +91,21 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self.features = lite0_features()
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
+        self.apply(_init_weights)
 
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.classifier(self.features(x).mean(dim=(-2, -1)))
         return logits
+
+
+def _init_weights(module: nn.Module) -> None:
+    # as torchvision's EfficientNet: PyTorch's default conv init makes activations vanish in depth
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out")
+    elif isinstance(module, nn.Linear):
+        bound = 1.0 / math.sqrt(module.out_features)
+        nn.init.uniform_(module.weight, -bound, bound)
+        nn.init.zeros_(module.bias)
 
 
 _NUM_BLOCKS = sum(stage[0] for stage in LITE0_STAGES)

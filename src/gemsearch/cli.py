@@ -18,6 +18,7 @@ from .errors import GemsearchError
 # command name -> "module:attribute" of a click.Command; modules import heavy deps lazily.
 LAZY_COMMANDS: dict[str, str] = {
     "index": "gemsearch.plugin.index_commands:index",
+    "describe": "gemsearch.trainer.commands:describe",
 }
 
 
