@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=362, help="longer image side fed to the network")
     parser.add_argument("--samples", type=Path, default=DEFAULT_CACHE / "baseline")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--quick", action="store_true", help="only the default model (Lite0-GeM), single-scale")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the default model (Lite0-GeM), single-scale"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -59,11 +61,17 @@ def main() -> None:
 
     rows: dict[str, dict[str, RetrievalScore]] = {}
     timings: dict[str, float] = {}
-    models = [("Lite0-GeM (random init)", "gem", False), ("Lite0-MAC", "mac", True), ("Lite0-SPoC", "spoc", True)]
+    models = [
+        ("Lite0-GeM (random init)", "gem", False),
+        ("Lite0-MAC", "mac", True),
+        ("Lite0-SPoC", "spoc", True),
+    ]
     models = [*([] if args.quick else models), ("Lite0-GeM", "gem", True)]
     modes = [("single-scale", (1.0,)), *([] if args.quick else [("multi-scale", MULTISCALE)])]
     for label, pooling, pretrained in models:
-        net = build_network(NetworkConfig(backbone="efficientnet_lite0", pooling=pooling), pretrained=pretrained)
+        net = build_network(
+            NetworkConfig(backbone="efficientnet_lite0", pooling=pooling), pretrained=pretrained
+        )
         rows[label] = {}
         for mode, scales in modes:
             start = time.perf_counter()
