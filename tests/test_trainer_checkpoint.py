@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from gemsearch.errors import ModelError
 from gemsearch.preprocess import Preprocessing
 from gemsearch.trainer.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from gemsearch.trainer.embedder import TorchEmbedder
+from gemsearch.trainer.extraction import MULTISCALE
 from gemsearch.trainer.learned_whitening import learn_pca_whitening
 from gemsearch.trainer.loading import load_model, off_the_shelf_config
 from gemsearch.trainer.model import RetrievalModel
@@ -86,3 +89,13 @@ def test_off_the_shelf_specs() -> None:
     assert model.config.pooling == "spoc" and model.origin == "off-the-shelf efficientnet_lite0-spoc"
     with pytest.raises(ModelError, match="BACKBONE-POOLING"):
         load_model("no-such-model")
+
+
+def test_whitening_follows_the_kind_of_extraction(
+    model: RetrievalModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert TorchEmbedder(model).output_dim == 16  # the "ss" whitening keeps 16 dims
+    with caplog.at_level(logging.WARNING):
+        multiscale = TorchEmbedder(model, scales=MULTISCALE)
+    assert multiscale.output_dim == 32 and multiscale.whitening is None
+    assert "whitening learned for ss only" in caplog.text

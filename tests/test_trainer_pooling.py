@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from gemsearch.trainer._rmac_regions import rmac_regions
+from gemsearch.trainer.network import RetrievalNet
 from gemsearch.trainer.pooling import GeM, create_pooling, gem, l2n, mac, rmac, spoc
 
 
@@ -128,3 +132,25 @@ def test_create_pooling_knows_the_four_poolings() -> None:
     np.testing.assert_allclose(create_pooling("spoc")(x).numpy(), x.numpy().mean(axis=(2, 3)))
     with pytest.raises(ValueError, match="unknown pooling"):
         create_pooling("max")  # type: ignore[arg-type]
+
+
+def test_gem_network_exports_to_onnx_with_dynamic_height_and_width(tmp_path: Path) -> None:
+    """A pooling kernel sized from the traced input would be frozen into the graph; a mean is not."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU())
+    net = RetrievalNet(features, GeM(2.5), torch.nn.Linear(8, 4), feature_dim=8).eval()
+    path = tmp_path / "gem.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices
+        torch.onnx.export(
+            net, (torch.randn(1, 3, 32, 24),), str(path), input_names=["x"], dynamo=False,
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 32, 24), (2, 3, 45, 71), (1, 3, 9, 13)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = net(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, atol=1e-5)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import click
 
 log = logging.getLogger(__name__)
+_MULTISCALE = (1.0, 1 / math.sqrt(2), 0.5)  # = extraction.MULTISCALE, which would import torch here
 
 
 def _parse_crop(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -28,7 +30,7 @@ def _parse_crop(_ctx: click.Context, _param: click.Parameter, value: str | None)
 
 def _parse_scales(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[float, ...]:
     if value == "ms":
-        return (1.0, 2**-0.5, 0.5)
+        return _MULTISCALE
     try:
         scales = tuple(float(v) for v in value.split(","))
     except ValueError:

@@ -39,7 +39,9 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         pads: list[int] = []
         for size, k, s in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            # ceil(size / s) in non-negative integers: exact for symbolic shapes, and ONNX's integer
+            # Div (which truncates) agrees with Python's // only on non-negative operands
+            total = max(((size + s - 1) // s - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]  # left/top, right/bottom
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 

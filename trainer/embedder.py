@@ -6,6 +6,7 @@ then ``extract_descriptors``, then the model's post-hoc whitening for that kind 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gemsearch.preprocess import Box, Preprocessing, load_rgb, prepare
 from .extraction import SINGLE_SCALE, extract_descriptors, resolve_device
 from .model import RetrievalModel
 
+log = logging.getLogger(__name__)
 ImageLike = str | Path | Image.Image
 _CHUNK = 64  # images decoded at a time
 
@@ -49,6 +51,11 @@ class TorchEmbedder:
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.whitening = model.whitening_for(self.scales) if whiten else None
+        if whiten and model.whitening and self.whitening is None:
+            log.warning(
+                "%s: whitening learned for %s only, not for these scales: descriptors stay unwhitened",
+                model.origin, "/".join(model.whitening),
+            )  # fmt: skip
         self.progress = progress
 
     @property
