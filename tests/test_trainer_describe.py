@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +108,22 @@ def test_library_errors_become_readable_messages(files: tuple[Path, list[Path]],
 def test_help_text() -> None:
     result = CliRunner().invoke(main, ["describe", "--help"])
     assert result.exit_code == 0 and "--crop" in result.output and "input order" in result.output
+
+
+def test_without_torch_the_command_says_which_extra_to_install(files: tuple[Path, list[Path]]) -> None:
+    ckpt, images = files
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision"):
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Block())
+from click.testing import CliRunner
+from gemsearch.cli import main
+result = CliRunner().invoke(main, ["describe", {str(images[0])!r}, "--model", {str(ckpt)!r}])
+print(result.exit_code, result.output)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("1 "), out.stdout + out.stderr
+    assert "pip install 'gemsearch[train]'" in out.stdout

@@ -91,6 +91,9 @@ def describe(
     """
     import numpy as np
 
+    from gemsearch._deps import require
+
+    require("torch", "train")  # an install hint instead of a traceback on a runtime-only install
     from .embedder import TorchEmbedder
     from .loading import load_model
 
