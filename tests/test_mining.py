@@ -15,7 +15,7 @@ def test_worked_example() -> None:
     pool_clusters = torch.tensor([0, 1, 1, 2, 3, 4])
     query = pool[:1]  # the query is pool image 0, cluster 0
     negatives = mine_hard_negatives(query, pool, torch.tensor([0]), pool_clusters, neg_num=3)
-    # skip 0 (own cluster), take 1 (cluster 1), skip 2 (cluster 1 used), take 3, take 4
+    # pass over 0 (own group), take 1 (group 1), pass over 2 (group 1 used), take 3, take 4
     assert negatives.tolist() == [[1, 3, 4]]
 
 
