@@ -3,7 +3,8 @@
 Builds the seeded multi-view set of scikit-image's photos (crops, rotations, perspective, scale,
 colour, JPEG), uses every view as a query against all the others (leave-one-out; positives = the
 other views of the same photo) and reports mAP and mP@k for several poolings, single- and
-multi-scale, next to a randomly initialised network as the floor.
+multi-scale, next to a randomly initialised network: its descriptors are nearly constant (the
+activations vanish), so its row is the chance floor.
 
     python benchmarks/retrieval_baseline.py [--views 8] [--max-side 362] [--out results.json]
 """
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 
 from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
-from gemsearch.preprocess import Preprocessing, prepare_file
+from gemsearch.preprocess import prepare_file
 from gemsearch.samples import available_clusters, build_multiview_set
-from gemsearch.trainer import MULTISCALE, NetworkConfig, build_network, extract_descriptors
+from gemsearch.trainer import MULTISCALE, NetworkConfig, backbone_spec, build_network, extract_descriptors
 
 DEFAULT_CACHE = Path.home() / ".cache" / "gemsearch" / "samples"
 
@@ -56,7 +57,11 @@ def main() -> None:
     sample_set = build_multiview_set(args.samples, views_per_image=args.views, holdout=available_clusters())
     paths = [sample_set.path(i) for i in range(len(sample_set.images))]
     clusters = [im.cluster for im in sample_set.images]
-    images = [prepare_file(p, Preprocessing(max_side=args.max_side)) for p in paths]
+    # the backbone's own input scaling (Lite0: TF-Lite's), at the requested size
+    preprocessing = backbone_spec("efficientnet_lite0").preprocessing.model_copy(
+        update={"max_side": args.max_side}
+    )
+    images = [prepare_file(p, preprocessing) for p in paths]
     print(f"{len(images)} views of {len(set(clusters))} photos, longer side {args.max_side} px\n")
 
     rows: dict[str, dict[str, RetrievalScore]] = {}
