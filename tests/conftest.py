@@ -6,6 +6,7 @@ harness's message and the node's log.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,14 @@ def opensearch(opensearch_node: OpenSearchNode) -> Iterator[OpenSearch]:
     client = OpenSearch(hosts=[opensearch_node.url], timeout=30)
     yield client
     client.close()
+
+
+@pytest.fixture
+def prefix(opensearch: OpenSearch) -> Iterator[str]:
+    """A fresh index prefix for one test; its indices are deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    opensearch.indices.delete(index=f"{name}-*", params={"expand_wildcards": "all"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,7 +10,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,13 +41,6 @@ def make_manifest(dims: int, weights: bytes = b"v1") -> ModelManifest:
         pooling=PoolingSpec(kind="gem", p=3.0),
         output_dim=dims,
     )
-
-
-@pytest.fixture
-def prefix(opensearch: OpenSearch) -> Iterator[str]:
-    name = f"c{uuid.uuid4().hex[:10]}"
-    yield name
-    opensearch.indices.delete(index=f"{name}-*", params={"expand_wildcards": "all"})
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +53,6 @@ def all_ids(client: OpenSearch, index: str) -> list[str]:
     """Every _id in the index, duplicates kept (a duplicate would show up twice)."""
     hits = helpers.scan(client, index=index, query={"query": {"match_all": {}}}, _source=False)
     return [h["_id"] for h in hits]
-
-
-@pytest.fixture
-def prefix(opensearch: OpenSearch) -> Iterator[str]:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    opensearch.indices.delete(index=f"{name}-*", params={"expand_wildcards": "all"})
 
 
 @pytest.fixture
