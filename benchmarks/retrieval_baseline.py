@@ -6,7 +6,7 @@ other views of the same photo) and reports mAP and mP@k for several poolings, si
 multi-scale, next to a randomly initialised network: its descriptors are nearly constant (the
 activations vanish), so its row is the chance floor.
 
-    python benchmarks/retrieval_baseline.py [--views 8] [--max-side 362] [--out results.json]
+    python benchmarks/retrieval_baseline.py [--views 8] [--max-side 362] [--extra-photos DIR] [--out F]
 """
 
 from __future__ import annotations
@@ -50,11 +50,21 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="only the default model (Lite0-GeM), single-scale"
     )
+    parser.add_argument(
+        "--extra-photos",
+        type=Path,
+        default=None,
+        help="a folder of more photos, one object each (e.g. wallpapers)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
 
-    sample_set = build_multiview_set(args.samples, views_per_image=args.views, holdout=available_clusters())
+    extra = sorted(p for p in args.extra_photos.iterdir() if p.is_file()) if args.extra_photos else []
+    names = [*available_clusters(), *(p.stem for p in extra)]
+    sample_set = build_multiview_set(
+        args.samples, views_per_image=args.views, holdout=names, extra_photos=extra
+    )
     paths = [sample_set.path(i) for i in range(len(sample_set.images))]
     clusters = [im.cluster for im in sample_set.images]
     # the backbone's own input scaling (Lite0: TF-Lite's), at the requested size
