@@ -1,4 +1,50 @@
 """gemsearch.plugin: the runtime. Embeds images with onnxruntime and talks to the vector stores.
 
-Never imports torch: an ingestion node installs only the base package.
+Never imports torch: an ingestion node installs only the base package. The names below are
+imported on first use, so ``import gemsearch.plugin`` stays cheap.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bulk import BulkWriter
+    from .connection import OpenSearchConfig, make_client
+    from .images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
+    from .local_store import LocalStore
+    from .opensearch_store import OpenSearchStore
+    from .sources import document_id, iter_sources, open_source, parse_shard
+
+_EXPORTS = {
+    "bulk": ("BulkWriter",),
+    "connection": ("OpenSearchConfig", "make_client"),
+    "images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
+    "local_store": ("LocalStore",),
+    "opensearch_store": ("OpenSearchStore",),
+    "sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = [
+    "BulkWriter",
+    "ImageLoadConfig",
+    "LocalStore",
+    "OpenSearchConfig",
+    "OpenSearchStore",
+    "document_id",
+    "iter_sources",
+    "load_image",
+    "load_image_bytes",
+    "load_image_file",
+    "make_client",
+    "open_source",
+    "parse_shard",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
