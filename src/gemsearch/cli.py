@@ -19,6 +19,7 @@ from .errors import GemsearchError
 LAZY_COMMANDS: dict[str, str] = {
     "index": "gemsearch.plugin.index_commands:index",
     "describe": "gemsearch.trainer.commands:describe",
+    "evaluate": "gemsearch.trainer.evaluate_command:evaluate",
 }
 
 
