@@ -6,8 +6,9 @@ imported on first use, so ``import gemsearch.plugin`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .bulk import BulkWriter
@@ -25,7 +26,6 @@ _EXPORTS = {
     "opensearch_store": ("OpenSearchStore",),
     "sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "BulkWriter",
     "ImageLoadConfig",
@@ -43,8 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

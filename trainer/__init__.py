@@ -6,8 +6,9 @@ importing this package (as ``gemsearch --help`` does for its commands) does not 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .backbones import backbone_spec, create_backbone, create_classifier, list_backbones
@@ -31,7 +32,6 @@ _EXPORTS = {
     "network": ("NetworkConfig", "RetrievalNet", "build_network"),
     "pooling": ("GeM", "L2N", "MAC", "RMAC", "SPoC", "gem", "l2n", "mac", "rmac", "spoc"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "L2N",
     "MAC",
@@ -61,8 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

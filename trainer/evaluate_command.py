@@ -10,19 +10,13 @@ from pathlib import Path
 
 import click
 
-from .commands import _parse_scales
+from ._cli_options import extraction_options, model_option
 
 log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_spec",
-    required=True,
-    help="A checkpoint (gemsearch's or cirtorch's), a released cirtorch network name, or "
-    "BACKBONE-POOLING for an off-the-shelf ImageNet network, e.g. efficientnet_lite0-gem.",
-)
+@model_option
 @click.option(
     "--dataset",
     "datasets",
@@ -32,18 +26,7 @@ log = logging.getLogger(__name__)
     help="A folder with gnd_<name>.pkl and jpg/<image>.jpg (cirtorch's layout); repeatable. "
     "The .pkl is a Python pickle, which can run code when loaded: only name folders you trust.",
 )
-@click.option(
-    "--scales",
-    default="1",
-    show_default=True,
-    callback=_parse_scales,
-    help="Comma-separated scales, e.g. 1,0.7071,0.5; 'ms' is 1,1/sqrt(2),1/2.",
-)
-@click.option("--lw", help="Dataset of the learned whitening to use, for checkpoints with several.")
-@click.option("--no-whiten", is_flag=True, help="Skip the model's learned (post-hoc) whitening.")
-@click.option("--max-side", type=click.IntRange(min=1), help="Longer image side (default: the model's).")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, ...")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@extraction_options
 @click.option(
     "--json",
     "json_out",
