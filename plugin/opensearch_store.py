@@ -68,12 +68,20 @@ class OpenSearchStore:
 
     # ------------------------------------------------------------------ writes
 
-    def write(self, records: Iterable[Record]) -> BulkReport:
-        """Bulk-index ``records``; the report says what became of each (indexed/rejected/pending)."""
+    def write(self, records: Iterable[Record], *, refresh: bool | None = None) -> BulkReport:
+        """Bulk-index ``records``; the report says what became of each (indexed/rejected/pending).
+        ``refresh`` overrides the bulk options' refresh-at-the-end (a long ingest refreshes once)."""
         if self.index is None or self.manifest is None:
             raise StoreError("call ensure_index(manifest) before writing: it checks the index fits the model")
-        writer = BulkWriter(self.client, self.index, self.bulk_options)
+        options = self.bulk_options
+        if refresh is not None and refresh != options.refresh:
+            options = options.model_copy(update={"refresh": refresh})
+        writer = BulkWriter(self.client, self.index, options)
         return writer.write(self._doc(r) for r in records)
+
+    def refresh(self) -> None:
+        """Make everything written so far visible to searches."""
+        self._call("indices.refresh", index=self.read_target)
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Index ``records``; StoreError if any was rejected or is still pending after retrying."""
@@ -123,7 +131,10 @@ class OpenSearchStore:
     def _call(self, method: str, **kwargs: Any) -> Any:
         """A client call whose transport errors become StoreErrors that name the index."""
         try:
-            return getattr(self.client, method)(**kwargs)
+            target = self.client
+            for part in method.split("."):
+                target = getattr(target, part)
+            return target(**kwargs)
         except NotFoundError as exc:
             raise StoreError(f"index or alias {kwargs.get('index')} does not exist") from exc
         except TransportError as exc:

@@ -1,0 +1,111 @@
+"""What an ingest run did with every input: the counts, the per-input ledger, the summary."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class Fate(str, Enum):
+    """Where an input ended. After a completed run nothing is ``pending``."""
+
+    INDEXED = "indexed"  # written, and acknowledged by the store
+    SKIPPED = "skipped"  # already in the store (or seen earlier in this run): nothing to do
+    FAILED = "failed"  # could not be read or decoded; the reason code says why
+    REJECTED = "rejected"  # the store refused the document (see the dead-letter file)
+    PENDING = "pending"  # embedded but not acknowledged when the run stopped; a rerun retries it
+
+
+@dataclass
+class IngestReport:
+    read: int = 0
+    embedded: int = 0
+    fates: Counter[str] = field(default_factory=Counter)
+    failed_by_reason: Counter[str] = field(default_factory=Counter)
+    wall_s: float = 0.0
+    ledger_path: Path | None = None
+    dead_letter_path: Path | None = None
+    stopped_by: str | None = None  # the error that ended the run early, if any
+
+    def count(self, fate: Fate) -> int:
+        return self.fates[fate.value]
+
+    @property
+    def ok(self) -> bool:
+        """Every input was indexed or skipped, and the run finished."""
+        return self.stopped_by is None and self.read == self.count(Fate.INDEXED) + self.count(Fate.SKIPPED)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "embedded": self.embedded,
+            **{fate.value: self.count(fate) for fate in Fate},
+            "failed_by_reason": dict(self.failed_by_reason),
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "ledger": str(self.ledger_path) if self.ledger_path else None,
+            "dead_letter": str(self.dead_letter_path) if self.dead_letter_path else None,
+            "stopped_by": self.stopped_by,
+            "ok": self.ok,
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"read {self.read}, embedded {self.embedded}, indexed {self.count(Fate.INDEXED)}, "
+            f"skipped {self.count(Fate.SKIPPED)} (already present), failed {self.count(Fate.FAILED)}, "
+            f"rejected {self.count(Fate.REJECTED)}, pending {self.count(Fate.PENDING)} "
+            f"in {self.wall_s:.1f} s ({self.images_per_s:.1f} images/s embedded)"
+        ]
+        if self.failed_by_reason:
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.failed_by_reason.most_common())
+            lines.append(f"failed by reason: {reasons}")
+        if self.count(Fate.REJECTED) and self.dead_letter_path:
+            lines.append(f"rejected documents: {self.dead_letter_path}")
+        if self.ledger_path:
+            lines.append(f"ledger: {self.ledger_path}")
+        if self.count(Fate.PENDING):
+            lines.append("pending documents were not acknowledged by the store: run the same command again")
+        if self.stopped_by:
+            lines.append(f"stopped early: {self.stopped_by}")
+        return "\n".join(lines)
+
+
+class Ledger:
+    """Records each input's fate in the report and, if a path is given, as a JSONL line:
+    ``{"source", "id", "fate", "reason"}``. Thread-safe (the store writer reports from its thread)."""
+
+    def __init__(self, report: IngestReport, path: Path | None = None) -> None:
+        self.report = report
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+            report.ledger_path = path
+
+    def record(self, source: str, doc_id: str | None, fate: Fate, reason: str | None = None) -> None:
+        with self._lock:
+            self.report.fates[fate.value] += 1
+            if fate is Fate.FAILED:
+                self.report.failed_by_reason[reason or "error"] += 1
+            if self._file is not None:
+                entry = {"source": source, "id": doc_id, "fate": fate.value, "reason": reason}
+                self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                stamp = datetime.now(timezone.utc).isoformat()
+                self._file.write(json.dumps({"run_end": stamp, **self.report.to_dict()}) + "\n")
+                self._file.close()
+                self._file = None

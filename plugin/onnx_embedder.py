@@ -1,0 +1,160 @@
+"""The ONNX embedder: images in, L2-normalised descriptors out, preprocessing from the model's manifest.
+
+The exported graph does everything after resizing (normalisation, network, pooling, whitening,
+multi-scale when it is in the graph), so this class only shrinks images as the manifest says, lays
+them out as NCHW and batches images of identical shape together (no padding: padding would change
+the pooled descriptor).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from ..errors import ImageError, ModelError
+from ..manifest import ModelManifest
+from ..preprocess import Box, crop_and_shrink, shrink, to_array
+from ..protocols import FloatRows
+from .onnx_model import manifest_of_session, open_session
+
+InputArray = npt.NDArray[Any]
+"""One prepared image, ``(3, h, w)``: uint8 pixels or normalised float32, as the model's input wants."""
+
+_ORT_DTYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+class OnnxEmbedder:
+    """Embeds images with an exported gemsearch model (satisfies the ``Embedder`` protocol).
+
+    ``providers``: onnxruntime execution providers (default: TensorRT, CUDA, CPU, whichever exist);
+    ``threads``: intra-op threads (default: the CPUs this process may use); ``batch_size``: most
+    images of one shape run together.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise ModelError("batch_size must be at least 1")
+        self.path = str(path)
+        self.session = open_session(path, providers, threads)
+        self.manifest: ModelManifest = manifest_of_session(self.session, self.path)
+        self.batch_size = batch_size
+        self._input, self._output = self._check_signature()
+        self._on_gpu = self.providers[0] != "CPUExecutionProvider"
+
+    def _check_signature(self) -> tuple[str, str]:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(f"{self.path}: expected one image input, got {[i.name for i in inputs]}")
+        spec = self.manifest.input
+        if inputs[0].type != _ORT_DTYPES[spec.dtype]:
+            raise ModelError(
+                f"{self.path}: the manifest says {spec.dtype} input but the graph takes {inputs[0].type}"
+            )
+        ms = self.manifest.multiscale
+        if len(ms.scales) > 1 and not ms.in_graph:
+            raise ModelError(
+                f"{self.path}: multi-scale {ms.scales} outside the graph is not supported by the runtime; "
+                "export with the scales in the graph (gemsearch export onnx --multiscale)"
+            )
+        return inputs[0].name, outputs[0].name
+
+    @property
+    def output_dim(self) -> int:
+        return self.manifest.output_dim
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    # ---------------------------------------------------------------- preprocessing
+
+    def prepare(self, image: Image.Image, crop: Box | None = None) -> InputArray:
+        """An RGB image as model input ``(3, h, w)``: cropped (box in full-image pixels, shrunk by the
+        factor the full image would get), shrunk to the manifest's ``max_side``, laid out NCHW."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        spec = self.manifest.input
+        image = (
+            crop_and_shrink(image, crop, spec.max_side) if crop is not None else shrink(image, spec.max_side)
+        )
+        if spec.dtype == "uint8":
+            return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+        return to_array(image, spec.mean, spec.std)
+
+    # ---------------------------------------------------------------- inference
+
+    def run(self, batch: InputArray) -> FloatRows:
+        """Descriptors of a prepared batch ``(n, 3, h, w)`` (all images of one size)."""
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ImageError(f"expected a (n, 3, h, w) batch, got shape {batch.shape}", reason="bad_input")
+        if self._on_gpu:
+            return self._run_bound(batch)
+        out = self.session.run([self._output], {self._input: batch})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def _run_bound(self, batch: InputArray) -> FloatRows:
+        # IO binding: the input goes to the device once and the output comes back once, without
+        # onnxruntime's per-run copies through its own staging buffers.
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self._input, np.ascontiguousarray(batch))
+        binding.bind_output(self._output)
+        self.session.run_with_iobinding(binding)
+        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+
+    def embed_prepared(self, arrays: Sequence[InputArray]) -> FloatRows:
+        """Descriptors of prepared images in input order, same-shape images batched together."""
+        out = np.empty((len(arrays), self.output_dim), dtype=np.float32)
+        for indices, vectors in self.run_grouped(enumerate(arrays)):
+            out[indices] = vectors
+        return out
+
+    def run_grouped(self, items: Iterable[tuple[int, InputArray]]) -> Iterator[tuple[list[int], FloatRows]]:
+        """Run ``(key, array)`` pairs in batches of one shape (up to ``batch_size``); yields the keys of
+        each batch with its descriptors, in no particular order. At most ``4 * batch_size`` images wait
+        for company: then the largest group runs as it is, so memory stays flat on mixed sizes."""
+        groups: defaultdict[tuple[int, ...], list[tuple[int, InputArray]]] = defaultdict(list)
+        waiting = 0
+        for key, array in items:
+            group = groups[array.shape]
+            group.append((key, array))
+            waiting += 1
+            if len(group) < self.batch_size and waiting < 4 * self.batch_size:
+                continue
+            if len(group) < self.batch_size:
+                group = max(groups.values(), key=len)
+            waiting -= len(group)
+            yield self._run_group(group)
+            group.clear()
+        for group in groups.values():
+            if group:
+                yield self._run_group(group)
+
+    def _run_group(self, group: list[tuple[int, InputArray]]) -> tuple[list[int], FloatRows]:
+        keys = [k for k, _ in group]
+        return keys, self.run(np.stack([a for _, a in group]))
+
+    def embed(self, images: Sequence[Image.Image | InputArray]) -> FloatRows:
+        """``(n, d)`` descriptors of PIL images (preprocessed here) or already prepared arrays."""
+        arrays = [im if isinstance(im, np.ndarray) else self.prepare(im) for im in images]
+        return self.embed_prepared(arrays)
+
+    def embed_image(self, image: Image.Image, crop: Box | None = None) -> FloatRows:
+        """``(d,)`` descriptor of one image, optionally of a crop of it (a query region)."""
+        return np.asarray(self.run(self.prepare(image, crop)[None])[0], dtype=np.float32)
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"OnnxEmbedder({m.name}@{m.version8}, dim={m.output_dim}, providers={self.providers})"

@@ -1,0 +1,103 @@
+"""Opening an exported model with onnxruntime: its manifest and an inference session.
+
+Only onnxruntime is needed (not the ``onnx`` package): the manifest is read from the model's
+``metadata_props`` through ``InferenceSession.get_modelmeta()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import ModelError
+from ..manifest import METADATA_KEY, ModelManifest
+
+log = logging.getLogger(__name__)
+
+# Preferred order when the caller does not choose: the fastest provider this onnxruntime build has.
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def _ort() -> Any:
+    import onnxruntime  # a base dependency; imported here so `gemsearch --help` stays light
+
+    onnxruntime.set_default_logger_severity(3)  # ORT's own warnings (e.g. unused initialisers) are noise
+    return onnxruntime
+
+
+def resolve_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """Execution providers to use: ``requested`` (full names or cpu/cuda/tensorrt), or the best ones
+    available in the order TensorRT, CUDA, CPU. CPU is always last, as the fallback."""
+    available = list(_ort().get_available_providers())
+    if not requested:
+        chosen = [p for p in PROVIDER_PREFERENCE if p in available]
+    else:
+        chosen = [_PROVIDER_ALIASES.get(p.lower(), p) for p in requested]
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise ModelError(
+                f"execution provider(s) {missing} are not available in this onnxruntime build "
+                f"(available: {available}); install gemsearch[gpu] for CUDA/TensorRT"
+            )
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPUs this process may use (cgroup/affinity aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def open_session(
+    path: str | os.PathLike[str], providers: Sequence[str] | None = None, threads: int | None = None
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for the model at ``path``, or ``ModelError``."""
+    ort = _ort()
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"{file}: no such model file")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(file), sess_options=options, providers=resolve_providers(providers))
+    except ModelError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise ModelError(f"{file}: onnxruntime cannot load this model ({exc})") from exc
+
+
+def manifest_of_session(session: Any, origin: str = "<model>") -> ModelManifest:
+    """The gemsearch manifest embedded in a loaded model."""
+    props = session.get_modelmeta().custom_metadata_map
+    text = props.get(METADATA_KEY)
+    if text is None:
+        raise ModelError(
+            f"{origin}: no gemsearch manifest in the model's metadata ({METADATA_KEY!r} missing); "
+            "export it with `gemsearch export onnx`"
+        )
+    try:
+        return ModelManifest.model_validate_json(text)
+    except ValidationError as exc:
+        raise ModelError(f"{origin}: the embedded manifest is invalid: {exc}") from exc
+
+
+def read_manifest(path: str | os.PathLike[str]) -> ModelManifest:
+    """The manifest embedded in the ONNX file at ``path`` (loads it on the CPU)."""
+    return manifest_of_session(open_session(path, providers=["CPUExecutionProvider"], threads=1), str(path))
