@@ -1,0 +1,175 @@
+"""``gemsearch search``: query a LocalStore or OpenSearch with an image, a region of it, or a document id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from ..protocols import VectorStore
+from ._query_checks import check_filters, parse_crop
+from .index_commands import format_table
+
+DEFAULT_STORE = Path("gemsearch-store")
+_OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
+
+
+def parse_filters(specs: Sequence[str]) -> dict[str, Any] | None:
+    """``field=value``, ``field>=value`` (also ``<=``, ``>``, ``<``) -> the store's filter object.
+
+    Values are JSON where they parse as a number, ``true``/``false`` or a quoted string, else plain
+    text; repeating ``field=`` gives any-of, range operators on one field combine.
+    """
+    out: dict[str, Any] = {}
+    for spec in specs:
+        field, op, raw = _split(spec)
+        value = _value(raw)
+        if op is None:
+            old = out.get(field)
+            if isinstance(old, dict):
+                raise ConfigError(f"filter {spec!r}: {field} already has a range condition")
+            out[field] = value if old is None else [*(old if isinstance(old, list) else [old]), value]
+        else:
+            old = out.setdefault(field, {})
+            if not isinstance(old, dict):
+                raise ConfigError(f"filter {spec!r}: {field} already has an equality condition")
+            old[op] = value
+    return check_filters(out)
+
+
+def _split(spec: str) -> tuple[str, str | None, str]:
+    for symbol, op in _OPS:
+        field, sep, raw = spec.partition(symbol)
+        if sep and field.strip() and not any(c in field for c in "<>="):
+            return field.strip(), op, raw.strip()
+    raise ConfigError(f"filter {spec!r} must look like field=value, field>=value, field<value, ...")
+
+
+def _value(raw: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (str, int, float, bool)) else raw
+
+
+def _open_store(
+    store_dir: Path | None, urls: Sequence[str], config_path: Path | None, prefix: str, model: str
+) -> VectorStore:
+    if store_dir is not None and (urls or config_path):
+        raise click.UsageError("give either --store or --opensearch, not both")
+    if urls or config_path:
+        from .connection import OpenSearchConfig
+        from .index_admin import IndexOptions
+        from .opensearch_store import OpenSearchStore
+
+        config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
+        return OpenSearchStore(model=model, options=IndexOptions(prefix=prefix), config=config)
+    from .local_store import LocalStore
+
+    return LocalStore(store_dir or DEFAULT_STORE, read_only=True)
+
+
+@click.command(name="search")
+@click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Exported model (.onnx) the store was built with.",
+)
+@click.option("--crop", help="Search for this region only: x,y,w,h in pixels of the full (upright) image.")
+@click.option("-k", "k", default=10, show_default=True, help="Number of results.")
+@click.option(
+    "--filter",
+    "filter_specs",
+    multiple=True,
+    help="Metadata filter, applied inside the k-NN search: field=value, field>=2020, field<5; repeatable.",
+)
+@click.option("--id", "doc_id", help="Search with an indexed document instead of IMAGE (it is left out).")
+@click.option("--expand", type=click.IntRange(1, 100), help="Alpha query expansion with the top N results.")
+@click.option("--alpha", default=3.0, show_default=True, help="Alpha-QE weight exponent (similarity^alpha).")
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"LocalStore folder. Default: ./{DEFAULT_STORE} (unless --opensearch).",
+)
+@click.option(
+    "--opensearch",
+    "opensearch_urls",
+    multiple=True,
+    help="Search OpenSearch at this URL (repeat for more nodes); queries go to the model's alias. "
+    "Credentials come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config.",
+)
+@click.option(
+    "--opensearch-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
+)
+@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
+def search(
+    image: Path | None,
+    model_path: Path,
+    crop: str | None,
+    k: int,
+    filter_specs: Sequence[str],
+    doc_id: str | None,
+    expand: int | None,
+    alpha: float,
+    store_dir: Path | None,
+    opensearch_urls: Sequence[str],
+    opensearch_config: Path | None,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Find the indexed images most similar to IMAGE, or to a region of it (--crop).
+
+    The region is cut from the full image before it is shrunk, as in evaluation, so an object keeps
+    its scale. Filters restrict the candidates inside the k-NN search (not afterwards).
+
+    \b
+    Examples:
+      gemsearch search query.jpg --model lite0-gem.onnx --store ./store
+      gemsearch search query.jpg --model m.onnx --crop 120,40,300,200 -k 20 --filter camera=x100
+      gemsearch search --id 3f2a...e1 --model m.onnx --opensearch https://search:9200 --json
+    """
+    from .query import QueryExpansion, Searcher, open_model
+
+    if (image is None) == (doc_id is None):
+        raise click.UsageError("give either IMAGE or --id")
+    if doc_id is not None and crop:
+        raise click.UsageError("--crop applies to IMAGE, not to --id")
+    filters = parse_filters(filter_specs)
+    box = parse_crop(crop) if crop else None
+    qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
+    embedder = open_model(model_path)
+    store = _open_store(store_dir, opensearch_urls, opensearch_config, prefix, embedder.manifest.name)
+    try:
+        searcher = Searcher(embedder, store)
+        if doc_id is not None:
+            result = searcher.search_by_id(doc_id, k, filters, qe)
+        else:
+            assert image is not None
+            result = searcher.search(image, box, k, filters, qe)
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    if not result.hits:
+        click.echo("no results")
+        return
+    rows = [
+        [str(i), f"{h.score:.4f}", h.id[:16], h.image_ref or "-", json.dumps(h.metadata, sort_keys=True)]
+        for i, h in enumerate(result.hits, 1)
+    ]
+    click.echo(format_table(["#", "score", "id", "image", "metadata"], rows))
