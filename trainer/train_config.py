@@ -13,9 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gemsearch.errors import ConfigError
 
-from .pooling import PoolingName
-
 DataFormat = Literal["auto", "folders", "pairs", "sfm"]
+PoolingName = Literal["gem", "mac", "spoc", "rmac"]  # = pooling.PoolingName, which would import torch
 
 
 class DataSource(BaseModel):

@@ -61,6 +61,9 @@ class TupleForward(nn.Module):
 
 @dataclass
 class TrainResult:
+    """``model``: the network after the last epoch (``model_best.pt`` holds the best one)."""
+
+    model: RetrievalModel
     directory: Path
     best_epoch: int
     best_loss: float
@@ -194,7 +197,7 @@ class _Run:
             metrics.append(row)
             self._end_epoch(epoch, row, metrics)
         p = self.progress
-        return TrainResult(self.directory, p.best_epoch + 1, p.best_loss, metrics)
+        return TrainResult(self.model, self.directory, p.best_epoch + 1, p.best_loss, metrics)
 
     def _tuples(self, miner: TupleMiner, epoch: int) -> list[Tuple]:
         """This rank's tuples: every rank mines the same list and takes an equal share."""
