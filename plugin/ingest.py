@@ -80,7 +80,7 @@ def ingest(
     store: VectorStore,
     options: IngestOptions | None = None,
     *,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> IngestReport:
     """Embed ``items`` with ``embedder`` and write them into ``store`` (created or checked for the
     model first). Returns the report; raises only for errors that stop the whole run (the store is
@@ -141,7 +141,7 @@ def _counted(items: Iterable[SourceItem], report: IngestReport) -> Iterator[Sour
 
 
 def _source_name(item: SourceItem) -> str:
-    return item.origin or str(item.path)
+    return str(item.path)
 
 
 def _read(cfg: ImageLoadConfig, item: SourceItem) -> _Read | _Failed:
@@ -158,7 +158,7 @@ def _fresh(
     store: VectorStore,
     ledger: Ledger,
     opts: IngestOptions,
-    tick: Callable[[int], None],
+    tick: Callable[[int], object],
 ) -> Iterator[_Read]:
     """The inputs that still need embedding; records the failed and the already-present ones."""
     seen: set[str] = set()
@@ -204,7 +204,7 @@ def _arrays(
     prepared: Iterable[_Prepared | _Failed],
     waiting: dict[int, _Prepared],
     ledger: Ledger,
-    tick: Callable[[int], None],
+    tick: Callable[[int], object],
 ) -> Iterator[tuple[int, InputArray]]:
     for key, entry in enumerate(prepared):
         if isinstance(entry, _Failed):
@@ -220,7 +220,7 @@ class _StoreWriter:
     """Writes record batches on its own thread; the bounded queue makes embedding wait for a slow
     store instead of piling up vectors. The first store error stops the run."""
 
-    def __init__(self, store: VectorStore, ledger: Ledger, batch: int, tick: Callable[[int], None]) -> None:
+    def __init__(self, store: VectorStore, ledger: Ledger, batch: int, tick: Callable[[int], object]) -> None:
         self.store, self.ledger, self.batch, self.tick = store, ledger, batch, tick
         self.error: GemsearchError | None = None
         self._buffer: list[tuple[Record, str]] = []

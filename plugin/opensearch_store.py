@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.exceptions import ConnectionError, NotFoundError, TransportError
 
 from ..errors import StoreError
 from ..manifest import ModelManifest
@@ -25,6 +27,7 @@ from .connection import OpenSearchConfig, make_client
 from .index_admin import ensure_index
 
 log = logging.getLogger(__name__)
+_TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 MGET_CHUNK = 1000
 _FIELD_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -48,6 +51,7 @@ class OpenSearchStore:
         self.manifest: ModelManifest | None = None
         self.index: str | None = None  # the physical index writes go to, once ensured
         self._alias = f"{self.options.prefix}-{model}" if model else None
+        self._rng = random.Random()
 
     @property
     def read_target(self) -> str:
@@ -81,7 +85,7 @@ class OpenSearchStore:
 
     def refresh(self) -> None:
         """Make everything written so far visible to searches."""
-        self._call("indices.refresh", index=self.read_target)
+        self._call("indices.refresh", retry=True, index=self.read_target)
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Index ``records``; StoreError if any was rejected or is still pending after retrying."""
@@ -123,25 +127,36 @@ class OpenSearchStore:
         found: set[str] = set()
         for chunk in _chunked(ids, MGET_CHUNK):
             response = self._call(
-                "mget", index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
+                "mget", retry=True, index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
             )
             found.update(d["_id"] for d in response["docs"] if d.get("found"))
         return found
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        """A client call whose transport errors become StoreErrors that name the index."""
-        try:
-            target = self.client
-            for part in method.split("."):
-                target = getattr(target, part)
-            return target(**kwargs)
-        except NotFoundError as exc:
-            raise StoreError(f"index or alias {kwargs.get('index')} does not exist") from exc
-        except TransportError as exc:
-            raise StoreError(f"OpenSearch {method} on {kwargs.get('index')} failed: {exc}") from exc
+    def _call(self, method: str, *, retry: bool = False, **kwargs: Any) -> Any:
+        """A client call whose transport errors become StoreErrors that name the index. With
+        ``retry`` (idempotent reads), timeouts, lost connections, 429 and 5xx answers are retried
+        with the bulk writer's backoff policy, so a cluster that pauses does not end an ingest."""
+        policy = self.bulk_options.retry
+        started = time.monotonic()
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                target = self.client
+                for part in method.split("."):
+                    target = getattr(target, part)
+                return target(**kwargs)
+            except NotFoundError as exc:
+                raise StoreError(f"index or alias {kwargs.get('index')} does not exist") from exc
+            except TransportError as exc:
+                transient = isinstance(exc, ConnectionError) or exc.status_code in _TRANSIENT
+                late = time.monotonic() - started > policy.max_total_s
+                if not (retry and transient) or attempt == policy.max_attempts or late:
+                    raise StoreError(f"OpenSearch {method} on {kwargs.get('index')} failed: {exc}") from exc
+                log.warning("OpenSearch %s failed (%s); retrying (attempt %d)", method, exc, attempt)
+                time.sleep(policy.delay(attempt, self._rng))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get(self, doc_id: str) -> Record | None:
-        response = self._call("mget", index=self.read_target, body={"ids": [doc_id]})
+        response = self._call("mget", retry=True, index=self.read_target, body={"ids": [doc_id]})
         doc = response["docs"][0]
         if not doc.get("found"):
             return None
@@ -154,7 +169,7 @@ class OpenSearchStore:
         )
 
     def count(self) -> int:
-        return int(self._call("count", index=self.read_target)["count"])
+        return int(self._call("count", retry=True, index=self.read_target)["count"])
 
     def search(
         self, vector: FloatRows, k: int = 10, filters: Filters | None = None, *, ef_search: int | None = None

@@ -1,0 +1,262 @@
+"""``gemsearch ingest``: embed image collections and load them into a LocalStore or OpenSearch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from . import ingest as pipeline
+from .ingest import IngestOptions
+from .ingest_report import IngestReport
+
+DEFAULT_STORE = Path("gemsearch-store")
+
+
+@click.command(name="ingest")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Exported model (.onnx from `gemsearch export onnx`); its manifest sets preprocessing and dims.",
+)
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"LocalStore folder (the embedded default; created if missing). Default: ./{DEFAULT_STORE}.",
+)
+@click.option(
+    "--opensearch",
+    "opensearch_urls",
+    multiple=True,
+    help="Write into OpenSearch at this URL (repeat for more nodes) instead of a LocalStore. "
+    "Credentials and TLS come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
+)
+@click.option(
+    "--opensearch-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
+)
+@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@click.option(
+    "--engine",
+    type=click.Choice(["lucene", "faiss"]),
+    default="lucene",
+    show_default=True,
+    help="k-NN engine.",
+)
+@click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree (m).")
+@click.option("--ef-construction", default=128, show_default=True, help="HNSW ef_construction.")
+@click.option("--replicas", default=0, show_default=True, help="Replicas of a new index.")
+@click.option("--index-shards", default=1, show_default=True, help="Primary shards of a new index.")
+@click.option("--shard", "shard_spec", help="Only this part of the input, e.g. 2/8 (workers 0/8..7/8).")
+@click.option("--batch-size", default=8, show_default=True, help="Most same-size images per model run.")
+@click.option("--workers", type=int, help="Read/decode threads. Default: the CPUs available.")
+@click.option("--threads", type=int, help="onnxruntime intra-op threads. Default: the CPUs available.")
+@click.option(
+    "--providers",
+    help="Comma-separated onnxruntime providers (cpu, cuda, tensorrt). Default: the best present.",
+)
+@click.option("--write-batch", default=256, show_default=True, help="Documents per store write.")
+@click.option("--max-pixels", type=int, help="Refuse images with more pixels (decompression bombs).")
+@click.option("--max-bytes", type=int, help="Refuse files larger than this many bytes.")
+@click.option(
+    "--extensions",
+    help="Comma-separated file extensions taken from folders (default: common image types; '*' for all).",
+)
+@click.option(
+    "--ledger", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file: each input's fate."
+)
+@click.option(
+    "--dead-letter",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL file for documents OpenSearch rejects. Default: ./gemsearch-dead-letter.jsonl.",
+)
+@click.option("--no-skip-existing", is_flag=True, help="Re-embed ids already in the store (overwrites).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
+def ingest(
+    sources: Sequence[str],
+    model_path: Path,
+    store_dir: Path | None,
+    opensearch_urls: Sequence[str],
+    opensearch_config: Path | None,
+    prefix: str,
+    engine: str,
+    hnsw_m: int,
+    ef_construction: int,
+    replicas: int,
+    index_shards: int,
+    shard_spec: str | None,
+    batch_size: int,
+    workers: int | None,
+    threads: int | None,
+    providers: str | None,
+    write_batch: int,
+    max_pixels: int | None,
+    max_bytes: int | None,
+    extensions: str | None,
+    ledger: Path | None,
+    dead_letter: Path | None,
+    no_skip_existing: bool,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Embed the images of SOURCES and write them into a store.
+
+    SOURCES are folders (searched recursively; symlinks leaving the folder are not followed),
+    .jsonl/.csv manifests (a `path` column, optional `id`, other columns become metadata fields),
+    .txt lists of paths, or - for paths on stdin.
+
+    Document ids are the sha256 of the image bytes unless a manifest gives them, and ids already in
+    the store are skipped: rerunning an interrupted ingest resumes it, and ingesting again is a
+    no-op. Use --shard I/N to split one collection among N workers without coordination.
+
+    The exit code is 0 when every input was indexed or skipped, 1 when some failed or were
+    rejected (see the summary, --ledger and the dead-letter file), 2 for usage errors.
+
+    \b
+    Examples:
+      gemsearch ingest photos/ --model lite0-gem.onnx --store ./store
+      gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
+    """
+    from .images import ImageLoadConfig
+    from .onnx_embedder import OnnxEmbedder
+    from .sources import DEFAULT_IMAGE_EXTENSIONS, iter_sources, parse_shard
+
+    if store_dir is not None and opensearch_urls:
+        raise click.UsageError("give either --store or --opensearch, not both")
+    shard = parse_shard(shard_spec) if shard_spec else None
+    exts = _extensions(extensions, DEFAULT_IMAGE_EXTENSIONS)
+    image_cfg = _image_config(ImageLoadConfig, max_pixels, max_bytes)
+    embedder = OnnxEmbedder(
+        model_path,
+        providers=providers.split(",") if providers else None,
+        threads=threads,
+        batch_size=batch_size,
+    )
+    use_opensearch = bool(opensearch_urls) or opensearch_config is not None
+    store = (
+        _opensearch_store(
+            opensearch_urls,
+            opensearch_config,
+            prefix,
+            engine,
+            hnsw_m,
+            ef_construction,
+            replicas,
+            index_shards,
+            dead_letter,
+        )
+        if use_opensearch
+        else _local_store(store_dir or DEFAULT_STORE)
+    )
+    options = IngestOptions(
+        **({"workers": workers} if workers else {}),
+        write_batch=write_batch,
+        skip_existing=not no_skip_existing,
+        image=image_cfg,
+        ledger_path=ledger,
+    )
+    total = None if "-" in sources else sum(1 for _ in iter_sources(sources, shard, exts))
+    show = sys.stderr.isatty() if progress is None else progress
+    click.echo(
+        f"model {embedder.manifest.name}@{embedder.manifest.version8} on {embedder.providers[0]}", err=True
+    )
+    try:
+        report = _run(sources, shard, exts, embedder, store, options, total, show)
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    _print(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _run(
+    sources: Sequence[str],
+    shard: Any,
+    exts: frozenset[str] | None,
+    embedder: Any,
+    store: Any,
+    options: IngestOptions,
+    total: int | None,
+    show: bool,
+) -> IngestReport:
+    from tqdm import tqdm
+
+    from .sources import iter_sources
+
+    with tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar:
+        return pipeline.ingest(
+            iter_sources(sources, shard, exts), embedder, store, options, progress=bar.update
+        )
+
+
+def _print(report: IngestReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.summary())
+
+
+def _extensions(text: str | None, default: frozenset[str]) -> frozenset[str] | None:
+    if text is None:
+        return default
+    if text.strip() == "*":
+        return None
+    exts = frozenset("." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
+    if not exts:
+        raise ConfigError("--extensions is empty")
+    return exts
+
+
+def _image_config(cls: Any, max_pixels: int | None, max_bytes: int | None) -> Any:
+    limits = {k: v for k, v in {"max_pixels": max_pixels, "max_bytes": max_bytes}.items() if v is not None}
+    return cls(**limits)
+
+
+def _local_store(path: Path) -> Any:
+    from .local_store import LocalStore
+
+    return LocalStore(path)
+
+
+def _opensearch_store(
+    urls: Sequence[str],
+    config_path: Path | None,
+    prefix: str,
+    engine: str,
+    m: int,
+    ef_construction: int,
+    replicas: int,
+    shards: int,
+    dead_letter: Path | None,
+) -> Any:
+    from .bulk import BulkOptions
+    from .connection import OpenSearchConfig, make_client
+    from .index_admin import IndexOptions
+    from .opensearch_store import OpenSearchStore
+
+    config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
+    return OpenSearchStore(
+        make_client(config),
+        options=IndexOptions(
+            prefix=prefix,
+            engine=engine,
+            m=m,
+            ef_construction=ef_construction,
+            replicas=replicas,
+            shards=shards,
+        ),
+        bulk=BulkOptions(dead_letter_path=dead_letter or Path("gemsearch-dead-letter.jsonl")),
+    )

@@ -1,0 +1,326 @@
+"""Ingest into the LocalStore: counts, ids, resumption, bad inputs, the ledger and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ingest_helpers import photo, write_collection
+from onnx_models import make_tiny_model
+from PIL import Image
+
+from gemsearch.cli import main
+from gemsearch.errors import ModelError
+from gemsearch.plugin.images import ImageLoadConfig
+from gemsearch.plugin.ingest import IngestOptions, ingest
+from gemsearch.plugin.ingest_report import Fate
+from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.sources import iter_sources
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_tiny_model(path, name="tiny", dim=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedder(model: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(model, threads=1)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("photos")
+    return root, write_collection(root, 60)
+
+
+def test_ingest_indexes_every_image_under_its_sha256_and_finds_itself(
+    collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    root, files = collection
+    ledger = tmp_path / "ledger.jsonl"
+    with LocalStore(tmp_path / "store") as store:
+        report = ingest(
+            iter_sources([str(root)]), embedder, store, IngestOptions(ledger_path=ledger, workers=2)
+        )
+        assert report.ok and report.read == len(files) == report.count(Fate.INDEXED) == store.count()
+        assert store.existing_ids(files) == set(files)
+        for digest, path in list(files.items())[:5]:
+            vector = embedder.embed_image(Image.open(path))
+            top = store.search(vector, k=3)
+            assert top[0].id == digest and top[0].score == pytest.approx(1.0, abs=1e-5)
+            assert top[0].image_ref == str(path.absolute())
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert sorted(e["id"] for e in lines if e.get("fate") == "indexed") == sorted(files)
+    assert lines[-1]["run_end"] and lines[-1]["pending"] == 0
+
+
+def test_rerun_is_a_no_op_and_duplicates_are_skipped(
+    collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    root, files = collection
+    copy = tmp_path / "copies"
+    copy.mkdir()
+    first = next(iter(files.values()))
+    (copy / "same-bytes.jpg").write_bytes(first.read_bytes())
+    with LocalStore(tmp_path / "store") as store:
+        once = ingest(iter_sources([str(root), str(copy)]), embedder, store)
+        assert once.count(Fate.INDEXED) == len(files) and once.count(Fate.SKIPPED) == 1
+        again = ingest(iter_sources([str(root)]), embedder, store)
+        assert again.ok and again.embedded == 0 and again.count(Fate.SKIPPED) == len(files)
+        assert store.count() == len(files)
+
+
+def _bad_inputs(folder: Path) -> dict[str, str | None]:
+    """File name -> expected failure reason (None: must be indexed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = photo("coffee").resize((120, 80))
+    jpeg = io.BytesIO()
+    base.save(jpeg, "JPEG")
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (folder / "text.jpg").write_bytes(b"this is not an image at all\n" * 20)
+    corrupt = bytearray(jpeg.getvalue())
+    corrupt[200:400] = b"\xff" * 200
+    (folder / "corrupt.jpg").write_bytes(bytes(corrupt))
+    base.convert("CMYK").save(folder / "cmyk.jpg", "JPEG")
+    grey16 = Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20).astype(np.uint16))
+    grey16.save(folder / "grey16.png")
+    rotated = photo("chelsea").resize((90, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(folder / "exif-rotated.jpg", "JPEG", exif=exif)
+    Image.new("RGB", (700, 700), "white").save(folder / "bomb.png")  # over the test's pixel cap
+    return {
+        "zero.jpg": "empty",
+        "truncated.jpg": "truncated",
+        "text.jpg": "unsupported_format",
+        "corrupt.jpg": "corrupt",
+        "cmyk.jpg": None,
+        "grey16.png": None,
+        "exif-rotated.jpg": None,
+        "bomb.png": "too_many_pixels",
+    }
+
+
+def test_bad_inputs_each_get_their_outcome(embedder: OnnxEmbedder, tmp_path: Path) -> None:
+    expected = _bad_inputs(tmp_path / "bad")
+    ledger = tmp_path / "ledger.jsonl"
+    options = IngestOptions(image=ImageLoadConfig(max_pixels=400_000), ledger_path=ledger)
+    with LocalStore(tmp_path / "store") as store:
+        report = ingest(iter_sources([str(tmp_path / "bad")]), embedder, store, options)
+        assert not report.ok
+        assert store.count() == sum(v is None for v in expected.values())
+    fates = {
+        Path(e["source"]).name: e for e in map(json.loads, ledger.read_text().splitlines()) if "fate" in e
+    }
+    for name, reason in expected.items():
+        entry = fates[name]
+        if reason is None:
+            assert entry["fate"] == "indexed", entry
+        else:
+            assert (entry["fate"], entry["reason"]) in {("failed", reason), ("failed", "corrupt")}, entry
+            if name != "corrupt.jpg":  # damage inside entropy-coded data may read as truncated too
+                assert entry["reason"] == reason, entry
+    assert report.failed_by_reason.total() == sum(v is not None for v in expected.values())
+
+
+def test_exif_rotated_image_is_embedded_upright(embedder: OnnxEmbedder, tmp_path: Path) -> None:
+    _bad_inputs(tmp_path / "bad")
+    upright = photo("chelsea").resize((90, 60)).transpose(Image.Transpose.ROTATE_270)
+    with LocalStore(tmp_path / "store") as store:
+        ingest(iter_sources([str(tmp_path / "bad")]), embedder, store)
+        raw = (tmp_path / "bad" / "exif-rotated.jpg").read_bytes()
+        stored = store.get(hashlib.sha256(raw).hexdigest())
+        assert stored is not None
+        cosine = float(stored.vector @ embedder.embed_image(upright))
+        sideways = float(stored.vector @ embedder.embed_image(upright.transpose(Image.Transpose.ROTATE_90)))
+        assert cosine > 0.99 and cosine > sideways
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blobs=st.lists(st.binary(max_size=2048), min_size=1, max_size=6))
+def test_random_bytes_never_crash_the_ingest(
+    blobs: list[bytes], embedder: OnnxEmbedder, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    for i, blob in enumerate(blobs):
+        (folder / f"f{i}.jpg").write_bytes(blob)
+    with LocalStore(folder / "store") as store:
+        report = ingest(iter_sources([str(folder)]), embedder, store)
+    assert report.read == len(blobs)
+    assert report.count(Fate.INDEXED) + report.count(Fate.FAILED) + report.count(Fate.SKIPPED) == len(blobs)
+    assert report.count(Fate.PENDING) == 0 and report.stopped_by is None
+
+
+def test_a_store_made_for_another_model_is_refused(embedder: OnnxEmbedder, tmp_path: Path) -> None:
+    other = make_tiny_model(tmp_path / "other.onnx", name="other", dim=8, seed=5)
+    with LocalStore(tmp_path / "store") as store:
+        store.ensure_index(other)
+        with pytest.raises(Exception, match=r"(?i)model|dim"):
+            ingest(iter_sources([str(tmp_path)]), embedder, store)
+        assert store.count() == 0
+
+
+def test_embedder_refuses_files_without_a_manifest(tmp_path: Path) -> None:
+    import onnx
+
+    path = tmp_path / "plain.onnx"
+    make_tiny_model(path)
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match="no gemsearch manifest"):
+        OnnxEmbedder(path)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load"):
+        OnnxEmbedder(tmp_path / "junk.onnx")
+
+
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from gemsearch.plugin.ingest import IngestOptions, ingest
+from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.sources import iter_sources
+seen = 0
+def tick(n):
+    global seen
+    seen += n
+    if seen >= {kill_after}:
+        os.kill(os.getpid(), signal.SIGKILL)
+store = LocalStore({store!r})
+ingest(iter_sources([{root!r}]), OnnxEmbedder({model!r}, threads=1), store,
+       IngestOptions(write_batch=7, workers=2), progress=tick)
+"""
+
+
+@pytest.mark.slow
+def test_ingest_killed_mid_run_then_rerun_loses_and_duplicates_nothing(
+    collection: tuple[Path, dict[str, Path]], model: Path, embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    root, files = collection
+    store_dir = tmp_path / "store"
+    code = _KILLER.format(
+        tests=str(TESTS), kill_after=25, store=str(store_dir), root=str(root), model=str(model)
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with LocalStore(store_dir) as store:
+        partial = store.count()
+        assert 0 < partial < len(files)
+        report = ingest(iter_sources([str(root)]), embedder, store)
+        assert report.ok and report.count(Fate.SKIPPED) == partial
+        assert report.count(Fate.INDEXED) == len(files) - partial
+        assert store.count() == len(files) and store.existing_ids(files) == set(files)
+
+
+def test_cli_ingest_into_a_local_store(
+    collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path
+) -> None:
+    root, files = collection
+    store = tmp_path / "store"
+    runner = CliRunner()
+    args = ["ingest", str(root), "--model", str(model), "--store", str(store), "--json", "--no-progress"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["indexed"] == len(files) and report["ok"] is True
+    again = runner.invoke(main, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == len(files)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    try:
+        failed = runner.invoke(main, [*args[:-2], "--no-progress"])
+    finally:
+        (root / "broken.jpg").unlink()
+    assert failed.exit_code == 1
+    assert "failed 1" in failed.stdout and "failed by reason" in failed.stdout
+
+
+def test_cli_shards_split_the_collection_exactly(
+    collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path
+) -> None:
+    root, files = collection
+    runner = CliRunner()
+    for i in range(3):
+        store = tmp_path / f"store{i}"
+        args = ["ingest", str(root), "--model", str(model), "--store", str(store), "--shard", f"{i}/3"]
+        assert runner.invoke(main, [*args, "--no-progress"]).exit_code == 0
+    ids = [set(LocalStore(tmp_path / f"store{i}", read_only=True).existing_ids(files)) for i in range(3)]
+    assert set.union(*ids) == set(files)
+    assert sum(len(s) for s in ids) == len(files)
+
+
+def test_cli_refuses_both_stores(model: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["ingest", str(tmp_path), "--model", str(model), "--store", "x", "--opensearch", "http://h:9200"],
+    )
+    assert result.exit_code == 2 and "either --store or --opensearch" in result.output
+
+
+def test_embedder_batches_equal_single_runs_and_memory_stays_bounded(embedder: OnnxEmbedder) -> None:
+    rng = np.random.default_rng(1)
+    sizes = [(40 + 7 * (i % 5), 50 + 3 * (i % 7)) for i in range(40)]
+    arrays = [rng.integers(0, 255, (3, h, w), dtype=np.uint8) for h, w in sizes]
+    together = embedder.embed_prepared(arrays)
+    alone = np.stack([embedder.run(a[None])[0] for a in arrays])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    consumed, done, most = 0, 0, 0
+
+    def feed():
+        nonlocal consumed
+        for i, a in enumerate(arrays):
+            consumed += 1
+            yield i, a
+
+    for keys, _ in embedder.run_grouped(feed()):
+        done += len(keys)
+        most = max(most, consumed - done)
+    assert done == len(arrays) and most <= 4 * embedder.batch_size
+
+
+def test_crop_follows_the_evaluation_rule(embedder: OnnxEmbedder) -> None:
+    from gemsearch.preprocess import crop_and_shrink
+
+    img = photo("astronaut")  # 512 x 512, over the tiny model's max_side of 256
+    box = (100.0, 50.0, 300.0, 350.0)
+    prepared = embedder.prepare(img, crop=box)
+    expected = np.asarray(crop_and_shrink(img, box, 256)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(prepared, expected)
+    assert max(embedder.prepare(img).shape[1:]) == 256
+
+
+def test_providers_are_chosen_and_checked() -> None:
+    from gemsearch.plugin.onnx_model import resolve_providers
+
+    assert resolve_providers()[-1] == "CPUExecutionProvider"
+    assert resolve_providers(["cpu"]) == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in resolve_providers():
+        with pytest.raises(ModelError, match="not available"):
+            resolve_providers(["cuda"])
+
+
+def test_embedder_satisfies_the_protocol(embedder: OnnxEmbedder) -> None:
+    from gemsearch.protocols import Embedder
+
+    assert isinstance(embedder, Embedder) and embedder.output_dim == 16
+    assert os.fspath(embedder.path).endswith("tiny.onnx")

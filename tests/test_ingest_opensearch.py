@@ -1,0 +1,254 @@
+"""Ingest into the real OpenSearch node: exact counts and ids, self-search, and faults that lose nothing.
+
+Each fault test ends with the same check: the index holds exactly the ids of the readable inputs,
+once each (count and id list), whatever happened on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from fault_proxy import FaultProxy
+from ingest_helpers import write_collection
+from onnx_models import make_tiny_model
+from opensearch_harness import OpenSearchNode
+from opensearchpy import OpenSearch, helpers
+from PIL import Image
+
+from gemsearch.plugin.bulk import BulkOptions, RetryPolicy
+from gemsearch.plugin.connection import OpenSearchConfig, make_client
+from gemsearch.plugin.index_admin import IndexOptions
+from gemsearch.plugin.ingest import IngestOptions, ingest
+from gemsearch.plugin.ingest_report import Fate
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.onnx_model import read_manifest
+from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.sources import iter_sources
+
+pytestmark = pytest.mark.opensearch
+TESTS = Path(__file__).parent
+FAST_RETRY = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.5, max_total_s=60)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_tiny_model(path, name="tiny", dim=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def embedder(model: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(model, threads=1)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("photos")
+    return root, write_collection(root, 240, seed=7, side=64)
+
+
+def store_for(client: OpenSearch, prefix: str, dead_letter: Path | None = None) -> OpenSearchStore:
+    return OpenSearchStore(
+        client,
+        options=IndexOptions(prefix=prefix),
+        bulk=BulkOptions(max_docs=40, retry=FAST_RETRY, dead_letter_path=dead_letter),
+    )
+
+
+def ids_in(client: OpenSearch, index: str) -> list[str]:
+    client.indices.refresh(index=index)
+    return sorted(h["_id"] for h in helpers.scan(client, index=index, query={"query": {"match_all": {}}}))
+
+
+def assert_exactly(client: OpenSearch, index: str, expected: dict[str, Path]) -> None:
+    assert ids_in(client, index) == sorted(expected)  # duplicates would show up in the list
+    assert client.count(index=index)["count"] == len(expected)
+
+
+def node_url(client: OpenSearch) -> str:
+    conn = client.transport.get_connection()
+    return str(conn.host)
+
+
+def test_a_few_hundred_images_are_counted_indexed_and_find_themselves(
+    opensearch: OpenSearch, prefix: str, collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder
+) -> None:
+    root, files = collection
+    broken = root / "zz-broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    try:
+        store = store_for(opensearch, prefix)
+        report = ingest(iter_sources([str(root)]), embedder, store, IngestOptions(write_batch=64))
+    finally:
+        broken.unlink()
+    assert report.read == len(files) + 1
+    assert report.count(Fate.INDEXED) == len(files) and report.count(Fate.FAILED) == 1
+    assert report.count(Fate.PENDING) == 0
+    assert store.index is not None
+    assert_exactly(opensearch, store.index, files)
+    reader = OpenSearchStore(opensearch, model="tiny", options=IndexOptions(prefix=prefix))  # via the alias
+    for digest, path in list(files.items())[:5]:
+        hits = reader.search(embedder.embed_image(Image.open(path)), k=3)
+        assert hits[0].id == digest and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    again = ingest(iter_sources([str(root)]), embedder, store)
+    assert again.ok and again.embedded == 0 and again.count(Fate.SKIPPED) == len(files)
+
+
+def test_injected_429s_are_retried_and_nothing_is_lost(
+    opensearch: OpenSearch, prefix: str, collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder
+) -> None:
+    root, files = collection
+    with FaultProxy(
+        node_url(opensearch), fail_next=[429, 429], reject_first=lambda i: i[0] in "0123"
+    ) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        store = store_for(client, prefix)
+        report = ingest(iter_sources([str(root)]), embedder, store)
+    assert proxy.injected > 2
+    assert report.ok and report.count(Fate.INDEXED) == len(files)
+    assert store.index is not None
+    assert_exactly(opensearch, store.index, files)
+
+
+def test_node_paused_longer_than_the_client_timeout_loses_nothing(
+    opensearch_node: OpenSearchNode,
+    opensearch: OpenSearch,
+    prefix: str,
+    collection: tuple[Path, dict[str, Path]],
+    embedder: OnnxEmbedder,
+) -> None:
+    root, files = collection
+    store_for(opensearch, prefix).ensure_index(embedder.manifest)  # created with a patient client
+    client = make_client(OpenSearchConfig(urls=(opensearch_node.url,), timeout=2.0))
+    store = store_for(client, prefix)
+    resumed = threading.Event()
+    paused = False
+    done = 0
+
+    def tick(n: int) -> None:  # mid-ingest: freeze the JVM for 3x the client timeout
+        nonlocal paused, done
+        done += n
+        if not paused and done >= 60:
+            paused = True
+            opensearch_node.pause()
+            threading.Timer(6.0, lambda: (opensearch_node.resume(), resumed.set())).start()
+
+    try:
+        report = ingest(
+            iter_sources([str(root)]), embedder, store, IngestOptions(write_batch=40), progress=tick
+        )
+    finally:
+        opensearch_node.resume()
+    assert paused and resumed.wait(10)
+    assert report.ok and report.count(Fate.INDEXED) == len(files)
+    assert store.index is not None
+    assert_exactly(opensearch, store.index, files)
+
+
+_KILLER = """
+import os, signal, sys
+from gemsearch.plugin.bulk import BulkOptions
+from gemsearch.plugin.connection import OpenSearchConfig, make_client
+from gemsearch.plugin.index_admin import IndexOptions
+from gemsearch.plugin.ingest import IngestOptions, ingest
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.onnx_model import read_manifest
+from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.sources import iter_sources
+seen = 0
+def tick(n):
+    global seen
+    seen += n
+    if seen >= {kill_after}:
+        os.kill(os.getpid(), signal.SIGKILL)
+client = make_client(OpenSearchConfig(urls=({url!r},)))
+store = OpenSearchStore(client, options=IndexOptions(prefix={prefix!r}), bulk=BulkOptions(max_docs=20))
+ingest(iter_sources([{root!r}]), OnnxEmbedder({model!r}, threads=1), store,
+       IngestOptions(write_batch=20, workers=2), progress=tick)
+"""
+
+
+@pytest.mark.slow
+def test_ingest_killed_mid_run_then_rerun_is_exact(
+    opensearch: OpenSearch,
+    prefix: str,
+    collection: tuple[Path, dict[str, Path]],
+    model: Path,
+    embedder: OnnxEmbedder,
+) -> None:
+    root, files = collection
+    code = _KILLER.format(
+        kill_after=90, url=node_url(opensearch), prefix=prefix, root=str(root), model=str(model)
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    index = embedder.manifest.index_name(prefix)
+    partial = len(ids_in(opensearch, index))
+    assert 0 < partial < len(files)
+    store = store_for(opensearch, prefix)
+    report = ingest(iter_sources([str(root)]), embedder, store)
+    assert report.ok and report.count(Fate.SKIPPED) == partial
+    assert report.count(Fate.INDEXED) == len(files) - partial
+    assert_exactly(opensearch, index, files)
+
+
+@pytest.mark.slow
+def test_three_shards_running_concurrently_load_the_union_exactly(
+    opensearch: OpenSearch, prefix: str, collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path
+) -> None:
+    root, files = collection
+    env = {**os.environ, "GEMSEARCH_OPENSEARCH_URL": node_url(opensearch)}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gemsearch.cli",
+                "ingest",
+                str(root),
+                "--model",
+                str(model),
+                "--opensearch-config",
+                str(_config(tmp_path)),
+                "--prefix",
+                prefix,
+                "--shard",
+                f"{i}/3",
+                "--threads",
+                "1",
+                "--workers",
+                "1",
+                "--json",
+                "--no-progress",
+                "--dead-letter",
+                str(tmp_path / f"dead{i}.jsonl"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(3)
+    ]
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    assert sum(r["indexed"] for r in reports) == len(files)
+    assert all(0 < r["indexed"] < len(files) for r in reports)
+    assert_exactly(opensearch, read_manifest(model).index_name(prefix), files)
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "opensearch.yaml"
+    path.write_text("timeout: 30\n")
+    return path
