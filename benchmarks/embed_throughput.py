@@ -1,0 +1,363 @@
+"""Embedding throughput: the plugin's ingest path (decode pool + onnxruntime) vs a plain PyTorch loop.
+
+    python benchmarks/embed_throughput.py                       # Lite0-GeM and ResNet50-GeM, CPU
+    python benchmarks/embed_throughput.py --models lite0-gem --modes single-scale --images 16
+    python benchmarks/embed_throughput.py --device cuda         # GPU: torch and ORT CUDA/TensorRT, fp32/fp16
+
+The PyTorch baseline is cirtorch's ``extract_vectors``: a ``DataLoader`` with batch size 1 and
+``--workers`` worker processes, each loading, shrinking (PIL LANCZOS) and normalising one image,
+and the network in eval mode, one forward per image (per scale for multi-scale). The plugin path is
+``gemsearch.plugin.ingest.ingest`` with the same images into a store that keeps nothing: read and
+decode threads run ahead of onnxruntime, images of one shape share a batch. Both use the same
+network (the ONNX file is exported from it, multi-scale inside the graph), the same images and the
+same shrinking; the ONNX graph normalises uint8 pixels itself.
+
+Each case runs in a fresh process (its peak memory is its own), cases alternate between the two
+paths and repeat ``--repeats`` times; the median images/s is reported. CPU utilisation is CPU time
+(the process and its worker processes) over wall time and usable cores. ResNet50 has no pretrained
+weights offline: it runs randomly initialised, which does not change its speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import BENCH_CACHE, markdown_table, measure, sample_paths, write_results
+from _machine import usable_cores
+
+MODELS: dict[str, tuple[str, str, bool]] = {  # name -> (backbone, pooling, pretrained weights offline)
+    "lite0-gem": ("efficientnet_lite0", "gem", True),
+    "resnet50-gem": ("resnet50", "gem", False),
+}
+MODES = ("single-scale", "multi-scale")
+CPU_RUNNERS = ("torch", "onnx")
+GPU_RUNNERS = (
+    "torch-cuda-fp32", "torch-cuda-fp16",
+    "onnx-cuda-fp32", "onnx-cuda-fp16", "onnx-trt-fp32", "onnx-trt-fp16",
+)  # fmt: skip
+TARGET_CPU, TARGET_GPU = 1.5, 3.0
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def scales_of(mode: str) -> tuple[float, ...]:
+    from gemsearch.trainer import MULTISCALE
+
+    return tuple(MULTISCALE) if mode == "multi-scale" else (1.0,)
+
+
+def retrieval_model(name: str) -> Any:
+    import torch
+
+    from gemsearch.trainer import NetworkConfig, RetrievalModel, build_network
+
+    backbone, pooling, pretrained = MODELS[name]
+    torch.manual_seed(0)
+    config = NetworkConfig(backbone=backbone, pooling=pooling)
+    return RetrievalModel(build_network(config, pretrained=pretrained), config, origin=f"benchmark {name}")
+
+
+def onnx_model(name: str, mode: str, max_side: int, precision: str = "fp32") -> Path:
+    """The exported ONNX file of ``name`` for ``mode`` (exported once into the benchmark cache)."""
+    from gemsearch.exporters import export_onnx
+
+    path = BENCH_CACHE / "models" / f"{name}-{mode}-{max_side}-{precision}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"exporting {path.name} ...", file=sys.stderr, flush=True)
+        scales = scales_of(mode)
+        export_onnx(
+            retrieval_model(name), path, name=name, scales=scales, multiscale_in_graph=len(scales) > 1,
+            max_side=max_side, precision=precision,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return path
+
+
+# ----------------------------------------------------------------------------- the two paths
+
+
+class _Images:
+    """cirtorch's ``ImagesFromList``: one image per item, loaded, shrunk and normalised."""
+
+    def __init__(self, paths: Sequence[Path], cfg: Any) -> None:
+        self.paths, self.cfg = list(paths), cfg
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        from gemsearch.preprocess import prepare_file
+
+        return torch.from_numpy(prepare_file(self.paths[i], self.cfg))
+
+
+def run_torch(name: str, mode: str, paths: Sequence[Path], workers: int, max_side: int, runner: str) -> Any:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from gemsearch.trainer.extraction import describe_batch
+
+    device = "cuda" if "cuda" in runner else "cpu"
+    dtype = torch.float16 if runner.endswith("fp16") else torch.float32
+    model = retrieval_model(name)
+    net = model.net.eval().to(device, dtype)
+    cfg = model.config.preprocessing.model_copy(update={"max_side": max_side})
+    dataset = _Images(paths, cfg)
+    loader = DataLoader(
+        dataset, batch_size=1, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+    )
+    scales = scales_of(mode)
+    out = np.zeros((len(paths), net.output_dim), dtype=np.float32)
+    with torch.inference_mode():
+        describe_batch(net, dataset[0][None].to(device, dtype), scales)  # warm: allocator, kernels
+        _sync(device)
+        with measure() as usage, _GpuSampler(device == "cuda") as gpu:
+            for i, x in enumerate(loader):
+                out[i] = describe_batch(net, x.to(device, dtype), scales).float().cpu().numpy()[0]
+            _sync(device)
+    return usage, out, gpu.utilisation
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class _KeepVectors:
+    """A VectorStore that keeps the vectors in memory: ingest without any store cost."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def ensure_index(self, manifest: Any) -> None:
+        pass
+
+    def upsert(self, records: Sequence[Any]) -> None:
+        self.vectors.update((r.id, r.vector) for r in records)
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        return set()
+
+    def count(self) -> int:
+        return len(self.vectors)
+
+
+def onnx_providers(runner: str) -> list[str] | None:
+    if "trt" in runner:
+        return ["tensorrt", "cuda"]
+    if "cuda" in runner:
+        return ["cuda"]
+    return ["cpu"]
+
+
+def run_onnx(name: str, mode: str, paths: Sequence[Path], workers: int, max_side: int, runner: str) -> Any:
+    from PIL import Image
+
+    from gemsearch.plugin.ingest import IngestOptions, ingest
+    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.sources import SourceItem
+
+    precision = "fp16" if runner.endswith("fp16") else "fp32"
+    embedder = OnnxEmbedder(onnx_model(name, mode, max_side, precision), providers=onnx_providers(runner))
+    with Image.open(paths[0]) as im:
+        embedder.embed([im.convert("RGB")])  # warm: session allocations, TensorRT engine build
+    store = _KeepVectors()
+    items = [SourceItem(path=p, id=f"img-{i}") for i, p in enumerate(paths)]  # ids: repeats are not skipped
+    with measure() as usage, _GpuSampler("onnx-" in runner and runner != "onnx") as gpu:
+        report = ingest(items, embedder, store, IngestOptions(workers=workers))  # type: ignore[arg-type]
+    if report.embedded != len(paths):
+        raise RuntimeError(f"ingest embedded {report.embedded} of {len(paths)}: {report.to_dict()}")
+    out = np.stack([store.vectors[f"img-{i}"] for i in range(len(paths))])
+    return usage, out, gpu.utilisation
+
+
+class _GpuSampler:
+    """Mean GPU utilisation (nvidia-smi, every 0.2 s) while the block runs; None on CPU."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active and shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _GpuSampler:
+        if self.active:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.active:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        cmd = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"]
+        while not self._stop.wait(0.2):
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+            if out.isdigit():
+                self.samples.append(float(out))
+
+    @property
+    def utilisation(self) -> float | None:
+        return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def run_case(case: dict[str, Any], vectors_out: Path | None) -> dict[str, Any]:
+    paths, _ = sample_paths(case["images"])
+    run = run_torch if case["runner"].startswith("torch") else run_onnx
+    usage, vectors, gpu = run(
+        case["model"], case["mode"], paths, case["workers"], case["max_side"], case["runner"]
+    )
+    if vectors_out is not None:
+        np.save(vectors_out, vectors[:4])
+    return {
+        **case, "images_per_s": round(len(paths) / usage.wall_s, 3), **usage.as_dict(), "gpu_util": gpu,
+    }  # fmt: skip
+
+
+def _spawn(case: dict[str, Any], vectors_out: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--case", json.dumps(case), "--vectors-out", str(vectors_out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {**case, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    runners = GPU_RUNNERS if args.device == "cuda" else CPU_RUNNERS
+    tmp = Path(tempfile.mkdtemp(prefix="gemsearch-embed-"))
+    rows = []
+    try:
+        for model in args.models:
+            for mode in args.modes:
+                runs: dict[str, list[dict[str, Any]]] = {r: [] for r in runners}
+                for rep in range(args.repeats):  # alternate, so load changes hit both paths alike
+                    for runner in runners:
+                        case = {
+                            "model": model, "mode": mode, "runner": runner, "images": args.images,
+                            "workers": args.workers, "max_side": args.max_side,
+                        }  # fmt: skip
+                        runs[runner].append(_spawn(case, tmp / f"{model}-{mode}-{runner}-{rep}.npy"))
+                        print(f"{model} {mode} {runner} #{rep + 1} done", file=sys.stderr, flush=True)
+                rows.extend(_summarise(runs, tmp, model, mode))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def _summarise(
+    runs: dict[str, list[dict[str, Any]]], tmp: Path, model: str, mode: str
+) -> list[dict[str, Any]]:
+    baseline_runner = next(iter(runs))
+    out = []
+    for runner, results in runs.items():
+        ok = [r for r in results if "error" not in r]
+        if not ok:
+            out.append({"model": model, "mode": mode, "runner": runner, "error": results[0]["error"]})
+            continue
+        median = statistics.median(r["images_per_s"] for r in ok)
+        row = dict(min(ok, key=lambda r: abs(r["images_per_s"] - median)))  # its CPU and memory figures
+        row["images_per_s"] = round(median, 3)
+        row["runs_images_per_s"] = [r["images_per_s"] for r in ok]
+        base, mine = tmp / f"{model}-{mode}-{baseline_runner}-0.npy", tmp / f"{model}-{mode}-{runner}-0.npy"
+        if base.is_file() and mine.is_file():  # same images, same network: descriptors must agree
+            a, b = np.load(base), np.load(mine)
+            row["min_cosine_vs_baseline"] = round(float(np.min(np.sum(a * b, axis=1))), 5)
+        out.append(row)
+    base_rows = [r for r in out if r["runner"] == baseline_runner and "error" not in r]
+    for r in out:
+        if base_rows and "error" not in r:
+            r["ratio_vs_baseline"] = round(r["images_per_s"] / base_rows[0]["images_per_s"], 3)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out: list[list[Any]] = []
+    for r in rows:
+        if "error" in r:
+            out.append(
+                [r["model"], r["mode"], r["runner"], "-", "-", "-", "-", "-", f"error: {r['error'][:100]}"]
+            )
+            continue
+        gpu = f", GPU {100 * r['gpu_util']:.0f}%" if r.get("gpu_util") is not None else ""
+        out.append([
+            r["model"], r["mode"], r["runner"], f"{r['images_per_s']:.2f}", f"{r['ratio_vs_baseline']:.2f}x",
+            f"{100 * r['cpu_util']:.0f}%{gpu}", f"{r['peak_rss_mb']:,.0f}",
+            "-" if r["child_peak_rss_mb"] is None else f"{r['child_peak_rss_mb']:,.0f}",
+            f"{r.get('min_cosine_vs_baseline', '-')}",
+        ])  # fmt: skip
+    header = [
+        "model", "mode", "path", "images/s", "vs baseline", "CPU util", "peak RSS MB",
+        "DataLoader worker peak MB", "min cos vs baseline",
+    ]  # fmt: skip
+    return markdown_table(header, out)
+
+
+def check_gpu() -> None:
+    """Refuse ``--device cuda`` early, with the reason, on a machine without a usable GPU."""
+    import onnxruntime as ort
+    import torch
+
+    providers = ort.get_available_providers()
+    if not torch.cuda.is_available() and "CUDAExecutionProvider" not in providers:
+        sys.exit(
+            "--device cuda: no CUDA GPU here (torch.cuda.is_available() is False and onnxruntime offers "
+            f"{providers}); run on a GPU machine with gemsearch[gpu] (onnxruntime-gpu) installed"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--images", type=int, default=32, help="images per run (the benchmark set, repeated)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=usable_cores(), help="DataLoader workers / decode threads")
+    ap.add_argument("--max-side", type=int, default=1024, help="longer image side (cirtorch's test size)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case, print JSON
+    ap.add_argument("--vectors-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case), args.vectors_out)))
+        return
+    if args.device == "cuda":
+        check_gpu()
+    t0 = time.perf_counter()
+    rows = run_all(args)
+    md = table(rows)
+    target = TARGET_GPU if args.device == "cuda" else TARGET_CPU
+    results = {
+        "device": args.device, "images": args.images, "workers": args.workers, "max_side": args.max_side,
+        "repeats": args.repeats, "target_ratio": target, "results": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    paths = write_results(f"embed_throughput_{args.device}", results, md, args.out_dir)
+    print(md)
+    print(f"\n(results in {paths[0]})")
+
+
+if __name__ == "__main__":
+    main()
