@@ -1,0 +1,269 @@
+"""``export_onnx``: one ``RetrievalModel`` -> one ONNX file with its whitening folded in and its
+manifest embedded. Images go in, final descriptors come out: nothing is left to client code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from gemsearch import __version__
+from gemsearch.errors import ConfigError, ModelError
+from gemsearch.manifest import (
+    EvalResult,
+    InputSpec,
+    ModelManifest,
+    MultiScaleSpec,
+    PoolingSpec,
+    Provenance,
+    WhiteningSpec,
+)
+from gemsearch.trainer.extraction import SINGLE_SCALE
+from gemsearch.trainer.learned_whitening import Whitening
+from gemsearch.trainer.model import RetrievalModel
+from gemsearch.trainer.network import RetrievalNet
+from gemsearch.trainer.pooling import GeM
+
+from .folding import F32, fold_whitening
+from .graph import DescriptorGraph
+from .onnx_file import set_manifest, write_atomically
+
+log = logging.getLogger(__name__)
+
+WhiteningChoice = Literal["auto", "ss", "ms"] | None
+InputDtype = Literal["uint8", "float32"]
+Precision = Literal["fp32", "fp16"]
+Exporter = Literal["torchscript", "dynamo"]
+DEFAULT_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "descriptors"
+_EXAMPLE_HW = (224, 192)  # any size works: height and width are dynamic axes of the graph
+
+
+def export_onnx(
+    model: RetrievalModel,
+    path: str | Path,
+    *,
+    name: str,
+    scales: Sequence[float] = SINGLE_SCALE,
+    multiscale_in_graph: bool = False,
+    whitening: WhiteningChoice = "auto",
+    dims: int | None = None,
+    input_dtype: InputDtype = "uint8",
+    precision: Precision = "fp32",
+    max_side: int = 1024,
+    opset: int = DEFAULT_OPSET,
+    msp: float | None = None,
+    exporter: Exporter = "torchscript",
+    provenance: Provenance | None = None,
+    evaluation: Sequence[EvalResult] = (),
+) -> ModelManifest:
+    """Export ``model`` to ``path`` and return the manifest embedded in it.
+
+    ``scales``: the scales the descriptors are taken at; with more than one, ``multiscale_in_graph``
+    puts the rescaling and the power mean (``msp``, default the network's) into the graph, otherwise
+    the runtime has to do them. ``whitening``: ``"auto"`` takes the model's learned whitening for
+    this kind of extraction (``"ms"`` for several scales, ``"ss"`` for one), ``"ss"``/``"ms"`` pick
+    one, None exports without; ``dims`` keeps its first ``dims`` output dimensions.
+    ``input_dtype="uint8"``: RGB pixels in, mean/std inside the graph; ``"float32"``: normalised
+    input. ``precision="fp16"``: the backbone in half precision (input and output as for fp32).
+    ``exporter``: torch's TorchScript-based ONNX exporter (fast) or its ``torch.export``-based one.
+    """
+    scales = _checked_scales(scales)
+    lw = pick_whitening(model, whitening, scales)
+    if lw is not None and len(scales) > 1 and not multiscale_in_graph:
+        raise ConfigError(
+            "the whitening applies to the combined multi-scale descriptor, which only the graph can "
+            "compute: export with multiscale_in_graph=True (--multiscale), or without whitening"
+        )
+    if dims is not None and lw is None:
+        raise ConfigError("dims reduces a learned whitening, and this export has none")
+    folded = fold_whitening(lw, dims) if lw is not None else None
+    power = model.net.multiscale_power if msp is None else float(msp)
+    graph = DescriptorGraph(
+        model.net,
+        mean=model.config.preprocessing.mean,
+        std=model.config.preprocessing.std,
+        uint8_input=input_dtype == "uint8",
+        scales=scales if multiscale_in_graph else SINGLE_SCALE,
+        msp=power,
+        whitening=folded,
+        half=precision == "fp16",
+    )
+    try:
+        manifest = _manifest(
+            model, name, folded, lw, scales, multiscale_in_graph, power, input_dtype, precision, max_side,
+            opset, provenance, evaluation,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid export settings: {exc}") from exc
+    write_atomically(Path(path), lambda tmp: _write_graph(graph, tmp, manifest, exporter))
+    log.info("exported %s (%s, %d dims) to %s", name, manifest.version8, manifest.output_dim, path)
+    return manifest
+
+
+def _manifest(
+    model: RetrievalModel,
+    name: str,
+    folded: tuple[F32, F32] | None,
+    lw: Whitening | None,
+    scales: tuple[float, ...],
+    multiscale_in_graph: bool,
+    power: float,
+    input_dtype: InputDtype,
+    precision: Precision,
+    max_side: int,
+    opset: int,
+    provenance: Provenance | None,
+    evaluation: Sequence[EvalResult],
+) -> ModelManifest:
+    return ModelManifest(
+        name=name,
+        version=weights_sha256(model.net, folded, scales, power),
+        backbone=model.config.backbone,
+        pooling=_pooling_spec(model),
+        whitening=_whitening_spec(model.net, lw, folded),
+        output_dim=folded[0].shape[0] if folded is not None else model.net.output_dim,
+        input=InputSpec(
+            dtype=input_dtype,
+            mean=model.config.preprocessing.mean,
+            std=model.config.preprocessing.std,
+            max_side=max_side,
+        ),
+        multiscale=MultiScaleSpec(scales=scales, msp=power, in_graph=multiscale_in_graph and len(scales) > 1),
+        precision=precision,
+        opset=opset,
+        provenance=provenance or Provenance(base_weights=model.origin or None, gemsearch_version=__version__),
+        evaluation=tuple(evaluation),
+    )
+
+
+def pick_whitening(
+    model: RetrievalModel, choice: WhiteningChoice, scales: Sequence[float]
+) -> Whitening | None:
+    """The learned whitening ``choice`` names for an extraction at ``scales`` (see ``export_onnx``)."""
+    if choice is None:
+        return None
+    if choice == "auto":
+        return model.whitening_for(scales)
+    if choice not in ("ss", "ms"):
+        raise ConfigError(f"whitening must be 'auto', 'ss', 'ms' or None, got {choice!r}")
+    found = model.whitening.get(choice)
+    if found is None:
+        have = ", ".join(model.whitening) or "none"
+        raise ModelError(f"{model.origin}: no {choice!r} whitening in this model (it has: {have})")
+    if (choice == "ms") != (len(scales) > 1):
+        kind = "multi" if len(scales) > 1 else "single"
+        log.warning("using the %r whitening for a %s-scale export", choice, kind)
+    return found
+
+
+def weights_sha256(
+    net: RetrievalNet, folded: tuple[F32, F32] | None, scales: Sequence[float], msp: float
+) -> str:
+    """The model version: sha256 of the network weights (float32), the folded whitening and the
+    scales (with msp) the descriptors combine. Exports giving the same descriptors share it, whatever
+    their input type or precision; anything that changes the descriptors changes it."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu()
+        t = t.float() if t.is_floating_point() else t
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    if folded is not None:
+        for part in folded:
+            digest.update(f"whitening:{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+    combine = {"scales": [float(s) for s in scales], "msp": float(msp) if len(scales) > 1 else None}
+    digest.update(json.dumps(combine, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _checked_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(s) for s in scales)
+    if not out or min(out) <= 0:
+        raise ConfigError("scales must be a non-empty list of positive numbers")
+    return out
+
+
+def _pooling_spec(model: RetrievalModel) -> PoolingSpec:
+    pool = model.net.pool
+    p = float(pool.p.detach().reshape(-1)[0]) if isinstance(pool, GeM) else None
+    return PoolingSpec(kind=model.config.pooling, p=p)
+
+
+def _whitening_spec(
+    net: RetrievalNet, lw: Whitening | None, folded: tuple[F32, F32] | None
+) -> WhiteningSpec | None:
+    if lw is not None and folded is not None:
+        out_dim, in_dim = folded[0].shape
+        return WhiteningSpec(kind=lw.kind, input_dim=in_dim, output_dim=out_dim, learned_from=lw.learned_from)
+    if net.whiten is not None:
+        return WhiteningSpec(kind="fc", input_dim=net.whiten.in_features, output_dim=net.whiten.out_features)
+    return None
+
+
+def _write_graph(graph: DescriptorGraph, path: Path, manifest: ModelManifest, exporter: Exporter) -> None:
+    import onnx
+
+    example = _example_input(manifest.input.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' notices; the parity check is what proves the graph
+        if exporter == "dynamo":
+            _export_dynamo(graph, example, path, manifest.opset)
+        elif exporter == "torchscript":
+            _export_torchscript(graph, example, path, manifest.opset)
+        else:
+            raise ConfigError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+    proto = onnx.load(str(path))
+    proto.producer_name, proto.producer_version = "gemsearch", __version__
+    proto.doc_string = f"gemsearch retrieval model {manifest.name} ({manifest.version8})"
+    set_manifest(proto, manifest)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _example_input(dtype: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, 3, *_EXAMPLE_HW)
+    if dtype == "uint8":
+        return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    return torch.randn(shape, generator=generator)
+
+
+def _export_torchscript(graph: DescriptorGraph, example: torch.Tensor, path: Path, opset: int) -> None:
+    torch.onnx.export(
+        graph,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
+        opset_version=opset,
+        do_constant_folding=True,
+        dynamo=False,
+    )
+
+
+def _export_dynamo(graph: DescriptorGraph, example: torch.Tensor, path: Path, opset: int) -> None:
+    dim = torch.export.Dim
+    program = torch.onnx.export(
+        graph,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
+        opset_version=opset,
+        dynamo=True,
+    )
+    if program is None:
+        raise ModelError("torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)

@@ -1,0 +1,67 @@
+"""The manifest inside an ONNX file: written into ``metadata_props``, read back without torch.
+
+Reading goes through onnxruntime (the runtime's own dependency), exactly as the plugin does, so a
+file that reads here reads there.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gemsearch.errors import ModelError
+from gemsearch.manifest import METADATA_KEY, ModelManifest
+
+
+def set_manifest(model: Any, manifest: ModelManifest) -> None:
+    """Store ``manifest`` as JSON under ``METADATA_KEY`` in an ``onnx.ModelProto`` (replacing any)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, manifest.to_json()
+
+
+def read_manifest(path: str | Path) -> ModelManifest:
+    """The manifest embedded in the ONNX file at ``path``; ``ModelError`` if it has none or is invalid."""
+    import onnxruntime as ort  # a base dependency; imported here to keep this module light
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
+        raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+    return manifest_of_session(session, str(path))
+
+
+def manifest_of_session(session: Any, origin: str) -> ModelManifest:
+    """The manifest of an open ``onnxruntime.InferenceSession``."""
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        raise ModelError(f"{origin}: no gemsearch manifest ({METADATA_KEY!r} in the ONNX metadata)")
+    try:
+        return ModelManifest.from_json(text)
+    except ValidationError as exc:
+        raise ModelError(f"{origin}: invalid gemsearch manifest ({exc})") from exc
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``.
+
+    A killed export never leaves a half-written model where a reader would pick it up.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
