@@ -18,7 +18,7 @@ import pytest
 from fault_proxy import FaultProxy
 from ingest_helpers import write_collection
 from onnx_models import make_tiny_model
-from opensearch_harness import OpenSearchNode
+from opensearch_harness import OpenSearchNode, start_cluster
 from opensearchpy import OpenSearch, helpers
 from PIL import Image
 
@@ -252,3 +252,44 @@ def _config(tmp_path: Path) -> Path:
     path = tmp_path / "opensearch.yaml"
     path.write_text("timeout: 30\n")
     return path
+
+
+@pytest.mark.slow
+def test_a_cluster_node_killed_mid_ingest_loses_nothing(
+    collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder
+) -> None:
+    root, files = collection
+    nodes = start_cluster(2)
+    try:
+        admin = OpenSearch(hosts=[nodes[0].url], timeout=30)
+        manager = admin.cat.cluster_manager(format="json")[0]["node"]
+        # the elected cluster manager stays up: two nodes have no quorum without it
+        victim = next(n for n in nodes if n.name != manager)
+        survivor = next(n for n in nodes if n.name == manager)
+        options = IndexOptions(prefix="killed", shards=2, replicas=1)
+        OpenSearchStore(admin, options=options).ensure_index(embedder.manifest)
+        index = embedder.manifest.index_name("killed")
+        health = survivor.request(
+            "GET", f"/_cluster/health/{index}?wait_for_status=green&timeout=60s", timeout=70
+        )
+        assert health["status"] == "green"
+        client = make_client(OpenSearchConfig(urls=tuple(n.url for n in nodes), timeout=5.0))
+        policy = RetryPolicy(initial_backoff_s=0.2, max_backoff_s=2.0, max_total_s=120)
+        store = OpenSearchStore(client, options=options, bulk=BulkOptions(max_docs=30, retry=policy))
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if done >= 80 and victim.alive():
+                victim.kill()
+
+        report = ingest(
+            iter_sources([str(root)]), embedder, store, IngestOptions(write_batch=30), progress=tick
+        )
+        assert not victim.alive()
+        assert report.ok and report.count(Fate.INDEXED) == len(files)
+        assert_exactly(OpenSearch(hosts=[survivor.url], timeout=30), index, files)
+    finally:
+        for node in nodes:
+            node.stop()
