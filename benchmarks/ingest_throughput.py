@@ -1,0 +1,141 @@
+"""Ingest end to end: images/s into OpenSearch and into the LocalStore vs embedding only.
+
+    python benchmarks/ingest_throughput.py                          # 200 images, Lite0-GeM, 2 rounds
+    python benchmarks/ingest_throughput.py --images 500 --opensearch http://host:9200
+
+All three runs use the same pipeline, ``gemsearch.plugin.ingest.ingest``, with the same exported
+model and images: into a store that keeps the vectors in memory (embed-only: no store cost), into a
+fresh LocalStore folder, and into a fresh OpenSearch index (``OpenSearchStore``, bulk writes on the
+pipeline's writer thread; creating the index and the final refresh are part of the run). The store must not be the bottleneck: the target is end-to-end
+images/s >= 0.8x embed-only. Runs alternate and repeat ``--repeats`` times; medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import markdown_table, measure, opensearch, sample_paths, write_results
+from _machine import usable_cores
+from embed_throughput import _KeepVectors, onnx_model
+
+TARGET = 0.8
+
+
+def _ingest(embedder: Any, store: Any, paths: list[Path], workers: int) -> dict[str, Any]:
+    from gemsearch.plugin.ingest import IngestOptions, ingest
+    from gemsearch.plugin.sources import SourceItem
+
+    tag = uuid.uuid4().hex[:6]  # fresh ids every run: nothing is skipped as already stored
+    items = [SourceItem(path=p, id=f"{tag}-{i}") for i, p in enumerate(paths)]
+    with measure() as usage:
+        report = ingest(items, embedder, store, IngestOptions(workers=workers))
+    if report.embedded != len(paths) or not report.ok:
+        raise RuntimeError(f"ingest did not store every image: {report.to_dict()}")
+    return {"images_per_s": round(len(paths) / usage.wall_s, 3), **usage.as_dict()}
+
+
+def run(args: argparse.Namespace, client: Any) -> dict[str, list[dict[str, Any]]]:
+    from gemsearch.plugin._index_checks import IndexOptions
+    from gemsearch.plugin.local_store import LocalStore
+    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.opensearch_store import OpenSearchStore
+
+    embedder = OnnxEmbedder(onnx_model("lite0-gem", "single-scale", args.max_side))
+    paths, _ = sample_paths(args.images)
+    embedder.embed_prepared([embedder.prepare(_open(paths[0]))])  # warm the session
+    tmp = Path(tempfile.mkdtemp(prefix="gemsearch-ingest-"))
+    prefix = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+
+    def local() -> dict[str, Any]:
+        folder = tmp / uuid.uuid4().hex[:6]
+        with LocalStore(folder) as store:
+            result = _ingest(embedder, store, paths, args.workers)
+        shutil.rmtree(folder, ignore_errors=True)
+        return result
+
+    def remote() -> dict[str, Any]:
+        store = OpenSearchStore(client, options=IndexOptions(prefix=prefix))
+        try:
+            return _ingest(embedder, store, paths, args.workers)
+        finally:
+            client.indices.delete(index=f"{prefix}-*", params={"expand_wildcards": "all"})
+
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "embed only": lambda: _ingest(embedder, _KeepVectors(), paths, args.workers),
+        "LocalStore": local,
+        "OpenSearch": remote,
+    }
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    _ingest(embedder, OpenSearchStore(client, options=IndexOptions(prefix=prefix)), paths[:8], 1)  # warm node
+    client.indices.delete(index=f"{prefix}-*", params={"expand_wildcards": "all"})
+    try:
+        for rep in range(args.repeats):
+            for name, fn in runs.items():
+                results[name].append(fn())
+                print(f"{name} #{rep + 1} done", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def _open(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    base = statistics.median(r["images_per_s"] for r in results["embed only"])
+    rows = []
+    for name, runs in results.items():
+        median = statistics.median(r["images_per_s"] for r in runs)
+        typical = min(runs, key=lambda r: abs(r["images_per_s"] - median))
+        rows.append({
+            "target": name, **typical, "images_per_s": round(median, 3),
+            "runs_images_per_s": [r["images_per_s"] for r in runs],
+            "ratio_vs_embed_only": round(median / base, 3),
+        })  # fmt: skip
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    body = [
+        [r["target"], f"{r['images_per_s']:.2f}", f"{r['ratio_vs_embed_only']:.2f}x",
+         f"{100 * r['cpu_util']:.0f}%", f"{r['peak_rss_mb']:,.0f}"]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(["ingest into", "images/s", "vs embed only", "CPU util", "peak RSS MB"], body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=usable_cores(), help="read/decode threads")
+    ap.add_argument("--max-side", type=int, default=1024)
+    ap.add_argument("--opensearch", default=None, help="URL of a node; default: start one")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    with opensearch(args.opensearch) as (client, info):
+        rows = summarise(run(args, client))
+    md = table(rows)
+    results = {
+        "opensearch": info, "model": "lite0-gem single-scale", "images": args.images,
+        "workers": args.workers, "max_side": args.max_side, "target_ratio": TARGET, "results": rows,
+    }  # fmt: skip
+    paths = write_results("ingest_throughput", results, md, args.out_dir)
+    print(md)
+    print(f"\n(results in {paths[0]})")
+
+
+if __name__ == "__main__":
+    main()
