@@ -6,8 +6,9 @@
 All three runs use the same pipeline, ``gemsearch.plugin.ingest.ingest``, with the same exported
 model and images: into a store that keeps the vectors in memory (embed-only: no store cost), into a
 fresh LocalStore folder, and into a fresh OpenSearch index (``OpenSearchStore``, bulk writes on the
-pipeline's writer thread; creating the index and the final refresh are part of the run). The store must not be the bottleneck: the target is end-to-end
-images/s >= 0.8x embed-only. Runs alternate and repeat ``--repeats`` times; medians are reported.
+pipeline's writer thread; creating the index and the final refresh are part of the run). The
+store must not be the bottleneck: the target is end-to-end images/s >= 0.8x embed-only. Runs
+alternate and repeat ``--repeats`` times; medians are reported.
 """
 
 from __future__ import annotations
