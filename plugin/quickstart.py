@@ -1,0 +1,131 @@
+"""``gemsearch quickstart``: the whole product on the embedded default, in one command.
+
+Exports (or reuses) the default model, builds a small collection of real photos with transformed
+copies, ingests it into a LocalStore, and answers one crop-and-search query, printing the ranking.
+Exporting the default model needs the ``train`` extra; everything after it is the torch-free runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..preprocess import Box
+
+DEFAULT_DIR = Path("gemsearch-quickstart")
+
+
+def default_model_path() -> Path:
+    """The default model file, exported on first use (needs torch) and reused afterwards."""
+    from ..exporters import ensure_default_model  # exporting needs torch; it says so if missing
+
+    return ensure_default_model()
+
+
+def write_collection_manifest(sample_set: Any, path: Path) -> tuple[int, int]:
+    """A JSONL manifest of every image of the sample set except the queries, with the photo and the
+    transform of each view as metadata (index fields that filters can use). Returns (images, photos)."""
+    queries = set(sample_set.queries)
+    photos = set()
+    with path.open("w", encoding="utf-8") as out:
+        for i, image in enumerate(sample_set.images):
+            if i in queries:
+                continue
+            photos.add(image.source)
+            row = {"path": image.path, "photo": image.source, "transform": image.transform}
+            out.write(json.dumps(row) + "\n")
+    return len(sample_set.images) - len(queries), len(photos)
+
+
+def central_box(width: int, height: int, fraction: float = 0.6) -> Box:
+    """The central ``fraction`` of an image, as the region a user would crop."""
+    dx, dy = width * (1 - fraction) / 2, height * (1 - fraction) / 2
+    return (dx, dy, width - dx, height - dy)
+
+
+@click.command(name="quickstart")
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where the sample collection and the LocalStore go (reused when run again).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An exported model. Default: the EfficientNet-Lite0-GeM model, exported on first use.",
+)
+@click.option("-k", "k", default=5, show_default=True, help="Results to show.")
+@click.option("--views", default=8, show_default=True, help="Transformed copies made of each photo.")
+def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> None:
+    """Run the whole pipeline on the embedded default, no cluster needed.
+
+    1. the model: EfficientNet-Lite0 (ImageNet weights) + GeM, exported to ONNX once and cached;
+    2. a sample collection: real photos shipped by scikit-image, each with transformed copies
+       (crops, scale, rotation, perspective, colour, JPEG quality), so there is something to find;
+    3. ingest into a LocalStore folder;
+    4. one crop-and-search: a query photo's central region, ranked against the collection.
+    """
+    from ..samples import build_multiview_set
+    from .ingest import ingest
+    from .local_store import LocalStore
+    from .onnx_embedder import OnnxEmbedder
+    from .query import Searcher
+    from .sources import iter_sources
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    click.echo("1/4 model")
+    path = model_path or default_model_path()
+    embedder = OnnxEmbedder(path)
+    m = embedder.manifest
+    click.echo(f"    {m.name}@{m.version8}: {m.backbone} + {m.pooling.kind}, {m.output_dim} dims, {path}")
+
+    click.echo("2/4 sample collection")
+    sample_set = build_multiview_set(workdir / "samples", views_per_image=views)
+    manifest = workdir / "collection.jsonl"
+    n, photos = write_collection_manifest(sample_set, sample_set.root / manifest.name)
+    click.echo(f"    {n} images: {photos} photos and their transformed copies, in {sample_set.root}")
+
+    click.echo("3/4 ingest into a LocalStore")
+    store_dir = workdir / f"store-{m.name}-{m.version8}"
+    with LocalStore(store_dir) as store:
+        report = ingest(iter_sources([str(sample_set.root / manifest.name)]), embedder, store)
+        click.echo("    " + report.summary().replace("\n", "\n    "))
+        click.echo(f"    store: {store_dir} ({store.count()} documents)")
+
+        click.echo("4/4 crop-and-search")
+        query_index = sample_set.queries[0]
+        query_path = sample_set.path(query_index)
+        query = sample_set.images[query_index]
+        box = central_box(query.width, query.height)
+        result = Searcher(embedder, store).search(query_path, crop=box, k=k)
+    box_text = ",".join(f"{v:.0f}" for v in box)
+    click.echo(f"    query: {query_path} (a view of {query.source!r}), crop {box_text}")
+    click.echo(f"    {'rank':>4}  {'score':>6}  {'same photo':<10}  image")
+    same = 0
+    for rank, hit in enumerate(result.hits, start=1):
+        hit_photo = hit.metadata.get("photo")
+        match = hit_photo == query.source
+        same += match
+        click.echo(f"    {rank:>4}  {hit.score:6.3f}  {'yes' if match else 'no':<10}  {hit.image_ref}")
+    t = result.timings
+    click.echo(
+        f"    {same} of the top {len(result.hits)} are views of the query's photo; decode "
+        f"{t.decode_ms:.0f} ms, embed {t.embed_ms:.0f} ms, search {t.knn_ms:.0f} ms"
+    )
+    click.echo(f"done in {time.perf_counter() - started:.0f} s. Next:")
+    click.echo(f"    gemsearch search {query_path} --model {path} --store {store_dir} --crop {_xywh(box)}")
+    click.echo(f"    gemsearch serve --model {path} --store {store_dir}")
+
+
+def _xywh(box: Box) -> str:
+    x1, y1, x2, y2 = box
+    return f"{x1:.0f},{y1:.0f},{x2 - x1:.0f},{y2 - y1:.0f}"

@@ -1,0 +1,47 @@
+"""``gemsearch quickstart``: the README's main command, on a tiny model and on the real default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from onnx_models import make_tiny_model
+
+from gemsearch.cli import main
+from gemsearch.plugin.local_store import LocalStore
+
+
+def _ranking(output: str) -> list[tuple[float, bool]]:
+    rows = re.findall(r"^\s+\d+\s+([0-9.]+)\s+(yes|no)\s+\S+$", output, flags=re.M)
+    return [(float(score), same == "yes") for score, same in rows]
+
+
+def test_quickstart_runs_every_step_and_reuses_its_work(tmp_path: Path) -> None:
+    model = tmp_path / "tiny.onnx"
+    manifest = make_tiny_model(model)
+    args = ["quickstart", "--dir", str(tmp_path / "qs"), "--model", str(model), "-k", "4"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    for step in ("1/4 model", "2/4 sample collection", "3/4 ingest", "4/4 crop-and-search"):
+        assert step in first.output
+    ranking = _ranking(first.output)
+    assert len(ranking) == 4 and [s for s, _ in ranking] == sorted((s for s, _ in ranking), reverse=True)
+    store_dir = tmp_path / "qs" / f"store-tiny-{manifest.version8}"
+    with LocalStore(store_dir, read_only=True) as store:
+        count = store.count()
+    n = int(re.search(r"(\d+) images: \d+ photos", first.output).group(1))  # type: ignore[union-attr]
+    assert count == n > 0
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and f"skipped {n} (already present)" in again.output
+
+
+@pytest.mark.slow
+def test_quickstart_with_the_default_model_finds_the_cropped_photo(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["quickstart", "--dir", str(tmp_path / "qs"), "-k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "lite0-gem@" in result.output
+    ranking = _ranking(result.output)
+    assert len(ranking) == 5 and ranking[0][1]  # the best hit is a view of the query's photo
+    assert sum(same for _, same in ranking) >= 4
