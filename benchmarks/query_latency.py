@@ -30,9 +30,10 @@ from embed_throughput import onnx_model
 STEPS = ("decode", "embed", "knn", "total")
 
 
-def boxes(
-    paths: Sequence[Path], n: int, seed: int = 0
-) -> list[tuple[Path, tuple[float, float, float, float]]]:
+Query = tuple[Path, tuple[float, float, float, float]]
+
+
+def boxes(paths: Sequence[Path], n: int, seed: int = 0) -> list[Query]:
     """``n`` (image, box) queries: random boxes covering 30-90% of each side, inside the image."""
     from PIL import Image
 
