@@ -17,8 +17,20 @@ echo "==> ruff"
 ruff check . || failed+=(ruff)
 echo "==> mypy -p gemsearch"
 mypy -p gemsearch || failed+=(mypy)
-echo "==> pytest"
 mkdir -p test-artifacts
+echo "==> pip-audit (known vulnerabilities in the installed packages)"
+pip-audit --skip-editable --progress-spinner off >test-artifacts/pip-audit.txt 2>&1
+audit=$?
+if grep -q "known vulnerabilit" test-artifacts/pip-audit.txt && ! grep -q "No known vulnerabilities" test-artifacts/pip-audit.txt; then
+  cat test-artifacts/pip-audit.txt
+  failed+=(pip-audit)
+elif [ $audit -ne 0 ]; then
+  echo "warning: pip-audit could not run (exit $audit; see test-artifacts/pip-audit.txt)" >&2
+else
+  unaudited=$(grep -c "could not be audited" test-artifacts/pip-audit.txt)
+  echo "no known vulnerabilities; $unaudited packages could not be looked up (the index serves no per-version data)"
+fi
+echo "==> pytest"
 python -m pytest --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
