@@ -255,15 +255,21 @@ def _export_torchscript(graph: DescriptorGraph, example: torch.Tensor, path: Pat
 
 def _export_dynamo(graph: DescriptorGraph, example: torch.Tensor, path: Path, opset: int) -> None:
     dim = torch.export.Dim
-    program = torch.onnx.export(
-        graph,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes={"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
-        opset_version=opset,
-        dynamo=True,
-    )
+    try:
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
+            opset_version=opset,
+            dynamo=True,
+        )
+    except Exception as exc:  # torch.export's many error types; e.g. sizes scaled by a float
+        raise ModelError(
+            f"torch.export could not export this graph ({type(exc).__name__}); "
+            "the torchscript exporter (the default) can"
+        ) from exc
     if program is None:
         raise ModelError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
