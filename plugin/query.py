@@ -29,7 +29,7 @@ from ..manifest import ModelManifest
 from ..preprocess import Box
 from ..protocols import FloatRows, Hit, VectorStore
 from ._query_checks import check_box, check_filters, check_k
-from .images import ImageLoadConfig, load_image
+from .images import ImageLoadConfig, load_image, load_image_bytes
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,8 @@ class Searcher:
         """An upright RGB PIL image from any ``ImageInput`` (bytes and files within ``image_config``)."""
         if isinstance(image, Image.Image):
             return image if image.mode == "RGB" else image.convert("RGB")
+        if isinstance(image, bytes):
+            return load_image_bytes(image, self.image_config, "the image")
         return load_image(image, self.image_config)
 
     def _ranked(

@@ -1,0 +1,154 @@
+"""``gemsearch serve``: the HTTP search API and the demo page over LocalStores or OpenSearch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._deps import require
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_config(
+    config_path: Path | None,
+    model_paths: Sequence[Path],
+    stores: Sequence[str],
+    opensearch_urls: Sequence[str],
+    opensearch_config: Path | None,
+    prefix: str,
+    image_roots: Sequence[Path],
+    limits: dict[str, Any],
+) -> Any:
+    """A ServeConfig from ``--config`` or from the flags (one ``--store`` per ``--model``, or OpenSearch)."""
+    from .web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+
+    given = {k: v for k, v in limits.items() if v is not None}
+    if config_path is not None:
+        if model_paths or stores or opensearch_urls:
+            raise click.UsageError("give either --config or --model/--store/--opensearch, not both")
+        config = ServeConfig.load(config_path)
+        if image_roots:
+            config = config.model_copy(update={"image_roots": tuple(p.resolve() for p in image_roots)})
+        if given:
+            config = config.model_copy(update={"limits": config.limits.model_copy(update=given)})
+        return config
+    if not model_paths:
+        raise click.UsageError("give --model (with --store or --opensearch) or --config")
+    use_opensearch = bool(opensearch_urls) or opensearch_config is not None
+    if use_opensearch and stores:
+        raise click.UsageError("give either --store or --opensearch, not both")
+    if not use_opensearch and len(stores) != len(model_paths):
+        raise click.UsageError("give one --store per --model, in the same order (or --opensearch)")
+    models = []
+    for i, path in enumerate(model_paths):
+        store: LocalStoreSpec | OpenSearchStoreSpec
+        if use_opensearch:
+            urls = tuple(opensearch_urls) or None
+            store = OpenSearchStoreSpec(prefix=prefix, urls=urls, config=opensearch_config)
+        else:
+            store = LocalStoreSpec(path=Path(stores[i]).resolve())
+        models.append(ModelSpec(path=path.resolve(), store=store))
+    try:
+        return ServeConfig(
+            models=tuple(models),
+            image_roots=tuple(p.resolve() for p in image_roots),
+            limits=Limits(**given),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid serve settings: {exc}") from exc
+
+
+@click.command(name="serve")
+@click.option(
+    "--model",
+    "model_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Exported model (.onnx); repeat for several (the first is the default).",
+)
+@click.option(
+    "--store", "stores", multiple=True, help="LocalStore folder of the --model in the same position."
+)
+@click.option(
+    "--opensearch",
+    "opensearch_urls",
+    multiple=True,
+    help="Serve every model from OpenSearch at this URL (repeat for more nodes); queries use each "
+    "model's alias. Credentials come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config.",
+)
+@click.option(
+    "--opensearch-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
+)
+@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@click.option(
+    "--images",
+    "image_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder the stored images may be served from (repeatable); without it results show no images.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML/JSON serve config (models, stores, image_roots, limits) instead of the flags above.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-upload-mb", type=float, help="Largest uploaded image in MiB (default 16).")
+@click.option("--max-pixels", type=int, help="Largest uploaded image in pixels (default 40M).")
+@click.option("--max-k", type=int, help="Most results per search (default 100).")
+@click.option(
+    "--rate", "searches_per_minute", type=float, help="Searches per minute per client (default 120)."
+)
+def serve(
+    model_paths: Sequence[Path],
+    stores: Sequence[str],
+    opensearch_urls: Sequence[str],
+    opensearch_config: Path | None,
+    prefix: str,
+    image_roots: Sequence[Path],
+    config_path: Path | None,
+    host: str,
+    port: int,
+    max_upload_mb: float | None,
+    max_pixels: int | None,
+    max_k: int | None,
+    searches_per_minute: float | None,
+) -> None:
+    """Serve the search API and the demo page (needs `pip install 'gemsearch[web]'`).
+
+    The page uploads an image, crops a region with aspect presets, picks the model and the number
+    of results, and shows the ranked images. The API: POST /api/search, GET /api/models,
+    GET /api/images/{id}, GET /healthz; its OpenAPI schema is at /openapi.json. The browser only
+    talks to this server, never to OpenSearch.
+
+    \b
+    Examples:
+      gemsearch serve --model lite0-gem.onnx --store ./store --images photos/
+      gemsearch serve --model a.onnx --model b.onnx --opensearch https://search:9200 --images /data
+      gemsearch serve --config serve.yaml --host 0.0.0.0 --port 8080
+    """
+    uvicorn = require("uvicorn", "web")
+    from .web.app import create_app
+
+    limits = {
+        "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
+        "max_pixels": max_pixels,
+        "max_k": max_k,
+        "searches_per_minute": searches_per_minute,
+    }
+    config = build_config(
+        config_path, model_paths, stores, opensearch_urls, opensearch_config, prefix, image_roots, limits
+    )
+    app = create_app(config)
+    click.echo(f"gemsearch serving {len(config.models)} model(s) on http://{host}:{port}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)

@@ -1,0 +1,303 @@
+"""The FastAPI app of ``gemsearch serve``: the search API, stored images and the demo page.
+
+The browser only ever talks to this app: queries are embedded here and sent to the store by the
+server, so the OpenSearch cluster (its address, its credentials) is never exposed to clients.
+Every error is JSON ``{"error": {"code", "message"}}`` with a 4xx status for a bad request, 503
+when the store cannot be reached.
+"""
+
+import json
+import logging
+import math
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from ..._deps import require
+from ...errors import ConfigError, GemsearchError, ImageError, StoreError
+from .._query_checks import check_filters, parse_crop
+from ..images import ImageLoadConfig
+from ..query import QueryExpansion, SearchResult
+from .config import ServeConfig
+from .image_files import ImageFiles
+from .limits import BodyLimit, RateLimiter, SecurityHeaders
+from .registry import ModelRegistry, ModelSlot
+from .schemas import ErrorResponse, Health, HitOut, ModelInfo, SearchResponse, Settings
+
+require("fastapi", "web")
+require("python_multipart", "web", "python-multipart")
+
+import anyio  # noqa: E402
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import FileResponse, JSONResponse, Response  # noqa: E402
+from fastapi.staticfiles import StaticFiles  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(str(resources.files(__package__).joinpath("static")))
+_MULTIPART_OVERHEAD = 64 * 1024  # form fields and part headers around the uploaded file
+_IMAGE_STATUS = {
+    "too_many_bytes": (413, "too_large"),
+    "too_many_pixels": (413, "too_many_pixels"),
+    "unsupported_format": (415, "not_an_image"),
+    "empty": (400, "empty_image"),
+    "truncated": (422, "truncated_image"),
+    "corrupt": (422, "corrupt_image"),
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "bad request (crop, filters, id)",
+        404: "unknown model, document or image",
+        413: "upload too large (bytes or pixels)",
+        415: "not an image",
+        422: "invalid field or undecodable image",
+        429: "too many searches; see Retry-After",
+        503: "the store cannot be reached",
+    }.items()
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def library_error(exc: GemsearchError) -> ApiError:
+    """The status and code a library error stands for; store details stay in the server log."""
+    if isinstance(exc, ImageError):
+        status, code = _IMAGE_STATUS.get(exc.reason, (400, "bad_image"))
+        return ApiError(status, code, str(exc))
+    if isinstance(exc, StoreError):
+        log.error("store error: %s", exc)
+        return ApiError(503, "unavailable", "the search backend cannot be reached; try again later")
+    return ApiError(400, "bad_request", str(exc))
+
+
+def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> Any:
+    """The ASGI app (FastAPI, wrapped in the body-limit and security-header middleware).
+
+    ``registry``: the opened models (default: opened from ``config``); the app closes it on shutdown.
+    """
+    limits = config.limits
+    upload_config = ImageLoadConfig(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+    models = registry or ModelRegistry.from_config(config, upload_config)
+    for slot in models:
+        slot.searcher.image_config = upload_config
+    files = ImageFiles(
+        config.image_roots,
+        ImageLoadConfig(max_bytes=limits.max_image_file_bytes, max_pixels=limits.max_pixels),
+        limits.thumbnail_side,
+    )
+    rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
+    workers = anyio.CapacityLimiter(limits.concurrent_searches)
+    app = FastAPI(
+        title=f"{config.title} image search",
+        version="1",
+        description="Crop-and-search over instance-level image descriptors (GeM).",
+        docs_url=None,  # the interactive docs load scripts from a CDN; the schema is at /openapi.json
+        redoc_url=None,
+    )
+    app.router.add_event_handler("shutdown", models.close)
+    _install_error_handlers(app)
+
+    def slot_for(name: str | None) -> ModelSlot:
+        slot = models.get(name)
+        if slot is None:
+            raise ApiError(404, "unknown_model", f"no model named {name!r}; see /api/models")
+        return slot
+
+    def image_urls(slot: ModelSlot, doc_id: str) -> tuple[str | None, str | None]:
+        if not config.image_roots:
+            return None, None
+        base = f"/api/images/{quote(doc_id, safe='')}?model={quote(slot.name, safe='')}"
+        return base + "&size=full", base + "&size=thumb"
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    def healthz() -> Any:
+        """Whether every model's store answers (503 with the details when one does not)."""
+        up = {slot.name: slot.documents() is not None for slot in models}
+        health = Health(status="ok" if all(up.values()) else "degraded", models=up)
+        return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
+
+    @app.get("/api/models", response_model=list[ModelInfo], tags=["search"])
+    def list_models() -> list[ModelInfo]:
+        """The models this server searches with; the first is the default."""
+        return [_model_info(slot, slot.name == models.default) for slot in models]
+
+    @app.get("/api/settings", response_model=Settings, tags=["search"])
+    def settings() -> Settings:
+        """The request limits (for the page)."""
+        return Settings(
+            title=config.title,
+            max_upload_bytes=limits.max_upload_bytes,
+            max_pixels=limits.max_pixels,
+            max_k=limits.max_k,
+            default_k=min(limits.default_k, limits.max_k),
+            max_expand=limits.max_expand,
+            images=bool(config.image_roots),
+        )
+
+    @app.post("/api/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
+    async def search(
+        request: Request,
+        image: Annotated[
+            UploadFile | None, File(description="the query image (JPEG, PNG, WebP, ...)")
+        ] = None,
+        doc_id: Annotated[
+            str | None, Form(alias="id", max_length=512, description="search with an indexed document")
+        ] = None,
+        model: Annotated[
+            str | None, Form(max_length=100, description="model name; default: the first")
+        ] = None,
+        k: Annotated[int, Form(ge=1, le=limits.max_k, description="number of results")] = min(
+            limits.default_k, limits.max_k
+        ),
+        crop: Annotated[
+            str | None, Form(max_length=200, description="region x,y,w,h in pixels of the upright image")
+        ] = None,
+        filters: Annotated[
+            str | None, Form(max_length=16384, description='JSON object, e.g. {"year": {"gte": 2020}}')
+        ] = None,
+        expand: Annotated[int, Form(ge=0, le=limits.max_expand, description="alpha-QE top n; 0 = off")] = 0,
+        alpha: Annotated[float, Form(ge=0, le=100, description="alpha-QE exponent")] = 3.0,
+    ) -> SearchResponse:
+        """Search with an uploaded image (optionally a region of it) or an indexed document id."""
+        wait = rate.acquire(request.client.host if request.client else "?")
+        if wait > 0:
+            raise ApiError(
+                429, "rate_limited", "too many searches; slow down", {"Retry-After": str(math.ceil(wait))}
+            )
+        slot = slot_for(model)
+        box = parse_crop(crop) if crop and crop.strip() else None
+        parsed = _parse_filters(filters)
+        qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
+        if (image is None) == (doc_id is None):
+            raise ApiError(400, "bad_request", "send either an image file or an id")
+        if doc_id is not None:
+            if box is not None:
+                raise ApiError(400, "bad_request", "crop applies to an uploaded image, not to an id")
+            run = partial(slot.searcher.search_by_id, doc_id, k, parsed, qe)
+        else:
+            assert image is not None
+            data = await _read_upload(image, limits.max_upload_bytes)
+            run = partial(slot.searcher.search, data, box, k, parsed, qe)
+        result: SearchResult = await anyio.to_thread.run_sync(run, limiter=workers)
+        hits = []
+        for rank, hit in enumerate(result.hits, 1):
+            full, thumb = image_urls(slot, hit.id)
+            hits.append(HitOut(rank=rank, id=hit.id, score=hit.score, metadata=hit.metadata, image_url=full,
+                               thumbnail_url=thumb))  # fmt: skip
+        return SearchResponse(
+            model=slot.name, k=k, crop=box, expand=expand, hits=hits, timings=result.timings
+        )
+
+    @app.get(
+        "/api/images/{doc_id}",
+        responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS},
+        response_class=Response,
+        tags=["search"],
+    )
+    def stored_image(
+        doc_id: str,
+        model: Annotated[str | None, Query(max_length=100)] = None,
+        size: Annotated[str, Query(pattern="^(thumb|full)$")] = "thumb",
+    ) -> Response:
+        """The stored image of a document (``size=full``) or a JPEG thumbnail; only from the image roots."""
+        slot = slot_for(model)
+        record = slot.searcher.store.get(doc_id) if len(doc_id) <= 512 else None
+        if record is None or not record.image_ref:
+            raise ApiError(404, "not_found", f"no image for document {doc_id!r}")
+        try:
+            if size == "full":
+                data, media_type = files.full(record.image_ref)
+            else:
+                data, media_type = files.thumbnail(record.image_ref), "image/jpeg"
+        except ImageError as exc:  # missing, outside the roots, unreadable: never say where it is
+            log.warning("image of %s: %s", doc_id, exc)
+            raise ApiError(404, "not_found", f"the image of document {doc_id!r} is not available") from exc
+        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
+    return SecurityHeaders(BodyLimit(app, body_limit))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(GemsearchError)
+    async def gemsearch_error(request: Request, exc: GemsearchError) -> JSONResponse:
+        err = library_error(exc)
+        return error_response(err.status, err.code, err.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal", "internal error")
+
+
+async def _read_upload(image: UploadFile, max_bytes: int) -> bytes:
+    data = await image.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ApiError(413, "too_large", f"the image is larger than {max_bytes} bytes")
+    if not data:
+        raise ApiError(400, "empty_image", "the uploaded file is empty")
+    return data
+
+
+def _parse_filters(text: str | None) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"filters must be a JSON object: {exc}") from None
+    return check_filters(value)
+
+
+def _model_info(slot: ModelSlot, default: bool) -> ModelInfo:
+    m = slot.searcher.manifest
+    return ModelInfo(
+        name=m.name,
+        version=m.version,
+        backbone=m.backbone,
+        pooling=m.pooling.kind if m.pooling.p is None else f"{m.pooling.kind} (p={m.pooling.p:.2f})",
+        whitening=m.whitening.kind if m.whitening else None,
+        dims=m.output_dim,
+        max_side=m.input.max_side,
+        store=slot.store_kind,
+        index=slot.index,
+        documents=slot.documents(),
+        default=default,
+    )

@@ -1,0 +1,107 @@
+"""``ServeConfig``: what ``gemsearch serve`` serves (models and their stores, image roots) and its limits.
+
+Read from a YAML or JSON file or built from command-line flags. The app never sends the browser
+anything about the cluster (URLs, credentials): it only answers with hits and images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LocalStoreSpec(_Strict):
+    """A LocalStore folder (opened read-only)."""
+
+    kind: Literal["local"] = "local"
+    path: Path
+
+
+class OpenSearchStoreSpec(_Strict):
+    """The model's alias in OpenSearch; connection settings from ``config`` (a connection file),
+    ``urls`` and the ``GEMSEARCH_OPENSEARCH_*`` variables, as for ``gemsearch index``."""
+
+    kind: Literal["opensearch"] = "opensearch"
+    prefix: str = Field("gemsearch", pattern=r"^[a-z0-9][a-z0-9_\-]{0,100}$")
+    urls: tuple[str, ...] | None = None
+    config: Path | None = Field(None, description="YAML/JSON connection file")
+
+
+StoreSpec = Annotated[LocalStoreSpec | OpenSearchStoreSpec, Field(discriminator="kind")]
+
+
+class ModelSpec(_Strict):
+    """One exported model and the store its collection was ingested into."""
+
+    path: Path = Field(description="the exported .onnx file")
+    store: StoreSpec
+
+
+class Limits(_Strict):
+    """What one request may ask for; everything over it is refused with a 4xx."""
+
+    max_upload_bytes: int = Field(16 * 2**20, gt=0, description="largest uploaded image file")
+    max_pixels: int = Field(40_000_000, gt=0, description="largest width x height of an upload")
+    max_k: int = Field(100, ge=1, le=10_000)
+    default_k: int = Field(12, ge=1)
+    max_expand: int = Field(20, ge=0, description="largest alpha-QE n (0 turns expansion off)")
+    searches_per_minute: float = Field(120, ge=0, description="per client address; 0 = unlimited")
+    search_burst: int = Field(
+        20, ge=1, description="searches a client may make at once before the rate applies"
+    )
+    concurrent_searches: int = Field(4, ge=1, description="searches embedding at the same time")
+    thumbnail_side: int = Field(320, ge=16, le=2048)
+    max_image_file_bytes: int = Field(64 * 2**20, gt=0, description="largest stored image served")
+
+
+class ServeConfig(_Strict):
+    """Models (the first is the default), the folders images may be served from, limits."""
+
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+    image_roots: tuple[Path, ...] = Field(
+        (), description="stored images are served only from inside these folders (none: no images)"
+    )
+    limits: Limits = Limits()
+    title: str = "gemsearch"
+
+    @classmethod
+    def load(cls, path: Path) -> ServeConfig:
+        """Read a YAML or JSON file; relative paths in it are relative to the file's folder."""
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read the serve config {path}: {exc}") from exc
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid serve config {path}: {exc}") from exc
+        return config.relative_to(path.parent)
+
+    def relative_to(self, base: Path) -> ServeConfig:
+        """This config with relative paths taken from ``base``."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else base / p
+
+        models = []
+        for m in self.models:
+            store = m.store
+            if isinstance(store, LocalStoreSpec):
+                store = store.model_copy(update={"path": fix(store.path)})
+            elif store.config is not None:
+                store = store.model_copy(update={"config": fix(store.config)})
+            models.append(m.model_copy(update={"path": fix(m.path), "store": store}))
+        return self.model_copy(
+            update={"models": tuple(models), "image_roots": tuple(fix(r) for r in self.image_roots)}
+        )

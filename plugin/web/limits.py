@@ -1,0 +1,148 @@
+"""Request limits of the HTTP API: body size (before anything is parsed) and a per-client search rate."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RateLimiter:
+    """A token bucket per client: ``burst`` requests at once, refilled at ``per_minute``.
+
+    Remembers at most ``max_clients`` clients (least recently seen forgotten first), so a flood of
+    addresses cannot grow it without bound. ``per_minute = 0`` turns it off.
+    """
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def acquire(self, client: str, now: float | None = None) -> float:
+        """Take one token: 0.0 when allowed, else the seconds until the next token."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, at = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / self.rate
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app parses any of it.
+
+    A declared Content-Length over the limit is refused at once; a body without one (chunked) is
+    read up to the limit and then handed to the app from memory.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _reject(send, 400, "bad_request", "Content-Length is not a number")
+            elif int(declared) > self.max_bytes:
+                await _reject(send, 413, "too_large", self._message())
+            else:
+                await self.app(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body"))
+            if len(body) > self.max_bytes:
+                await _reject(send, 413, "too_large", self._message())
+                return
+        await self.app(scope, _replay(bytes(body)), send)
+
+    def _message(self) -> str:
+        return f"the request is larger than {self.max_bytes} bytes"
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    payload = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class SecurityHeaders:
+    """ASGI middleware: the page loads only its own scripts, styles and images, and is never framed."""
+
+    HEADERS = (
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+            b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

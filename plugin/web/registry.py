@@ -1,0 +1,100 @@
+"""The models a server answers with: each one's embedder and store, opened once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ...errors import ConfigError, StoreError
+from ...protocols import VectorStore
+from ..images import ImageLoadConfig
+from ..query import Searcher
+from .config import LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One model as the server offers it: ``index`` names its store (an alias or a folder name)."""
+
+    searcher: Searcher
+    store_kind: Literal["local", "opensearch"]
+    index: str
+
+    @property
+    def name(self) -> str:
+        return self.searcher.name
+
+    def documents(self) -> int | None:
+        """Documents in the store, or None when it cannot be reached."""
+        try:
+            return self.searcher.store.count()
+        except StoreError as exc:
+            log.warning("model %s: cannot count documents: %s", self.name, exc)
+            return None
+
+
+class ModelRegistry:
+    """Model name -> slot; the first model is the default."""
+
+    def __init__(self, slots: Sequence[ModelSlot]) -> None:
+        if not slots:
+            raise ConfigError("serve needs at least one model")
+        self._slots: dict[str, ModelSlot] = {}
+        for slot in slots:
+            if slot.name in self._slots:
+                raise ConfigError(f"two models are named {slot.name!r}; each model name may be served once")
+            self._slots[slot.name] = slot
+        self.default = slots[0].name
+
+    @classmethod
+    def from_config(cls, config: ServeConfig, image_config: ImageLoadConfig) -> ModelRegistry:
+        slots = [_open(spec, image_config) for spec in config.models]
+        return cls(slots)
+
+    def get(self, name: str | None) -> ModelSlot | None:
+        return self._slots.get(name or self.default)
+
+    def __iter__(self) -> Iterator[ModelSlot]:
+        return iter(self._slots.values())
+
+    def close(self) -> None:
+        for slot in self:
+            close = getattr(slot.searcher.store, "close", None)
+            if callable(close):
+                close()
+
+
+def _open(spec: ModelSpec, image_config: ImageLoadConfig) -> ModelSlot:
+    from ..onnx_embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder(spec.path)
+    store, kind, index = _store(spec, embedder.manifest.name)
+    searcher = Searcher(embedder, store, image_config=image_config)
+    log.info("serving model %s@%s from %s %s", searcher.name, embedder.manifest.version8, kind, index)
+    return ModelSlot(searcher=searcher, store_kind=kind, index=index)
+
+
+def _store(spec: ModelSpec, model: str) -> tuple[VectorStore, Literal["local", "opensearch"], str]:
+    if isinstance(spec.store, LocalStoreSpec):
+        from ..local_store import LocalStore
+
+        return LocalStore(spec.store.path, read_only=True), "local", spec.store.path.name
+    assert isinstance(spec.store, OpenSearchStoreSpec)
+    from .._bulk_models import BulkOptions, RetryPolicy
+    from ..connection import OpenSearchConfig
+    from ..index_admin import IndexOptions
+    from ..opensearch_store import OpenSearchStore
+
+    urls = list(spec.store.urls) if spec.store.urls else None
+    connection = OpenSearchConfig.load(spec.store.config, urls=urls)
+    options = IndexOptions(prefix=spec.store.prefix)
+    # a search request must not hang for minutes on reads that ingest would rather keep retrying
+    reads = BulkOptions(
+        retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.1, max_backoff_s=0.5, max_total_s=2)
+    )
+    store = OpenSearchStore(model=model, options=options, bulk=reads, config=connection)
+    return store, "opensearch", f"{spec.store.prefix}-{model}"

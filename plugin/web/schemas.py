@@ -1,0 +1,67 @@
+"""The JSON bodies of the HTTP API (they make its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..query import Timings
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. too_large, not_an_image, unavailable")
+    message: str = Field(description="what went wrong, for people")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str = Field(description="sha256 of the weights")
+    backbone: str
+    pooling: str
+    whitening: str | None
+    dims: int
+    max_side: int
+    store: Literal["local", "opensearch"]
+    index: str = Field(description="the OpenSearch alias, or the LocalStore folder's name")
+    documents: int | None = Field(description="documents in the store; null when it cannot be reached")
+    default: bool
+
+
+class Settings(BaseModel):
+    """What the page needs to know to stay within the limits."""
+
+    title: str
+    max_upload_bytes: int
+    max_pixels: int
+    max_k: int
+    default_k: int
+    max_expand: int
+    images: bool = Field(description="whether stored images are served")
+
+
+class HitOut(BaseModel):
+    rank: int
+    id: str
+    score: float = Field(description="inner product (cosine) with the query descriptor")
+    metadata: dict[str, Any]
+    image_url: str | None = Field(description="the stored image, when image roots are configured")
+    thumbnail_url: str | None
+
+
+class SearchResponse(BaseModel):
+    model: str
+    k: int
+    crop: tuple[float, float, float, float] | None = Field(description="the box searched: x1, y1, x2, y2")
+    expand: int
+    hits: list[HitOut]
+    timings: Timings
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    models: dict[str, bool] = Field(description="model name -> whether its store answers")

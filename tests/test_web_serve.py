@@ -1,0 +1,87 @@
+"""``gemsearch serve``: flags and config files become a ServeConfig; the command serves real HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from live_server import free_port
+from query_data import fill_store, tiny_model, write_photos
+
+from gemsearch.cli import main
+from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    photos = write_photos(root / "photos", max_side=120, names=("coffee", "rocket", "chelsea"))
+    tiny_model(root / "tiny.onnx")
+    with LocalStore(root / "store") as store:
+        fill_store(store, OnnxEmbedder(root / "tiny.onnx"), photos)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --model"),
+        (["--model", "{m}"], "one --store per --model"),
+        (["--model", "{m}", "--store", "a", "--store", "b"], "one --store per --model"),
+        (["--model", "{m}", "--store", "a", "--opensearch", "http://x:9200"], "not both"),
+        (["--config", "{m}", "--model", "{m}"], "not both"),
+    ],
+)
+def test_usage_errors(root: Path, args: list[str], message: str) -> None:
+    args = [a.replace("{m}", str(root / "tiny.onnx")) for a in args]
+    result = CliRunner().invoke(main, ["serve", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bad_config_file_is_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "serve.yaml").write_text("models: []\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(tmp_path / "serve.yaml")])
+    assert result.exit_code == 1 and "invalid serve config" in result.output
+
+
+def test_serve_answers_over_http(root: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "gemsearch.cli", "serve", "--model", str(root / "tiny.onnx")]
+    cmd += [
+        "--store",
+        str(root / "store"),
+        "--images",
+        str(root / "photos"),
+        "--port",
+        str(port),
+        "--max-k",
+        "5",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "models": {"tiny": True}}
+        files = {"image": ("q.jpg", (root / "photos" / "rocket.jpg").read_bytes(), "image/jpeg")}
+        body = requests.post(f"{base}/api/search", files=files, data={"k": 2}, timeout=30).json()
+        assert body["hits"][0]["metadata"]["name"] == "rocket" and len(body["hits"]) == 2
+        too_many = requests.post(f"{base}/api/search", files=files, data={"k": 6}, timeout=30)
+        assert too_many.status_code == 422  # --max-k 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
