@@ -230,9 +230,10 @@ def run_case(case: dict[str, Any], vectors_out: Path | None) -> dict[str, Any]:
     )
     if vectors_out is not None:
         np.save(vectors_out, vectors[:4])
-    return {
-        **case, "images_per_s": round(len(paths) / usage.wall_s, 3), **usage.as_dict(), "gpu_util": gpu,
-    }  # fmt: skip
+    measured: dict[str, Any] = usage.as_dict()
+    if not case["runner"].startswith("torch"):  # threads, no worker processes (children are helpers)
+        measured["child_peak_rss_mb"] = None
+    return {**case, "images_per_s": round(len(paths) / usage.wall_s, 3), **measured, "gpu_util": gpu}
 
 
 def _spawn(case: dict[str, Any], vectors_out: Path) -> dict[str, Any]:
