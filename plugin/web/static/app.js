@@ -143,6 +143,7 @@ async function search(docId = null) {
       const make = MESSAGES[response.status];
       showMessage(make ? make(error, response) : error.message);
       $("summary").textContent = "";
+      $("results").replaceChildren();
       return;
     }
     render(body, docId);
