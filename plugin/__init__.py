@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     from .bulk import BulkWriter
     from .connection import OpenSearchConfig, make_client
     from .images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
+    from .ingest import IngestOptions, ingest, ingest_collection
+    from .ingest_report import IngestReport
     from .local_store import LocalStore
+    from .onnx_embedder import OnnxEmbedder
+    from .onnx_model import read_manifest
     from .opensearch_store import OpenSearchStore
     from .sources import document_id, iter_sources, open_source, parse_shard
 
@@ -22,17 +26,26 @@ _EXPORTS = {
     "bulk": ("BulkWriter",),
     "connection": ("OpenSearchConfig", "make_client"),
     "images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
+    "ingest": ("IngestOptions", "ingest", "ingest_collection"),
+    "ingest_report": ("IngestReport",),
     "local_store": ("LocalStore",),
+    "onnx_embedder": ("OnnxEmbedder",),
+    "onnx_model": ("read_manifest",),
     "opensearch_store": ("OpenSearchStore",),
     "sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
 }
 __all__ = [
     "BulkWriter",
     "ImageLoadConfig",
+    "IngestOptions",
+    "IngestReport",
     "LocalStore",
+    "OnnxEmbedder",
     "OpenSearchConfig",
     "OpenSearchStore",
     "document_id",
+    "ingest",
+    "ingest_collection",
     "iter_sources",
     "load_image",
     "load_image_bytes",
@@ -40,6 +53,7 @@ __all__ = [
     "make_client",
     "open_source",
     "parse_shard",
+    "read_manifest",
 ]
 
 

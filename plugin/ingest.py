@@ -15,28 +15,32 @@ store (dead-letter file) or pending (not acknowledged when the run stopped; a re
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import GemsearchError, ImageError, StoreError
+from ..errors import GemsearchError, ImageError, SourceError, StoreError
 from ..protocols import Record, VectorStore
 from ._bulk_models import Outcome
 from ._parallel import bounded_map
 from ._source_item import SourceItem, document_id
 from .images import ImageLoadConfig, load_image_bytes, read_image_file
+from .index_admin import bulk_load_settings
 from .ingest_report import Fate, IngestReport, Ledger
 from .onnx_embedder import InputArray, OnnxEmbedder
 from .onnx_model import default_threads
+from .sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ class IngestOptions(BaseModel):
     skip_existing: bool = Field(True, description="skip ids already in the store (resume; re-ingest no-op)")
     image: ImageLoadConfig = ImageLoadConfig()
     ledger_path: Path | None = Field(None, description="JSONL file with each input's fate")
+    pause_refresh: bool = Field(
+        False,
+        description="OpenSearch: refresh_interval -1 during the load, restored after (one writer per index)",
+    )
 
 
 @dataclass
@@ -62,9 +70,10 @@ class _Read:
 
 @dataclass
 class _Failed:
-    item: SourceItem
+    source: str
     id: str | None
-    error: ImageError
+    reason: str
+    message: str
 
 
 @dataclass
@@ -75,7 +84,7 @@ class _Prepared:
 
 
 def ingest(
-    items: Iterable[SourceItem],
+    items: Iterable[SourceItem | SourceError],
     embedder: OnnxEmbedder,
     store: VectorStore,
     options: IngestOptions | None = None,
@@ -83,8 +92,9 @@ def ingest(
     progress: Callable[[int], object] | None = None,
 ) -> IngestReport:
     """Embed ``items`` with ``embedder`` and write them into ``store`` (created or checked for the
-    model first). Returns the report; raises only for errors that stop the whole run (the store is
-    unreachable, the index does not fit the model), after recording what was done."""
+    model first). A ``SourceError`` among the items (a bad manifest row) is recorded as failed.
+    Returns the report; raises only for errors that stop the whole run (the store is unreachable,
+    the index does not fit the model), after recording what was done."""
     opts = options or IngestOptions()
     report = IngestReport(
         dead_letter_path=getattr(getattr(store, "bulk_options", None), "dead_letter_path", None)
@@ -93,40 +103,57 @@ def ingest(
     tick = progress or (lambda n: None)
     start = time.perf_counter()
     store.ensure_index(embedder.manifest)
-    writer = _StoreWriter(store, ledger, opts.write_batch, tick)
-    try:
-        with ThreadPoolExecutor(opts.workers, thread_name_prefix="gemsearch-ingest") as pool:
-            read = bounded_map(pool, partial(_read, opts.image), _counted(items, report), opts.window)
-            fresh = _fresh(read, store, ledger, opts, tick)
-            prepared = bounded_map(pool, partial(_decode, embedder, opts.image), fresh, opts.window)
-            waiting: dict[int, _Prepared] = {}
-            for keys, vectors in embedder.run_grouped(_arrays(prepared, waiting, ledger, tick)):
-                records, sources = [], []
-                for key, vector in zip(keys, vectors, strict=True):
-                    p = waiting.pop(key)
-                    sources.append(_source_name(p.item))
-                    records.append(
-                        Record(
-                            id=p.id,
-                            vector=vector,
-                            image_ref=str(p.item.path.absolute()),
-                            metadata=dict(p.item.metadata),
-                        )
-                    )
-                report.embedded += len(records)
-                writer.put(records, sources)
-    except GemsearchError as exc:
-        report.stopped_by = str(exc)
-        raise
-    finally:
-        writer.close()
-        if writer.error is not None and report.stopped_by is None:
-            report.stopped_by = str(writer.error)
-        report.wall_s = time.perf_counter() - start
-        ledger.close()
+    paused_refresh = contextlib.ExitStack()
+    if opts.pause_refresh and store_supports_bulk(store):
+        paused_refresh.enter_context(bulk_load_settings(store.client, store.index))  # type: ignore[attr-defined]
+    with paused_refresh:  # the writer finishes (and refreshes) before the setting is restored
+        writer = _StoreWriter(store, ledger, opts.write_batch, tick)
+        try:
+            _pipeline(items, embedder, store, opts, report, ledger, writer, tick)
+        except GemsearchError as exc:
+            report.stopped_by = str(exc)
+            raise
+        finally:
+            writer.close()
+            if writer.error is not None and report.stopped_by is None:
+                report.stopped_by = str(writer.error)
+            report.wall_s = time.perf_counter() - start
+            ledger.close()
     if writer.error is not None:
         raise writer.error
     return report
+
+
+def _pipeline(
+    items: Iterable[SourceItem | SourceError],
+    embedder: OnnxEmbedder,
+    store: VectorStore,
+    opts: IngestOptions,
+    report: IngestReport,
+    ledger: Ledger,
+    writer: _StoreWriter,
+    tick: Callable[[int], object],
+) -> None:
+    with ThreadPoolExecutor(opts.workers, thread_name_prefix="gemsearch-ingest") as pool:
+        read = bounded_map(pool, partial(_read, opts.image), _counted(items, report), opts.window)
+        fresh = _fresh(read, store, ledger, opts, tick)
+        prepared = bounded_map(pool, partial(_decode, embedder, opts.image), fresh, opts.window)
+        waiting: dict[int, _Prepared] = {}
+        for keys, vectors in embedder.run_grouped(_arrays(prepared, waiting, ledger, tick)):
+            records, sources = [], []
+            for key, vector in zip(keys, vectors, strict=True):
+                p = waiting.pop(key)
+                sources.append(_source_name(p.item))
+                records.append(
+                    Record(
+                        id=p.id,
+                        vector=vector,
+                        image_ref=str(p.item.path.absolute()),
+                        metadata=dict(p.item.metadata),
+                    )
+                )
+            report.embedded += len(records)
+            writer.put(records, sources)
 
 
 def store_supports_bulk(store: Any) -> bool:
@@ -134,7 +161,9 @@ def store_supports_bulk(store: Any) -> bool:
     return hasattr(store, "write") and hasattr(store, "refresh")
 
 
-def _counted(items: Iterable[SourceItem], report: IngestReport) -> Iterator[SourceItem]:
+def _counted(
+    items: Iterable[SourceItem | SourceError], report: IngestReport
+) -> Iterator[SourceItem | SourceError]:
     for item in items:
         report.read += 1
         yield item
@@ -144,12 +173,14 @@ def _source_name(item: SourceItem) -> str:
     return str(item.path)
 
 
-def _read(cfg: ImageLoadConfig, item: SourceItem) -> _Read | _Failed:
+def _read(cfg: ImageLoadConfig, item: SourceItem | SourceError) -> _Read | _Failed:
+    if isinstance(item, SourceError):  # a bad manifest row, handed over by the source
+        return _Failed(str(item), None, "bad_row", str(item))
     roots = [item.root] if item.root is not None else None
     try:
         data = read_image_file(item.path, cfg, roots)
     except ImageError as exc:
-        return _Failed(item, item.id, exc)
+        return _Failed(_source_name(item), item.id, exc.reason, str(exc))
     return _Read(item, document_id(item, data), data)
 
 
@@ -179,9 +210,7 @@ def _fresh(
 
     for entry in read:
         if isinstance(entry, _Failed):
-            ledger.record(_source_name(entry.item), entry.id, Fate.FAILED, entry.error.reason)
-            log.warning("%s", entry.error)
-            tick(1)
+            _record_failure(entry, ledger, tick)
             continue
         chunk.append(entry)
         if len(chunk) >= opts.check_chunk:
@@ -190,14 +219,20 @@ def _fresh(
         yield from flush()
 
 
+def _record_failure(failure: _Failed, ledger: Ledger, tick: Callable[[int], object]) -> None:
+    ledger.record(failure.source, failure.id, Fate.FAILED, failure.reason)
+    log.warning("%s", failure.message)
+    tick(1)
+
+
 def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared | _Failed:
     try:
         image = load_image_bytes(r.data, cfg, name=str(r.item.path))
         return _Prepared(r.item, r.id, embedder.prepare(image))
     except ImageError as exc:
-        return _Failed(r.item, r.id, exc)
+        return _Failed(_source_name(r.item), r.id, exc.reason, str(exc))
     except GemsearchError as exc:  # e.g. an image too small to shrink: a per-image failure
-        return _Failed(r.item, r.id, ImageError(f"{r.item.path}: {exc}", reason="bad_image"))
+        return _Failed(_source_name(r.item), r.id, "bad_image", f"{r.item.path}: {exc}")
 
 
 def _arrays(
@@ -208,9 +243,7 @@ def _arrays(
 ) -> Iterator[tuple[int, InputArray]]:
     for key, entry in enumerate(prepared):
         if isinstance(entry, _Failed):
-            ledger.record(_source_name(entry.item), entry.id, Fate.FAILED, entry.error.reason)
-            log.warning("%s", entry.error)
-            tick(1)
+            _record_failure(entry, ledger, tick)
             continue
         waiting[key] = entry
         yield key, entry.array
@@ -294,3 +327,47 @@ class _StoreWriter:
         for record, source in batch:
             self.ledger.record(source, record.id, fate, reason)
             self.tick(1)
+
+
+def read_sources(
+    specs: Sequence[str],
+    shard: Shard | None = None,
+    extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
+    stdin: TextIO | None = None,
+) -> Iterator[SourceItem | SourceError]:
+    """The items of ``specs`` (see ``iter_sources``) with bad manifest rows passed along as
+    ``SourceError`` so the ingest records them instead of stopping. Bad rows have no shard key:
+    only shard 0 (or an unsharded run) reports them, so N workers count each once."""
+    bad: list[SourceError] = []
+    report_bad = shard is None or shard.index == 0
+    for item in iter_sources(specs, shard, extensions, on_bad_row=bad.append, stdin=stdin):
+        if report_bad:
+            yield from bad
+        bad.clear()
+        yield item
+    if report_bad:
+        yield from bad
+
+
+def ingest_collection(
+    sources: Sequence[str],
+    model: str | os.PathLike[str] | OnnxEmbedder,
+    store: VectorStore | str | os.PathLike[str],
+    *,
+    shard: str | Shard | None = None,
+    extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
+    options: IngestOptions | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> IngestReport:
+    """What ``gemsearch ingest`` does, for pipelines: ``sources`` are folders, JSONL/CSV manifests or
+    path lists; ``model`` an ONNX file or an embedder; ``store`` a VectorStore or a LocalStore folder
+    (opened, and closed afterwards); ``shard`` e.g. ``"2/8"``."""
+    from .local_store import LocalStore
+
+    embedder = model if isinstance(model, OnnxEmbedder) else OnnxEmbedder(model)
+    part = parse_shard(shard) if isinstance(shard, str) else shard
+    items = read_sources(sources, part, extensions)
+    if isinstance(store, (str, os.PathLike)):
+        with LocalStore(store) as local:
+            return ingest(items, embedder, local, options, progress=progress)
+    return ingest(items, embedder, store, options, progress=progress)

@@ -81,6 +81,12 @@ DEFAULT_STORE = Path("gemsearch-store")
     help="JSONL file for documents OpenSearch rejects. Default: ./gemsearch-dead-letter.jsonl.",
 )
 @click.option("--no-skip-existing", is_flag=True, help="Re-embed ids already in the store (overwrites).")
+@click.option(
+    "--pause-refresh",
+    is_flag=True,
+    help="OpenSearch: turn periodic refreshes off during the load and restore them after (faster bulk "
+    "loads; only when this is the index's one writer).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 def ingest(
@@ -107,6 +113,7 @@ def ingest(
     ledger: Path | None,
     dead_letter: Path | None,
     no_skip_existing: bool,
+    pause_refresh: bool,
     as_json: bool,
     progress: bool | None,
 ) -> None:
@@ -165,6 +172,7 @@ def ingest(
         skip_existing=not no_skip_existing,
         image=image_cfg,
         ledger_path=ledger,
+        pause_refresh=pause_refresh,
     )
     total = None if "-" in sources else sum(1 for _ in iter_sources(sources, shard, exts))
     show = sys.stderr.isatty() if progress is None else progress

@@ -324,3 +324,24 @@ def test_embedder_satisfies_the_protocol(embedder: OnnxEmbedder) -> None:
 
     assert isinstance(embedder, Embedder) and embedder.output_dim == 16
     assert os.fspath(embedder.path).endswith("tiny.onnx")
+
+
+def test_bad_manifest_rows_are_failures_not_crashes(
+    collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path
+) -> None:
+    from gemsearch.plugin.ingest import ingest_collection
+
+    _, files = collection
+    some = list(files.items())[:3]
+    manifest = tmp_path / "list.jsonl"
+    rows = [json.dumps({"path": str(p), "colour": "red", "n": i}) for i, (_, p) in enumerate(some)]
+    rows.insert(1, "{not json")
+    rows.append(json.dumps({"id": "no-path"}))
+    manifest.write_text("\n".join(rows) + "\n")
+    report = ingest_collection([str(manifest)], model, tmp_path / "store")
+    assert report.read == 5 and report.count(Fate.INDEXED) == 3
+    assert report.failed_by_reason == {"bad_row": 2}
+    with LocalStore(tmp_path / "store", read_only=True) as store:
+        record = store.get(some[2][0])
+        assert record is not None and record.metadata == {"colour": "red", "n": 2}
+        assert [h.id for h in store.search(record.vector, k=5, filters={"n": 0})] == [some[0][0]]

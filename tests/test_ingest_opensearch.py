@@ -293,3 +293,26 @@ def test_a_cluster_node_killed_mid_ingest_loses_nothing(
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_pause_refresh_turns_refreshes_off_during_the_load_and_restores_them(
+    opensearch: OpenSearch, prefix: str, collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder
+) -> None:
+    root, files = collection
+    store = store_for(opensearch, prefix)
+    store.ensure_index(embedder.manifest)
+    index = embedder.manifest.index_name(prefix)
+    seen: list[str | None] = []
+
+    def tick(n: int) -> None:
+        if len(seen) < 1:
+            settings = opensearch.indices.get_settings(index=index, name="index.refresh_interval")
+            seen.append(settings[index]["settings"].get("index", {}).get("refresh_interval"))
+
+    report = ingest(
+        iter_sources([str(root)]), embedder, store, IngestOptions(pause_refresh=True), progress=tick
+    )
+    assert report.ok and seen == ["-1"]
+    after = opensearch.indices.get_settings(index=index, name="index.refresh_interval")[index]["settings"]
+    assert after.get("index", {}).get("refresh_interval") in (None, "1s")
+    assert_exactly(opensearch, index, files)
