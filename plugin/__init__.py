@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .bulk import BulkWriter
     from .connection import OpenSearchConfig, make_client
     from .images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
-    from .ingest import IngestOptions, ingest, ingest_collection
+    from .ingest import IngestOptions, ingest_collection
     from .ingest_report import IngestReport
     from .local_store import LocalStore
     from .onnx_embedder import OnnxEmbedder
@@ -26,7 +26,7 @@ _EXPORTS = {
     "bulk": ("BulkWriter",),
     "connection": ("OpenSearchConfig", "make_client"),
     "images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
-    "ingest": ("IngestOptions", "ingest", "ingest_collection"),
+    "ingest": ("IngestOptions", "ingest_collection"),
     "ingest_report": ("IngestReport",),
     "local_store": ("LocalStore",),
     "onnx_embedder": ("OnnxEmbedder",),
@@ -44,7 +44,6 @@ __all__ = [
     "OpenSearchConfig",
     "OpenSearchStore",
     "document_id",
-    "ingest",
     "ingest_collection",
     "iter_sources",
     "load_image",

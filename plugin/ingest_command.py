@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from . import ingest as pipeline
-from .ingest import IngestOptions
+from .ingest import IngestOptions, read_sources
+from .ingest import ingest as run_ingest
 from .ingest_report import IngestReport
 
 DEFAULT_STORE = Path("gemsearch-store")
@@ -202,12 +202,9 @@ def _run(
 ) -> IngestReport:
     from tqdm import tqdm
 
-    from .sources import iter_sources
-
     with tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar:
-        return pipeline.ingest(
-            iter_sources(sources, shard, exts), embedder, store, options, progress=bar.update
-        )
+        items = read_sources(sources, shard, exts)
+        return run_ingest(items, embedder, store, options, progress=bar.update)
 
 
 def _print(report: IngestReport, as_json: bool) -> None:
