@@ -8,6 +8,7 @@ import sys
 import sysconfig
 import textwrap
 import venv
+import zipfile
 from pathlib import Path
 
 import click
@@ -95,6 +96,10 @@ def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
         capture_output=True,
     )
     wheel = next((tmp_path / "dist").glob("gemsearch-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:  # data files the runtime opens by path
+        names = set(archive.namelist())
+    for data in ("gemsearch/plugin/web/static/index.html", "gemsearch/opensearch_templates/knn_index.json"):
+        assert data in names, f"{data} is missing from the wheel"
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
