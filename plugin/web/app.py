@@ -112,6 +112,8 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     app.router.add_event_handler("shutdown", models.close)
     _install_error_handlers(app)
 
+    model_enum: dict[str, Any] = {"enum": [slot.name for slot in models]}
+
     def slot_for(name: str | None) -> ModelSlot:
         slot = models.get(name)
         if slot is None:
@@ -159,7 +161,8 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
             str | None, Form(alias="id", max_length=512, description="search with an indexed document")
         ] = None,
         model: Annotated[
-            str | None, Form(max_length=100, description="model name; default: the first")
+            str | None,
+            Form(max_length=100, description="model name; default: the first", json_schema_extra=model_enum),
         ] = None,
         k: Annotated[int, Form(ge=1, le=limits.max_k, description="number of results")] = min(
             limits.default_k, limits.max_k
@@ -211,7 +214,7 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     )
     def stored_image(
         doc_id: str,
-        model: Annotated[str | None, Query(max_length=100)] = None,
+        model: Annotated[str | None, Query(max_length=100, json_schema_extra=model_enum)] = None,
         size: Annotated[str, Query(pattern="^(thumb|full)$")] = "thumb",
     ) -> Response:
         """The stored image of a document (``size=full``) or a JPEG thumbnail; only from the image roots."""
@@ -234,8 +237,26 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _plain_file_schema(app)
     body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
     return SecurityHeaders(BodyLimit(app, body_limit))
+
+
+def _plain_file_schema(app: FastAPI) -> None:
+    """Describe the optional upload as a plain file part (not ``anyOf [file, null]``), so generic
+    OpenAPI clients and fuzzers send it as a file; optional already means "not in ``required``"."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema: dict[str, Any] = build()
+        for body in schema.get("components", {}).get("schemas", {}).values():
+            image = body.get("properties", {}).get("image")
+            binary = [v for v in (image or {}).get("anyOf", []) if v.get("type") == "string"]
+            if image and binary:
+                body["properties"]["image"] = {**binary[0], "description": image.get("description", "")}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
