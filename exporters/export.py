@@ -78,6 +78,11 @@ def export_onnx(
     ``exporter``: torch's TorchScript-based ONNX exporter (fast) or its ``torch.export``-based one.
     """
     scales = _checked_scales(scales)
+    if model.config.pooling == "rmac":
+        raise ConfigError(
+            "R-MAC's region grid is computed in Python from the feature map size, which a traced graph "
+            "freezes to one image size: R-MAC networks cannot be exported with dynamic sizes"
+        )
     lw = pick_whitening(model, whitening, scales)
     if lw is not None and len(scales) > 1 and not multiscale_in_graph:
         raise ConfigError(
@@ -88,6 +93,13 @@ def export_onnx(
         raise ConfigError("dims reduces a learned whitening, and this export has none")
     folded = fold_whitening(lw, dims) if lw is not None else None
     power = model.net.multiscale_power if msp is None else float(msp)
+    try:
+        manifest = _manifest(
+            model, name, folded, lw, scales, multiscale_in_graph, power, input_dtype, precision, max_side,
+            opset, provenance, evaluation,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError(f"invalid export settings: {exc}") from exc
     graph = DescriptorGraph(
         model.net,
         mean=model.config.preprocessing.mean,
@@ -98,13 +110,6 @@ def export_onnx(
         whitening=folded,
         half=precision == "fp16",
     )
-    try:
-        manifest = _manifest(
-            model, name, folded, lw, scales, multiscale_in_graph, power, input_dtype, precision, max_side,
-            opset, provenance, evaluation,
-        )  # fmt: skip
-    except ValidationError as exc:
-        raise ConfigError(f"invalid export settings: {exc}") from exc
     write_atomically(Path(path), lambda tmp: _write_graph(graph, tmp, manifest, exporter))
     log.info("exported %s (%s, %d dims) to %s", name, manifest.version8, manifest.output_dim, path)
     return manifest

@@ -194,6 +194,9 @@ def test_requests_that_cannot_be_honoured_are_refused(tmp_path: Path) -> None:
         export_onnx(model, out, name="Not A Name")
     with pytest.raises(ConfigError, match="scales"):
         export_onnx(model, out, name="x", scales=(1.0, -0.5))
+    rmac = RetrievalModel(model.net, NetworkConfig(backbone="efficientnet_lite0", pooling="rmac"))
+    with pytest.raises(ConfigError, match="R-MAC"):
+        export_onnx(rmac, out, name="x")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
