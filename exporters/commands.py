@@ -236,6 +236,13 @@ def inspect_command(file: Path, as_json: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Also compare on this image (repeatable).",
 )
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="onnxruntime provider to check, e.g. CPUExecutionProvider (repeatable) [default: CPU and CUDA "
+    "where present].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def check_command(
     file: Path,
@@ -245,6 +252,7 @@ def check_command(
     tolerance: float | None,
     min_cosine: float | None,
     image_paths: tuple[Path, ...],
+    providers: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Check FILE: onnx.checker, onnxruntime (CPU, and CUDA where present), and descriptors against
@@ -268,6 +276,7 @@ def check_command(
         tolerance=tolerance,
         min_cosine=min_cosine,
         images=check_images(image_paths),
+        providers=providers or None,
     )
     if as_json:
         click.echo(report.model_dump_json(indent=2))

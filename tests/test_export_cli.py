@@ -60,10 +60,15 @@ def test_check_passes_against_its_model_and_fails_against_another(default_model:
     code, out = run("check", str(default_model), "--against", "efficientnet_lite0-gem")
     assert code == 0, out
     assert "PASS" in out and "CPUExecutionProvider: max abs diff" in out and "min cosine" in out
-    code, out = run("check", str(default_model), "--against", "efficientnet_lite0-spoc", "--json")
+    code, out = run("check", str(default_model), "--against", "efficientnet_lite0-spoc", "--json",
+                    "--provider", "CPUExecutionProvider")  # fmt: skip
     assert code == 1 and "FAIL" in out
     report = json.loads(out[: out.rindex("}") + 1])
     assert report["providers"][0]["cases"][0]["max_abs_diff"] > 1e-4
+    code, out = run(
+        "check", str(default_model), "--against", "efficientnet_lite0-gem", "--provider", "NoSuchProvider"
+    )
+    assert code != 0 and "no NoSuchProvider" in out
 
 
 @pytest.mark.slow
