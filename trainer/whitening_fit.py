@@ -13,6 +13,9 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from gemsearch.errors import ConfigError
 
 from .embedder import TorchEmbedder
@@ -56,10 +59,18 @@ def fit_whitening(
         if method == "learned":
             whitening = learn_whitening(vecs, data.qidxs, data.pidxs, learned_from=data.name)
         else:
-            whitening = learn_pca_whitening(vecs, learned_from=data.name)
+            whitening = learn_pca_whitening(vecs, learned_from=data.name, eps=_null_space_eps(vecs, dims))
         return whitening.reduced(dims) if dims is not None else whitening
     except ValueError as exc:
         raise ConfigError(f"{data.name}: cannot learn {method} whitening ({exc})") from exc
+
+
+def _null_space_eps(vecs: npt.NDArray[np.float32], dims: int | None) -> float:
+    """Fewer images than dimensions leave zero-variance directions; when ``dims`` drops them anyway, a
+    negligible eps (1e-9 of the total variance) lets PCA whitening scale the kept ones."""
+    if dims is None or dims >= len(vecs) - 1:
+        return 0.0
+    return 1e-9 * float(np.var(vecs.astype(np.float64), axis=0).sum())
 
 
 def with_whitening(model: RetrievalModel, whitening: Whitening, scales: Sequence[float]) -> RetrievalModel:

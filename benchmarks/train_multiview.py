@@ -1,0 +1,142 @@
+"""Does fine-tuning help? Off-the-shelf GeM vs fine-tuned GeM vs fine-tuned GeM + Lw, on real photos.
+
+Builds the seeded multi-view set of scikit-image's photos (plus, optionally, a folder of more photos,
+one object each), holds out whole objects for testing, fine-tunes EfficientNet-Lite0 + GeM (the one
+ImageNet-pretrained CNN available offline) on the views of the other objects with ``gemsearch
+train``'s loop, learns Lw on the training views, and scores the held-out views leave-one-out (each
+view queries all other held-out views; positives = the other views of its object).
+
+    python benchmarks/train_multiview.py [--extra-photos DIR] [--epochs 5] [--out results.json]
+
+Sized for a few minutes on 2 CPU cores: small images, few epochs, small query/pool sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
+from gemsearch.samples import SampleSet, available_clusters, build_multiview_set
+from gemsearch.trainer.embedder import TorchEmbedder
+from gemsearch.trainer.loading import load_model
+from gemsearch.trainer.model import RetrievalModel
+from gemsearch.trainer.train_config import DataSource, TrainConfig
+from gemsearch.trainer.train_data import load_source
+from gemsearch.trainer.training import train
+from gemsearch.trainer.whitening_fit import fit_whitening
+
+DEFAULT_CACHE = Path.home() / ".cache" / "gemsearch" / "samples"
+
+
+def leave_one_out(clusters: list[int], descriptors: np.ndarray) -> RetrievalScore:
+    """Every image queries all the others; its positives are the other images of its cluster."""
+    n = len(clusters)
+    rankings = [r[r != i] for i, r in enumerate(rank_by_similarity(descriptors @ descriptors.T))]
+    gt = [
+        QueryGroundTruth(ok=[j for j in range(n) if clusters[j] == clusters[i] and j != i]) for i in range(n)
+    ]
+    return compute_map(rankings, gt)
+
+
+def score(model: RetrievalModel, sample_set: SampleSet, max_side: int, whiten: bool) -> RetrievalScore:
+    test = sample_set.split("test")
+    embedder = TorchEmbedder(model, max_side=max_side, whiten=whiten)
+    vecs = embedder.embed([sample_set.path(i) for i in test])
+    return leave_one_out([sample_set.images[i].cluster for i in test], vecs)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extra-photos", type=Path, help="a folder of more photos, one object each")
+    parser.add_argument("--views", type=int, default=8, help="views per source photo")
+    parser.add_argument("--holdout", type=float, default=0.35, help="fraction of objects held out")
+    parser.add_argument("--image-size", type=int, default=160, help="training image side")
+    parser.add_argument("--test-size", type=int, default=224, help="test (and Lw) image side")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=5e-6)
+    parser.add_argument("--margin", type=float, default=0.7)
+    parser.add_argument("--query-size", type=int, default=48)
+    parser.add_argument("--pool-size", type=int, default=200)
+    parser.add_argument("--neg-num", type=int, default=5)
+    parser.add_argument("--lw-dims", type=int, default=None, help="reduce Lw to this many dimensions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (on a busy shared machine 1 is much faster)"
+    )
+    parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "train-multiview")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    extra = sorted(p for p in args.extra_photos.iterdir() if p.is_file()) if args.extra_photos else []
+    n_objects = len(available_clusters()) + len(extra)
+    sample_set = build_multiview_set(
+        args.work / "set", views_per_image=args.views, seed=args.seed, max_side=512,
+        holdout=max(2, round(args.holdout * n_objects)), extra_photos=extra,
+    )  # fmt: skip
+    n_test = len(sample_set.params.test_clusters)
+    print(
+        f"{len(sample_set.images)} views of {n_objects} objects: {n_objects - n_test} for training, "
+        f"{n_test} held out ({len(sample_set.split('test'))} test views)\n"
+    )
+    rows: dict[str, dict[str, RetrievalScore]] = {}
+    timings: dict[str, float] = {}
+    off_the_shelf = load_model("efficientnet_lite0-gem")
+    rows["Lite0-GeM off-the-shelf"] = {"mAP": score(off_the_shelf, sample_set, args.test_size, False)}
+
+    config = TrainConfig(
+        directory=args.work / f"run-{int(time.time())}", train_data=sample_set.root / "train",
+        backbone="efficientnet_lite0", image_size=args.image_size, test_image_size=args.test_size,
+        epochs=args.epochs, lr=args.lr, margin=args.margin, query_size=args.query_size,
+        pool_size=args.pool_size, neg_num=args.neg_num, batch_size=5, workers=0, seed=args.seed,
+        device="cpu",
+    )  # fmt: skip
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    result = train(config)
+    timings["training"] = time.perf_counter() - start
+    tuned = result.model
+    rows["Lite0-GeM fine-tuned"] = {"mAP": score(tuned, sample_set, args.test_size, False)}
+
+    train_set = load_source(DataSource(path=sample_set.root / "train"))
+    start = time.perf_counter()
+    for label, model in (("off-the-shelf", off_the_shelf), ("fine-tuned", tuned)):
+        model.whitening = {"ss": fit_whitening(model, train_set, dims=args.lw_dims, max_side=args.test_size)}
+        rows[f"Lite0-GeM {label} + Lw"] = {"mAP": score(model, sample_set, args.test_size, True)}
+    timings["Lw (both models)"] = time.perf_counter() - start
+
+    order = ["off-the-shelf", "off-the-shelf + Lw", "fine-tuned", "fine-tuned + Lw"]
+    table = {f"Lite0-GeM {k}": rows[f"Lite0-GeM {k}"] for k in order}
+    print(format_table(table, decimals=1))
+    print("\nper epoch:", *(json.dumps(m) for m in result.metrics), sep="\n  ")
+    print(f"\ntraining {timings['training']:.0f} s, Lw {timings['Lw (both models)']:.0f} s")
+    if args.out:
+        report = {
+            "machine": {
+                "cpu": platform.processor() or platform.machine(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "objects": {"train": n_objects - n_test, "test": n_test},
+            "results": {k: {"mAP": v["mAP"].mean_ap, "mP": v["mAP"].mp_at} for k, v in table.items()},
+            "epochs": result.metrics,
+            "seconds": timings,
+        }
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
