@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import ValidationError
 
 from gemsearch import __version__
@@ -33,19 +31,18 @@ from gemsearch.trainer.model import RetrievalModel
 from gemsearch.trainer.network import RetrievalNet
 from gemsearch.trainer.pooling import GeM
 
+from ._torch_onnx import INPUT_NAME, OUTPUT_NAME, Exporter, write_graph
 from .folding import F32, fold_whitening
 from .graph import DescriptorGraph
-from .onnx_file import set_manifest, write_atomically
+from .onnx_file import write_atomically
 
 log = logging.getLogger(__name__)
 
 WhiteningChoice = Literal["auto", "ss", "ms"] | None
 InputDtype = Literal["uint8", "float32"]
 Precision = Literal["fp32", "fp16"]
-Exporter = Literal["torchscript", "dynamo"]
 DEFAULT_OPSET = 18
-INPUT_NAME, OUTPUT_NAME = "images", "descriptors"
-_EXAMPLE_HW = (224, 192)  # any size works: height and width are dynamic axes of the graph
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Exporter", "export_onnx", "pick_whitening", "weights_sha256"]
 
 
 def export_onnx(
@@ -110,7 +107,7 @@ def export_onnx(
         whitening=folded,
         half=precision == "fp16",
     )
-    write_atomically(Path(path), lambda tmp: _write_graph(graph, tmp, manifest, exporter))
+    write_atomically(Path(path), lambda tmp: write_graph(graph, tmp, manifest, exporter))
     log.info("exported %s (%s, %d dims) to %s", name, manifest.version8, manifest.output_dim, path)
     return manifest
 
@@ -214,67 +211,3 @@ def _whitening_spec(
     if net.whiten is not None:
         return WhiteningSpec(kind="fc", input_dim=net.whiten.in_features, output_dim=net.whiten.out_features)
     return None
-
-
-def _write_graph(graph: DescriptorGraph, path: Path, manifest: ModelManifest, exporter: Exporter) -> None:
-    import onnx
-
-    example = _example_input(manifest.input.dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporters' notices; the parity check is what proves the graph
-        if exporter == "dynamo":
-            _export_dynamo(graph, example, path, manifest.opset)
-        elif exporter == "torchscript":
-            _export_torchscript(graph, example, path, manifest.opset)
-        else:
-            raise ConfigError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
-    proto = onnx.load(str(path))
-    proto.producer_name, proto.producer_version = "gemsearch", __version__
-    proto.doc_string = f"gemsearch retrieval model {manifest.name} ({manifest.version8})"
-    set_manifest(proto, manifest)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-
-
-def _example_input(dtype: str) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    shape = (1, 3, *_EXAMPLE_HW)
-    if dtype == "uint8":
-        return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
-    return torch.randn(shape, generator=generator)
-
-
-def _export_torchscript(graph: DescriptorGraph, example: torch.Tensor, path: Path, opset: int) -> None:
-    torch.onnx.export(
-        graph,
-        (example,),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,
-    )
-
-
-def _export_dynamo(graph: DescriptorGraph, example: torch.Tensor, path: Path, opset: int) -> None:
-    dim = torch.export.Dim
-    try:
-        program = torch.onnx.export(
-            graph,
-            (example,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"images": {0: dim("batch"), 2: dim("height"), 3: dim("width")}},
-            opset_version=opset,
-            dynamo=True,
-        )
-    except Exception as exc:  # torch.export's many error types; e.g. sizes scaled by a float
-        raise ModelError(
-            f"torch.export could not export this graph ({type(exc).__name__}); "
-            "the torchscript exporter (the default) can"
-        ) from exc
-    if program is None:
-        raise ModelError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
