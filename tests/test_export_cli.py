@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,17 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code, out = run("default", "-o", str(tmp_path_factory.getbasetemp() / "models"))
     assert code == 0, out
     return Path(out.strip().splitlines()[-1])
+
+
+def test_the_command_module_does_not_load_torch_or_onnx() -> None:
+    code = (
+        "import sys, gemsearch.exporters.commands, gemsearch.exporters\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_every_subcommand_has_help_text() -> None:
