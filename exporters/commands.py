@@ -88,6 +88,13 @@ def export() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON list of evaluation results (dataset, protocol, mean_ap, mp_at, multiscale).",
 )
+@click.option(
+    "--check",
+    "run_check",
+    is_flag=True,
+    help="Then compare the file with the model, as 'gemsearch export check' does (for --fp16: its "
+    "deviation from fp32), and exit with status 1 over the tolerance.",
+)
 def export_onnx_command(
     model_spec: str,
     output: Path,
@@ -106,6 +113,7 @@ def export_onnx_command(
     training_data: str | None,
     epochs: int | None,
     evaluation_json: Path | None,
+    run_check: bool,
 ) -> None:
     """Export MODEL to one ONNX file and print its manifest.
 
@@ -149,6 +157,11 @@ def export_onnx_command(
     )
     click.echo(json.dumps(json.loads(manifest.to_json()), indent=2))
     click.echo(f"wrote {output} ({_size(output)}, version {manifest.version8})", err=True)
+    if run_check:
+        from .check import check_export
+
+        whitening_choice = None if whitening == "none" else whitening
+        _verdict(check_export(output, model, whitening=whitening_choice))  # type: ignore[arg-type]
 
 
 @export.command("inspect")
@@ -291,14 +304,7 @@ def check_command(
                 f"{provider.provider}: max abs diff {provider.max_abs_diff:.2e}, "
                 f"min cosine {provider.min_cosine:.6f} over {len(provider.cases)} images"
             )
-    verdict = "PASS" if report.passed else "FAIL"
-    click.echo(
-        f"{verdict}: max abs diff {report.max_abs_diff:.2e} (tolerance {report.tolerance:.1e}), "
-        f"min cosine {report.min_cosine:.6f} (required {report.min_cosine_required})",
-        err=True,
-    )
-    if not report.passed:
-        raise SystemExit(1)
+    _verdict(report)
 
 
 @export.command("default")
@@ -314,6 +320,18 @@ def default_command(output_dir: Path | None) -> None:
     from .default_model import ensure_default_model
 
     click.echo(str(ensure_default_model(output_dir)))
+
+
+def _verdict(report: Any) -> None:
+    """The summary line of a ``CheckReport``; exit status 1 when it failed."""
+    verdict = "PASS" if report.passed else "FAIL"
+    click.echo(
+        f"{verdict}: max abs diff {report.max_abs_diff:.2e} (tolerance {report.tolerance:.1e}), "
+        f"min cosine {report.min_cosine:.6f} (required {report.min_cosine_required})",
+        err=True,
+    )
+    if not report.passed:
+        raise SystemExit(1)
 
 
 def _evaluation(path: Path) -> list[Any]:

@@ -128,3 +128,15 @@ def test_unfit_requests_and_files_give_readable_errors(tmp_path: Path) -> None:
     code, out = run("inspect", str(tmp_path / "plain.onnx"))
     assert code != 0 and "no gemsearch manifest" in out
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_fp16_export_with_check_reports_its_deviation(tmp_path: Path) -> None:
+    out_file = tmp_path / "lite0-fp16.onnx"
+    code, out = run(
+        "onnx", "efficientnet_lite0-gem", "-o", str(out_file), "--fp16", "--max-side", "128", "--check"
+    )
+    assert code == 0, out
+    summary = [line for line in out.splitlines() if line.startswith("PASS")]
+    assert len(summary) == 1 and "min cosine" in summary[0] and "(required 0.999)" in summary[0]
+    assert json.loads(out[: out.index("\n}") + 2])["precision"] == "fp16"
