@@ -117,3 +117,22 @@ def test_freeze_batchnorm_keeps_other_layers_training(multiview: Path, tmp_path:
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
     assert net.training and net.features.training
+
+
+def test_train_command_runs_from_a_yaml_file(multiview: Path, tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from gemsearch.cli import main
+
+    config = tiny_config(multiview, tmp_path / "cli", epochs=2)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(path), "--epochs", "1"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "best epoch 1" in result.output
+    rows = (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1  # the flag's 1 epoch, not the file's 2
+    assert load_checkpoint(tmp_path / "cli" / "model_best.pt").config.backbone == "efficientnet_lite0"

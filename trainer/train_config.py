@@ -57,33 +57,33 @@ class TrainConfig(BaseModel):
     # data
     train_data: Path = Field(description="a folder per object, a pairs JSONL/CSV, or an SfM .pkl")
     val_data: Path | None = Field(None, description="same layouts; SfM: default the 'val' split")
-    data_format: DataFormat = "auto"
-    images_root: Path | None = None
+    data_format: DataFormat = Field("auto", description="layout of train/val data; auto: from the path")
+    images_root: Path | None = Field(None, description="SfM: the ims/ folder; pairs: base of relative paths")
     test_datasets: list[Path] = Field(default_factory=list, description="cirtorch-layout test folders")
     # network
-    backbone: str = "resnet101"
-    pooling: PoolingName = "gem"
+    backbone: str = Field("resnet101", description="CNN trunk: vgg16, resnet50/101/152, efficientnet_*")
+    pooling: PoolingName = Field("gem", description="global pooling")
     p: float = Field(3.0, gt=0, description="initial GeM p")
     whitening_dim: int | None = Field(None, gt=0, description="learnable FC whitening d -> D")
-    pretrained: bool = True
+    pretrained: bool = Field(True, description="start from the ImageNet weights")
     weights: Path | None = Field(None, description="local backbone weights instead of a download")
     init_model: Path | None = Field(None, description="start from this gemsearch checkpoint")
     # loss and tuples
-    loss: Literal["contrastive", "triplet"] = "contrastive"
+    loss: Literal["contrastive", "triplet"] = Field("contrastive", description="on L2-normalised descriptors")
     margin: float | None = Field(None, gt=0, description="default 0.7 (contrastive), 0.1 (triplet)")
-    neg_num: int = Field(5, ge=1)
-    query_size: int = Field(2000, ge=1)
-    pool_size: int = Field(20000, ge=1)
+    neg_num: int = Field(5, ge=1, description="hard negatives per tuple")
+    query_size: int = Field(2000, ge=1, description="(query, positive) pairs drawn per epoch")
+    pool_size: int = Field(20000, ge=1, description="random images negatives are mined from per epoch")
     image_size: int = Field(362, ge=16, description="longer side of training images")
     # optimisation
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-6, gt=0)
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(1e-6, ge=0)
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam or sgd (with momentum)")
+    lr: float = Field(1e-6, gt=0, description="learning rate of the backbone at epoch 0")
+    momentum: float = Field(0.9, ge=0, description="SGD momentum")
+    weight_decay: float = Field(1e-6, ge=0, description="L2 penalty (not on the GeM p)")
     lr_decay: float = Field(0.01, ge=0, description="lr x exp(-lr_decay * epoch)")
     pool_lr_factor: float = Field(10.0, gt=0, description="GeM p learns this much faster")
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(5, ge=1, description="tuples per optimiser step")
+    epochs: int = Field(100, ge=1, description="epochs in all (a resumed run continues to this)")
+    batch_size: int = Field(5, ge=1, description="tuples per optimiser step (per process)")
     update_every: int = Field(1, ge=1, description="accumulate gradients over this many batches")
     # evaluation
     eval_every: int = Field(1, ge=1, description="mAP on val_data / test_datasets every N epochs")
@@ -92,8 +92,8 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto: CUDA when present, else CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     workers: int = Field(2, ge=0, description="image-loading processes")
-    seed: int = 0
-    progress: bool = True
+    seed: int = Field(0, description="seeds the weights, draws and mining: same seed, same run")
+    progress: bool = Field(True, description="progress bars")
 
     @field_validator("backbone")
     @classmethod
