@@ -57,3 +57,18 @@ def test_shards_cover_every_index_once() -> None:
     shards = [list(DistContext(rank=r, world_size=3).shard(10)) for r in range(3)]
     assert sorted(i for s in shards for i in s) == list(range(10))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_device_choice_falls_back_to_cpu_without_a_gpu() -> None:
+    from gemsearch.errors import ConfigError
+    from gemsearch.trainer.distributed import init_distributed, pick_device
+
+    if torch.cuda.is_available():
+        assert pick_device("auto", local_rank=0) == torch.device("cuda", 0)
+        assert pick_device("cuda", local_rank=0) == torch.device("cuda", 0)
+    else:
+        assert pick_device("auto", local_rank=1) == torch.device("cpu")
+        with pytest.raises(ConfigError, match="CUDA"):
+            pick_device("cuda")
+    ctx = init_distributed("cpu")  # no torchrun environment: one process, nothing initialised
+    assert (ctx.rank, ctx.world_size, ctx.distributed, ctx.is_main) == (0, 1, False, True)

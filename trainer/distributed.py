@@ -49,10 +49,14 @@ class DistContext:
 
 
 def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: this process's CUDA GPU when there is one, else the CPU; otherwise ``device`` itself."""
+    """``"auto"``: this process's CUDA GPU when there is one, else the CPU; otherwise ``device`` itself
+    (a plain ``"cuda"`` meaning this process's GPU, ``cuda:<LOCAL_RANK>``)."""
     if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return resolve_device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        return torch.device("cuda", local_rank)
+    return resolved
 
 
 def init_distributed(device: str = "auto", backend: str | None = None) -> DistContext:
