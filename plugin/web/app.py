@@ -207,7 +207,7 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         )
 
     @app.get(
-        "/api/images/{doc_id}",
+        "/api/images/{doc_id:path}",
         responses={200: {"content": {"image/jpeg": {}}}, **_ERRORS},
         response_class=Response,
         tags=["search"],
