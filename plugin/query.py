@@ -232,6 +232,22 @@ def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
 # ----------------------------------------------------------------------------- one-call API
 
 
+def models_dir() -> Path:
+    """Where exported models are cached by name: ``${GEMSEARCH_CACHE:-~/.cache/gemsearch}/models``."""
+    return Path(os.environ.get("GEMSEARCH_CACHE") or "~/.cache/gemsearch").expanduser() / "models"
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """An ONNX file: the path itself, or a model name found as ``models_dir()/<name>.onnx``."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    named = models_dir() / f"{model}.onnx"
+    if path.suffix != ".onnx" and os.sep not in str(model) and named.is_file():
+        return named
+    raise ModelError(f"{model}: no such model file (nor a model named so in {models_dir()})")
+
+
 @lru_cache(maxsize=8)
 def _cached_embedder(path: str, mtime_ns: int, size: int) -> QueryEmbedder:
     from .onnx_embedder import OnnxEmbedder
@@ -240,12 +256,10 @@ def _cached_embedder(path: str, mtime_ns: int, size: int) -> QueryEmbedder:
 
 
 def open_model(model: str | os.PathLike[str] | QueryEmbedder) -> QueryEmbedder:
-    """An embedder for an ONNX file (kept open: the next call with the same file reuses it)."""
+    """An embedder for an ONNX file or model name (kept open: the next call with the file reuses it)."""
     if not isinstance(model, (str, os.PathLike)):
         return model
-    path = Path(model).resolve()
-    if not path.is_file():
-        raise ModelError(f"{model}: no such model file")
+    path = resolve_model(model).resolve()
     st = path.stat()
     return _cached_embedder(str(path), st.st_mtime_ns, st.st_size)
 

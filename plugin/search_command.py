@@ -80,8 +80,8 @@ def _open_store(
     "--model",
     "model_path",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Exported model (.onnx) the store was built with.",
+    help="Exported model the store was built with: an .onnx file, or the name of one in "
+    "$GEMSEARCH_CACHE/models (e.g. lite0-gem).",
 )
 @click.option("--crop", help="Search for this region only: x,y,w,h in pixels of the full (upright) image.")
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
@@ -116,7 +116,7 @@ def _open_store(
 @click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
 def search(
     image: Path | None,
-    model_path: Path,
+    model_path: str,
     crop: str | None,
     k: int,
     filter_specs: Sequence[str],

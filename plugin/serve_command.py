@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def build_config(
     config_path: Path | None,
-    model_paths: Sequence[Path],
+    model_paths: Sequence[str],
     stores: Sequence[str],
     opensearch_urls: Sequence[str],
     opensearch_config: Path | None,
@@ -26,6 +26,7 @@ def build_config(
     limits: dict[str, Any],
 ) -> Any:
     """A ServeConfig from ``--config`` or from the flags (one ``--store`` per ``--model``, or OpenSearch)."""
+    from .query import resolve_model
     from .web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 
     given = {k: v for k, v in limits.items() if v is not None}
@@ -53,7 +54,7 @@ def build_config(
             store = OpenSearchStoreSpec(prefix=prefix, urls=urls, config=opensearch_config)
         else:
             store = LocalStoreSpec(path=Path(stores[i]).resolve())
-        models.append(ModelSpec(path=path.resolve(), store=store))
+        models.append(ModelSpec(path=resolve_model(path).resolve(), store=store))
     try:
         return ServeConfig(
             models=tuple(models),
@@ -69,8 +70,8 @@ def build_config(
     "--model",
     "model_paths",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Exported model (.onnx); repeat for several (the first is the default).",
+    help="Exported model: an .onnx file or the name of one in $GEMSEARCH_CACHE/models; repeat for "
+    "several (the first is the default).",
 )
 @click.option(
     "--store", "stores", multiple=True, help="LocalStore folder of the --model in the same position."
@@ -110,7 +111,7 @@ def build_config(
     "--rate", "searches_per_minute", type=float, help="Searches per minute per client (default 120)."
 )
 def serve(
-    model_paths: Sequence[Path],
+    model_paths: Sequence[str],
     stores: Sequence[str],
     opensearch_urls: Sequence[str],
     opensearch_config: Path | None,

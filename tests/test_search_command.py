@@ -128,3 +128,17 @@ def test_opensearch_store(
     assert len(hits) == 3 and all(h["metadata"]["group"] == "odd" for h in hits)
     code, out = _run(str(photos[4].path), *args, "-k", "1")
     assert code == 0 and photos[4].id[:16] in out
+
+
+def test_model_by_name_from_the_cache(
+    setup: tuple[Path, list[Photo]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, photos = setup
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.onnx").write_bytes((root / "tiny.onnx").read_bytes())
+    monkeypatch.setenv("GEMSEARCH_CACHE", str(tmp_path))
+    code, out = _run(str(photos[5].path), "--model", "tiny", "--store", str(root / "store"), "-k", "1")
+    assert code == 0, out
+    assert photos[5].id[:16] in out
+    code, out = _run(str(photos[5].path), "--model", "no-such-model", "--store", str(root / "store"))
+    assert code == 1 and "no such model file" in out
