@@ -1,7 +1,8 @@
 """A real OpenSearch node (or a small cluster) for tests, built from Maven Central artifacts.
 
-``prepare()`` fetches the integ-test distribution, the k-NN plugin and the Painless module (which
-k-NN extends; the integ-test zip ships without it) with ``mvn dependency:copy-dependencies``,
+``prepare()`` fetches the integ-test distribution, the k-NN plugin, the Painless module (which
+k-NN extends) and the Mustache module (stored search templates) — the integ-test zip ships without
+them — with ``mvn dependency:copy-dependencies``,
 assembles them into a node home in a cache folder outside the clone, and reuses it afterwards.
 ``start_node()`` / ``start_cluster()`` run nodes on 127.0.0.1 with a small heap and their data in
 a temp dir. OpenSearch refuses to run as root, so under root the JVM runs as a system user
@@ -45,10 +46,54 @@ DEFAULT_HEAP = os.environ.get("GEMSEARCH_OPENSEARCH_HEAP", "512m")
 RUN_USER = "gemsearch-opensearch"
 READY_MARKER = ".gemsearch-ready"
 POM_TEMPLATE = Path(__file__).with_name("opensearch_node_pom.xml")
-# Painless jars: the module jar and the libraries its pom names (versions come from that pom).
-PAINLESS_ARTIFACTS = (
-    "lang-painless,opensearch-scripting-painless-spi,antlr4-runtime,"
-    "asm,asm-util,asm-tree,asm-commons,asm-analysis"
+# Bumped when the assembled node home changes, so cached homes of an older layout are rebuilt.
+HOME_LAYOUT = 2
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module the integ-test zip lacks, built from Maven jars (the module jar + its pom's libraries)."""
+
+    name: str
+    jar: str  # Maven artifactId of the module jar
+    libraries: tuple[str, ...]
+    classes: tuple[str, ...]  # candidate plugin classes (renamed across versions)
+    description: str
+    policy: str  # plugin-security.policy grants
+
+
+MODULES = (
+    # k-NN declares lang-painless as an extended plugin; Painless compiles scripts into classes.
+    Module(
+        "lang-painless",
+        "lang-painless",
+        (
+            "opensearch-scripting-painless-spi",
+            "antlr4-runtime",
+            "asm",
+            "asm-util",
+            "asm-tree",
+            "asm-commons",
+            "asm-analysis",
+        ),
+        ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"),
+        "Painless scripting language",
+        'permission java.lang.RuntimePermission "createClassLoader";\n'
+        '  permission java.lang.RuntimePermission "getClassLoader";',
+    ),
+    # Stored search templates (opensearch_templates/*.mustache) need the Mustache script engine.
+    Module(
+        "lang-mustache",
+        "lang-mustache-client",
+        ("compiler",),
+        (
+            "org.opensearch.script.mustache.MustacheModulePlugin",
+            "org.opensearch.script.mustache.MustachePlugin",
+        ),
+        "Mustache scripting integration for OpenSearch",
+        'permission java.lang.reflect.ReflectPermission "suppressAccessChecks";\n'
+        '  permission java.lang.RuntimePermission "accessDeclaredMembers";',
+    ),
 )
 
 
@@ -136,42 +181,44 @@ def _fetch_artifacts(version: str, dest: Path) -> None:
             "dependency:copy-dependencies",
             f"-Dopensearch.version={version}",
             f"-DoutputDirectory={dest}",
-            f"-DincludeArtifactIds=opensearch,opensearch-knn,{PAINLESS_ARTIFACTS}",
+            "-DincludeArtifactIds=" + ",".join(["opensearch", "opensearch-knn", *_module_artifacts()]),
         ],
         "Maven failure while fetching OpenSearch artifacts from Maven Central",
     )
 
 
-def _assemble_painless(artifacts: Path, home: Path, version: str) -> None:
-    """Build modules/lang-painless from its Maven jars: k-NN declares it as an extended plugin."""
-    module = home / "modules" / "lang-painless"
-    module.mkdir(parents=True, exist_ok=True)
-    names = PAINLESS_ARTIFACTS.split(",")
+def _module_artifacts() -> list[str]:
+    return [name for m in MODULES for name in (m.jar, *m.libraries)]
+
+
+def _assemble_module(module: Module, artifacts: Path, home: Path, version: str) -> None:
+    """Build ``modules/<name>`` from its Maven jars, as the full distribution ships it."""
+    folder = home / "modules" / module.name
+    folder.mkdir(parents=True, exist_ok=True)
     for jar in artifacts.glob("*.jar"):
-        if any(re.fullmatch(rf"{re.escape(n)}-\d[\w.\-]*\.jar", jar.name) for n in names):
-            shutil.copy(jar, module / jar.name)
-    if not (module / f"lang-painless-{version}.jar").is_file():
-        raise HarnessError(f"Maven failure: lang-painless-{version}.jar was not fetched")
-    jar = module / f"lang-painless-{version}.jar"
-    (module / "plugin-descriptor.properties").write_text(
-        "description=Painless scripting language\n"
-        f"version={version}\nname=lang-painless\nclassname={_painless_plugin_class(jar)}\n"
+        if any(
+            re.fullmatch(rf"{re.escape(n)}-\d[\w.\-]*\.jar", jar.name)
+            for n in (module.jar, *module.libraries)
+        ):
+            shutil.copy(jar, folder / jar.name)
+    jar = folder / f"{module.jar}-{version}.jar"
+    if not jar.is_file():
+        raise HarnessError(f"Maven failure: {jar.name} was not fetched")
+    (folder / "plugin-descriptor.properties").write_text(
+        f"description={module.description}\n"
+        f"version={version}\nname={module.name}\nclassname={_plugin_class(jar, module.classes)}\n"
         f"java.version=11\nopensearch.version={version}\nextended.plugins=\nhas.native.controller=false\n"
     )
-    # Painless compiles scripts into classes at run time.
-    (module / "plugin-security.policy").write_text(
-        'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n'
-        '  permission java.lang.RuntimePermission "getClassLoader";\n};\n'
-    )
+    (folder / "plugin-security.policy").write_text(f"grant {{\n  {module.policy}\n}};\n")
 
 
-def _painless_plugin_class(jar: Path) -> str:
+def _plugin_class(jar: Path, candidates: tuple[str, ...]) -> str:
     with zipfile.ZipFile(jar) as zf:
         names = set(zf.namelist())
-    for cls in ("org.opensearch.painless.PainlessModulePlugin", "org.opensearch.painless.PainlessPlugin"):
+    for cls in candidates:
         if cls.replace(".", "/") + ".class" in names:
             return cls
-    raise HarnessError(f"{jar.name} has no Painless plugin class")
+    raise HarnessError(f"{jar.name} has none of the plugin classes {candidates}")
 
 
 @contextmanager
@@ -188,7 +235,7 @@ def _lock(path: Path) -> Iterator[None]:
 def prepare(version: str = DEFAULT_VERSION) -> Path:
     """The node home for ``version`` with k-NN installed: fetched and built once, then cached."""
     root = cache_root()
-    home = root / f"opensearch-{version}"
+    home = root / f"opensearch-{version}-l{HOME_LAYOUT}"
     if (home / READY_MARKER).is_file():
         return home
     java_home = find_java(version)
@@ -204,7 +251,8 @@ def prepare(version: str = DEFAULT_VERSION) -> Path:
             built = staging / f"opensearch-{version}"
             for script in (built / "bin").iterdir():
                 script.chmod(0o755)
-            _assemble_painless(artifacts, built, version)
+            for module in MODULES:
+                _assemble_module(module, artifacts, built, version)
             knn_zip = next(artifacts.glob("opensearch-knn-*.zip"), None)
             if knn_zip is None:
                 raise HarnessError(f"Maven failure: no opensearch-knn zip for {version}")
