@@ -285,3 +285,23 @@ def test_serve_config_file_paths_are_relative_to_it(tmp_path: Path) -> None:
     assert config.models[1].path == Path("/abs/n.onnx")
     assert config.models[1].store.config == tmp_path / "conn.yaml"  # type: ignore[union-attr]
     assert config.image_roots == (tmp_path / "photos",) and config.limits.max_k == 7
+
+
+def test_crop_is_in_upright_pixels(url: str, data: Data) -> None:
+    """A photo stored sideways with an EXIF orientation is cropped as it is shown (upright)."""
+    _, photos = data
+    with Image.open(photos[4].path) as im:
+        upright = im.convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    sideways, plain = io.BytesIO(), io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, format="PNG", exif=exif.tobytes())
+    upright.save(plain, format="PNG")
+    w, h = upright.size
+    crop = f"{w // 4},{h // 3},{w // 2},{h // 2}"
+    answers = [
+        post(url, {"image": ("q.png", payload, "image/png")}, crop=crop, k=7).json()
+        for payload in (sideways.getvalue(), plain.getvalue())
+    ]
+    assert [h["id"] for h in answers[0]["hits"]] == [h["id"] for h in answers[1]["hits"]]
+    assert [h["score"] for h in answers[0]["hits"]] == pytest.approx([h["score"] for h in answers[1]["hits"]])
