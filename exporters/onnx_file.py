@@ -7,7 +7,7 @@ file that reads here reads there.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,9 +55,9 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     A killed export never leaves a half-written model where a reader would pick it up.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    # created with the umask's permissions (mkstemp's 0600 would hide the model from other users)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         write(tmp)
         os.replace(tmp, path)

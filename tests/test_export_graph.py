@@ -4,6 +4,8 @@ input types, both torch exporters, the model version, and requests the exporter 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +208,15 @@ def test_client_side_multiscale_exports_the_single_scale_graph(tmp_path: Path) -
     assert manifest.multiscale.scales == MULTISCALE and not manifest.multiscale.in_graph
     assert math.isclose(manifest.multiscale.msp, 2.5, rel_tol=1e-6)
     assert check_export(tmp_path / "c.onnx", model, images=check_images()[:3]).passed
+
+
+def test_written_files_get_the_umask_permissions_not_private_ones(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = write_atomically(tmp_path / "m.onnx", lambda tmp: tmp.write_bytes(b"model"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_bytes() == b"model"
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
