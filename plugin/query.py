@@ -219,14 +219,42 @@ class Searcher:
 
 
 def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
-    """Refuse a store made for another model (when the store knows its model)."""
+    """Refuse a store made for another model (when the store knows its model or can tell)."""
     theirs = getattr(store, "manifest", None)
+    if theirs is None:
+        _check_alias_versions(manifest, store)
     same = isinstance(theirs, ModelManifest) and theirs.version == manifest.version
     if isinstance(theirs, ModelManifest) and not (same and theirs.name == manifest.name):
         raise ModelError(
             f"the store was built with model {theirs.name}@{theirs.version8}, "
             f"the query model is {manifest.name}@{manifest.version8}: descriptors would not compare"
         )
+
+
+def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
+    """An OpenSearch alias may have been moved to another model version: compare the ``_meta`` of the
+    indices it points at. A cluster that cannot be asked now is checked by the searches themselves."""
+    from opensearchpy.exceptions import TransportError
+
+    from ._index_checks import gemsearch_meta
+    from .opensearch_store import OpenSearchStore
+
+    if not isinstance(store, OpenSearchStore):
+        return
+    try:
+        mappings = store.client.indices.get_mapping(index=store.read_target)
+    except (TransportError, StoreError) as exc:
+        log.warning("cannot read the model version behind %s: %s", store.read_target, exc)
+        return
+    for index, body in mappings.items():
+        meta = gemsearch_meta(body.get("mappings") or {}) or {}
+        version = (meta.get("manifest") or {}).get("version")
+        if version is not None and version != manifest.version:
+            raise ModelError(
+                f"{store.read_target} serves index {index} of model version {version[:8]}, the query model "
+                f"is {manifest.name}@{manifest.version8}: descriptors would not compare (export or pass the "
+                "model that index was built with)"
+            )
 
 
 # ----------------------------------------------------------------------------- one-call API

@@ -232,3 +232,20 @@ def test_one_call_api_with_paths(local: LocalStore, data: tuple[Path, list[Photo
     assert photos[3].id in {h.id for h in hits}
     by_id = search_by_id(photos[3].id, k=2, model=root / "tiny.onnx", store=root / "store")
     assert len(by_id) == 2 and photos[3].id not in {h.id for h in by_id}
+
+
+def test_an_alias_serving_another_model_version_is_refused(
+    os_store: OpenSearchStore,
+    opensearch: OpenSearch,
+    prefix: str,
+    tmp_path: Path,
+    data: tuple[Path, list[Photo], OnnxEmbedder],
+) -> None:
+    _, photos, embedder = data
+    by_alias = OpenSearchStore(opensearch, model="tiny", options=IndexOptions(prefix=prefix))
+    assert by_alias.manifest is None  # reads through the alias, knows no model by itself
+    hits = Searcher(embedder, by_alias).search(photos[0].path, k=1).hits
+    assert hits[0].id == photos[0].id
+    tiny_model(tmp_path / "retrained.onnx", name="tiny", seed=7)  # same name, other weights
+    with pytest.raises(ModelError, match="would not compare"):
+        Searcher(OnnxEmbedder(tmp_path / "retrained.onnx"), by_alias)
