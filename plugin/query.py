@@ -175,7 +175,7 @@ class Searcher:
         include_self: bool = False,
     ) -> SearchResult:
         """The ``k`` nearest documents to the indexed document ``doc_id`` (itself left out unless
-        ``include_self``); ``KeyError``-like ConfigError when the store does not hold it."""
+        ``include_self``); ConfigError when the store does not hold it."""
         k, checked, qe = check_k(k), check_filters(filters), expansion(expand)
         record = self.store.get(doc_id)
         if record is None:
