@@ -305,3 +305,21 @@ def test_crop_is_in_upright_pixels(url: str, data: Data) -> None:
     ]
     assert [h["id"] for h in answers[0]["hits"]] == [h["id"] for h in answers[1]["hits"]]
     assert [h["score"] for h in answers[0]["hits"]] == pytest.approx([h["score"] for h in answers[1]["hits"]])
+
+
+def test_parallel_searches_agree(url: str, data: Data) -> None:
+    """Searches from many clients at once (threads share the model and the store) give the same hits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, photos = data
+
+    def one(i: int) -> list[str]:
+        photo = photos[i % len(photos)]
+        response = post(url, image_file(photo), k=3)
+        assert response.status_code == 200, response.text
+        return [hit["id"] for hit in response.json()["hits"]]
+
+    alone = [one(i) for i in range(len(photos))]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(one, range(4 * len(photos))))
+    assert together == alone * 4

@@ -183,6 +183,7 @@ function card(hit) {
     img.src = hit.thumbnail_url;
     img.alt = `result ${hit.rank}`;
     img.loading = "lazy";
+    img.onerror = () => { link.replaceChildren("image not available"); };
     link.append(img);
   } else {
     link.textContent = "no image";
