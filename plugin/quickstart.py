@@ -123,7 +123,7 @@ def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> No
     )
     click.echo(f"done in {time.perf_counter() - started:.0f} s. Next:")
     click.echo(f"    gemsearch search {query_path} --model {path} --store {store_dir} --crop {_xywh(box)}")
-    click.echo(f"    gemsearch serve --model {path} --store {store_dir}")
+    click.echo(f"    gemsearch serve --model {path} --store {store_dir} --images {sample_set.root}")
 
 
 def _xywh(box: Box) -> str:
