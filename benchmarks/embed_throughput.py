@@ -12,8 +12,12 @@ decode threads run ahead of onnxruntime, images of one shape share a batch. Both
 network (the ONNX file is exported from it, multi-scale inside the graph), the same images and the
 same shrinking; the ONNX graph normalises uint8 pixels itself.
 
-Each case runs in a fresh process (its peak memory is its own), cases alternate between the two
-paths and repeat ``--repeats`` times; the median images/s is reported. CPU utilisation is CPU time
+``torch-1thread`` is the same loop with one intra-op thread: on a small or shared machine
+PyTorch's OpenMP threads (one per core by default) compete with the DataLoader workers and other
+processes, and a parallel region waits for its slowest thread, so the plain loop can be several
+times slower than this tuned one; it is reported so the ratio to the plain baseline can be read in
+that light. Each case runs in a fresh process (its peak memory is its own), cases alternate
+between the paths and repeat ``--repeats`` times; the median images/s is reported. CPU utilisation is CPU time
 (the process and its worker processes) over wall time and usable cores. ResNet50 has no pretrained
 weights offline: it runs randomly initialised, which does not change its speed.
 """
@@ -42,7 +46,7 @@ MODELS: dict[str, tuple[str, str, bool]] = {  # name -> (backbone, pooling, pret
     "resnet50-gem": ("resnet50", "gem", False),
 }
 MODES = ("single-scale", "multi-scale")
-CPU_RUNNERS = ("torch", "onnx")
+CPU_RUNNERS = ("torch", "onnx", "torch-1thread")  # the first is the baseline of the ratios
 GPU_RUNNERS = (
     "torch-cuda-fp32", "torch-cuda-fp16",
     "onnx-cuda-fp32", "onnx-cuda-fp16", "onnx-trt-fp32", "onnx-trt-fp16",
@@ -113,6 +117,8 @@ def run_torch(name: str, mode: str, paths: Sequence[Path], workers: int, max_sid
     from gemsearch.trainer.extraction import describe_batch
 
     device = "cuda" if "cuda" in runner else "cpu"
+    if runner == "torch-1thread":  # one intra-op thread: no OpenMP oversubscription next to the workers
+        torch.set_num_threads(1)
     dtype = torch.float16 if runner.endswith("fp16") else torch.float32
     model = retrieval_model(name)
     net = model.net.eval().to(device, dtype)

@@ -1,0 +1,157 @@
+"""The benchmark scripts at tiny sizes: they run, and what they write is well-formed and sane."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from opensearch_harness import OpenSearchNode
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def bench_modules() -> Iterator[None]:
+    """The benchmarks import each other as top-level modules (they run as scripts)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def run_script(
+    script: str, out_dir: Path, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(BENCH / script), "--out-dir", str(out_dir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def load(out_dir: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out_dir / f"{name}.json").read_text())
+    assert data["benchmark"] == name
+    assert data["machine"]["usable_cores"] >= 1 and data["machine"]["cpu"]
+    table = (out_dir / f"{name}.md").read_text()
+    assert table.startswith(f"### {name}") and "|---|" in table
+    return data
+
+
+def test_machine_description_names_cpu_cores_and_versions() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "_machine.py")], capture_output=True, text=True, check=True
+    ).stdout
+    machine = json.loads(out)
+    assert machine["usable_cores"] >= 1 and machine["logical_cores"] >= machine["usable_cores"]
+    assert machine["libraries"]["numpy"] == np.__version__
+    assert "CPUExecutionProvider" in machine["onnxruntime_providers"]
+    assert len(machine["load_average_1_5_15"]) == 3
+
+
+def test_targets_are_judged_from_the_measured_values(tmp_path: Path, bench_modules: None) -> None:
+    import run_all
+
+    ingest = {"results": [
+        {"target": "embed only", "ratio_vs_embed_only": 1.0},
+        {"target": "LocalStore", "ratio_vs_embed_only": 0.95},
+        {"target": "OpenSearch", "ratio_vs_embed_only": 0.5},
+    ]}  # fmt: skip
+    (tmp_path / "ingest_throughput.json").write_text(json.dumps(ingest))
+    rows = {r["target"]: r for r in run_all.targets(tmp_path)}
+    assert rows["ingest into LocalStore vs embed-only >= 0.8x"]["met"] is True
+    assert rows["ingest into OpenSearch vs embed-only >= 0.8x"]["met"] is False
+    assert len(rows) == 2  # nothing is claimed for benchmarks that did not run
+
+
+def test_gpu_mode_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    if torch.cuda.is_available() or "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has a GPU")
+    cmd = [sys.executable, str(BENCH / "embed_throughput.py"), "--device", "cuda", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no CUDA GPU here" in proc.stderr
+    assert not list(tmp_path.iterdir())  # no numbers claimed
+
+
+@pytest.mark.slow
+def test_bulk_load_smoke(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
+    run_script(
+        "bulk_load.py", tmp_path, "--sizes", "150", "--local-sizes", "150", "--queries", "5", "--dim", "16",
+        "--opensearch", opensearch_node.url,
+    )  # fmt: skip
+    data = load(tmp_path, "bulk_load")
+    (os_row,) = data["opensearch_results"]
+    assert os_row["vectors"] == 150 and os_row["dim"] == 16
+    for key in ("helpers_bulk_docs_per_s", "ours_docs_per_s", "ours_refresh_off_docs_per_s"):
+        assert os_row[key] > 0
+    assert os_row["ratio_vs_helpers_bulk"] == pytest.approx(
+        os_row["ours_docs_per_s"] / os_row["helpers_bulk_docs_per_s"]
+    )
+    assert 0 < os_row["search"]["p50_ms"] <= os_row["search"]["p99_ms"]
+    assert os_row["memory"]["heap_used_mb"] > 0
+    (local,) = data["local_store_results"]
+    assert local["count"] == 150 and local["upsert_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_knn_recall_smoke(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
+    run_script(
+        "knn_recall.py", tmp_path, "--distractors", "250", "--queries", "70", "--ef-search", "10", "100",
+        "--opensearch", opensearch_node.url,
+    )  # fmt: skip
+    data = load(tmp_path, "knn_recall")
+    assert data["vectors"] == data["real_images"] + 250
+    default = next(s for name, s in data["settings"].items() if name.startswith("default"))
+    assert [s["ef_search"] for s in default["sweep"]] == [10, 100]
+    at_100 = default["sweep"][1]
+    assert 0.9 <= at_100["recall_at_10"] <= 1.0  # a few hundred vectors: HNSW is nearly exact
+    assert at_100["map_at_100"] == pytest.approx(data["exact"]["map_at_100"], abs=0.05)
+    assert 0.9 <= data["exact_fp16"]["recall_at_10"] <= 1.0
+    assert 0 < data["exact"]["map_at_100"] <= 1
+
+
+@pytest.mark.slow
+def test_embed_throughput_smoke_and_parity(tmp_path: Path) -> None:
+    run_script(
+        "embed_throughput.py", tmp_path, "--models", "lite0-gem", "--modes", "single-scale", "--images", "3",
+        "--repeats", "1", "--workers", "1", "--max-side", "96",
+    )  # fmt: skip
+    data = load(tmp_path, "embed_throughput_cpu")
+    rows = {r["runner"]: r for r in data["results"]}
+    assert set(rows) == {"torch", "onnx", "torch-1thread"}
+    assert rows["torch"]["ratio_vs_baseline"] == 1.0
+    # the same network on the same images: the ONNX path must give the PyTorch descriptors
+    assert rows["onnx"]["min_cosine_vs_baseline"] >= 0.999
+    for r in rows.values():
+        assert r["images_per_s"] > 0 and 0 < r["cpu_util"] <= 1.5 and r["peak_rss_mb"] > 0
+    assert rows["torch-1thread"]["min_cosine_vs_baseline"] >= 0.999
+    assert rows["torch"]["child_peak_rss_mb"] > 0 and rows["onnx"]["child_peak_rss_mb"] is None
+
+
+@pytest.mark.slow
+def test_ingest_and_query_smoke(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
+    url = opensearch_node.url
+    run_script("ingest_throughput.py", tmp_path, "--images", "6", "--repeats", "1", "--max-side", "96",
+               "--opensearch", url)  # fmt: skip
+    ingest = load(tmp_path, "ingest_throughput")
+    rows = {r["target"]: r for r in ingest["results"]}
+    assert set(rows) == {"embed only", "LocalStore", "OpenSearch"}
+    assert rows["embed only"]["ratio_vs_embed_only"] == 1.0
+    assert all(r["images_per_s"] > 0 for r in rows.values())
+    run_script("query_latency.py", tmp_path, "--queries", "12", "--distractors", "50", "--max-side", "96",
+               "--opensearch", url)  # fmt: skip
+    query = load(tmp_path, "query_latency")
+    for steps in query["results"].values():
+        assert all(steps[s]["p50_ms"] <= steps[s]["p99_ms"] for s in ("decode", "embed", "knn", "total"))
+        assert steps["total"]["p50_ms"] >= steps["embed"]["p50_ms"]
+    assert set(query["results"]) == {"LocalStore", "OpenSearch"}
