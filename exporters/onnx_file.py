@@ -31,8 +31,10 @@ def read_manifest(path: str | Path) -> ModelManifest:
     """The manifest embedded in the ONNX file at ``path``; ``ModelError`` if it has none or is invalid."""
     import onnxruntime as ort  # a base dependency; imported here to keep this module light
 
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the metadata is read
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
         raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
     return manifest_of_session(session, str(path))
