@@ -148,8 +148,11 @@ def test_dynamo_exporter_keeps_height_and_width_dynamic(tmp_path: Path) -> None:
 
 def test_multiscale_graph_of_a_small_network_matches_pytorch(tmp_path: Path) -> None:
     model = _tiny_model()
-    a = export_onnx(model, tmp_path / "a.onnx", name="tiny", scales=MULTISCALE, multiscale_in_graph=True)
-    assert a.multiscale.msp == pytest.approx(2.5)
+    a = export_onnx(
+        model, tmp_path / "a.onnx", name="tiny", scales=MULTISCALE, multiscale_in_graph=True, opset=17
+    )
+    assert a.multiscale.msp == pytest.approx(2.5) and a.opset == 17
+    assert {(o.domain, o.version) for o in onnx.load(str(tmp_path / "a.onnx")).opset_import} >= {("", 17)}
     report = check_export(tmp_path / "a.onnx", model, images=check_images()[:5])
     assert report.passed and report.max_abs_diff <= 1e-5
 
