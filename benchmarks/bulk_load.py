@@ -4,7 +4,8 @@
     python benchmarks/bulk_load.py --sizes 1000 10000 100000        # the full scaling table
     python benchmarks/bulk_load.py --opensearch http://host:9200    # an existing node (else one is started)
 
-For each size, the same seeded random unit vectors go into a fresh index three ways:
+For each size, the same seeded random unit vectors go into a fresh index three ways, ``--repeats``
+times each in rotated order (medians reported):
 ``OpenSearchStore.write`` (our ``BulkWriter``: 500 docs per request, per-item retries, one refresh at
 the end), the same with ``refresh_interval`` off while loading, and opensearch-py's ``helpers.bulk``
 at its defaults (the baseline; its time includes the same final refresh). Then k-NN search latency
@@ -103,25 +104,41 @@ def search_latency(store: OpenSearchStore, dim: int, queries: int) -> dict[str, 
     return percentiles(times)
 
 
-def opensearch_size(client: Any, info: dict[str, Any], size: int, dim: int, queries: int) -> dict[str, Any]:
+LOADERS = ("helpers_bulk", "ours_refresh_off", "ours")
+
+
+def _load(client: Any, loader: str, prefix: str, size: int, dim: int) -> dict[str, Any]:
+    if loader == "helpers_bulk":
+        return load_helpers_bulk(client, prefix, size, dim)
+    return load_ours(client, prefix, size, dim, manage_refresh=loader == "ours_refresh_off")
+
+
+def opensearch_size(
+    client: Any, info: dict[str, Any], size: int, dim: int, queries: int, repeats: int = 1
+) -> dict[str, Any]:
+    """Each loader ``repeats`` times, the order rotated each round (so none always goes first)."""
     tag = uuid.uuid4().hex[:8]
     out: dict[str, Any] = {"vectors": size, "dim": dim}
+    runs: dict[str, list[float]] = {name: [] for name in LOADERS}
     try:
-        base = load_helpers_bulk(client, f"bench-hb-{tag}", size, dim)
-        out["helpers_bulk_docs_per_s"] = base["docs_per_s"]
-        client.indices.delete(index=f"bench-hb-{tag}-*")
-        off = load_ours(client, f"bench-ro-{tag}", size, dim, manage_refresh=True)
-        out["ours_refresh_off_docs_per_s"] = off["docs_per_s"]
-        client.indices.delete(index=f"bench-ro-{tag}-*")
-        ours = load_ours(client, f"bench-os-{tag}", size, dim, manage_refresh=False)
-        out["ours_docs_per_s"] = ours["docs_per_s"]
-        out["ratio_vs_helpers_bulk"] = ours["docs_per_s"] / base["docs_per_s"]
-        out["search"] = search_latency(ours["store"], dim, queries)
-        out["memory"] = jvm_memory_mb(client, info.get("pid"))
-        stats = client.indices.stats(index=ours["store"].index, metric="store")
-        out["index_mb"] = round(stats["_all"]["primaries"]["store"]["size_in_bytes"] / 2**20, 1)
+        for rep in range(repeats):
+            order = LOADERS[rep % len(LOADERS) :] + LOADERS[: rep % len(LOADERS)]
+            for loader in order:
+                prefix = f"bench-{rep}{loader.replace('_', '')[:6]}-{tag}"
+                result = _load(client, loader, prefix, size, dim)
+                runs[loader].append(result["docs_per_s"])
+                if loader == "ours" and rep == repeats - 1:
+                    out["search"] = search_latency(result["store"], dim, queries)
+                    out["memory"] = jvm_memory_mb(client, info.get("pid"))
+                    stats = client.indices.stats(index=result["store"].index, metric="store")
+                    out["index_mb"] = round(stats["_all"]["primaries"]["store"]["size_in_bytes"] / 2**20, 1)
+                client.indices.delete(index=f"{prefix}-*", params={"expand_wildcards": "all"})
     finally:
         client.indices.delete(index=f"bench-*-{tag}-*", params={"expand_wildcards": "all"})
+    for loader, values in runs.items():
+        out[f"{loader}_docs_per_s"] = float(np.median(values))
+        out[f"{loader}_runs"] = [round(v, 1) for v in values]
+    out["ratio_vs_helpers_bulk"] = out["ours_docs_per_s"] / out["helpers_bulk_docs_per_s"]
     return out
 
 
@@ -168,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--local-sizes", type=int, nargs="+", default=None, help="default: --sizes + 100k")
     ap.add_argument("--dim", type=int, default=1280, help="Lite0-GeM's dimension by default")
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=2, help="loads per loader and size (median reported)")
     ap.add_argument("--opensearch", default=None, help="URL of a node; default: start one")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         opensearch_size(client, info, 300, args.dim, 5)  # warm the node (JIT, first index) for all three
         os_rows = []
         for size in args.sizes:
-            os_rows.append(opensearch_size(client, info, size, args.dim, args.queries))
+            os_rows.append(opensearch_size(client, info, size, args.dim, args.queries, args.repeats))
             print(f"OpenSearch {size:,} docs done", file=sys.stderr, flush=True)
     local_rows = []
     for size in local_sizes:

@@ -27,7 +27,9 @@ from _machine import describe, one_line
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("bulk_load", "knn_recall", "embed_throughput", "ingest_throughput", "query_latency")
 QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
-    "bulk_load": ["--sizes", "200", "--local-sizes", "200", "--queries", "5", "--dim", "32"],
+    "bulk_load": [
+        "--sizes", "200", "--local-sizes", "200", "--queries", "5", "--dim", "32", "--repeats", "1",
+    ],
     "knn_recall": ["--distractors", "300", "--queries", "70", "--ef-search", "10", "100"],
     "embed_throughput": [
         "--models", "lite0-gem", "--modes", "single-scale", "--images", "3", "--repeats", "1",

@@ -87,11 +87,12 @@ def test_gpu_mode_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
 def test_bulk_load_smoke(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
     run_script(
         "bulk_load.py", tmp_path, "--sizes", "150", "--local-sizes", "150", "--queries", "5", "--dim", "16",
-        "--opensearch", opensearch_node.url,
+        "--repeats", "2", "--opensearch", opensearch_node.url,
     )  # fmt: skip
     data = load(tmp_path, "bulk_load")
     (os_row,) = data["opensearch_results"]
     assert os_row["vectors"] == 150 and os_row["dim"] == 16
+    assert all(len(os_row[f"{loader}_runs"]) == 2 for loader in ("helpers_bulk", "ours", "ours_refresh_off"))
     for key in ("helpers_bulk_docs_per_s", "ours_docs_per_s", "ours_refresh_off_docs_per_s"):
         assert os_row[key] > 0
     assert os_row["ratio_vs_helpers_bulk"] == pytest.approx(
