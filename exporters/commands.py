@@ -169,11 +169,9 @@ def export_onnx_command(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: manifest, inputs, outputs, bytes.")
 def inspect_command(file: Path, as_json: bool) -> None:
     """Print the manifest, inputs, outputs and size of an exported FILE (needs no torch)."""
-    import onnxruntime as ort
+    from .onnx_file import manifest_of_session, open_session
 
-    from .onnx_file import manifest_of_session
-
-    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    session = open_session(file)
     manifest = manifest_of_session(session, str(file))
     info: dict[str, Any] = {
         "file": str(file),
@@ -186,35 +184,11 @@ def inspect_command(file: Path, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"{file}: {_size(file)}")
-    click.echo(f"model {manifest.name}, version {manifest.version}")
-    pooling = manifest.pooling.kind + (f" p={manifest.pooling.p:.4f}" if manifest.pooling.p else "")
-    whitening = manifest.whitening
-    click.echo(
-        f"backbone {manifest.backbone}, pooling {pooling}, {manifest.output_dim} dims, {manifest.precision}"
-    )
-    click.echo(
-        "whitening "
-        + (
-            f"{whitening.kind} {whitening.input_dim}->{whitening.output_dim}"
-            f" ({whitening.learned_from or 'source unknown'})"
-            if whitening
-            else "none"
-        )
-    )
-    ms = manifest.multiscale
-    where = "in the graph" if ms.in_graph else ("by the runtime" if len(ms.scales) > 1 else "single scale")
-    click.echo(f"scales {', '.join(f'{s:.4g}' for s in ms.scales)} (msp {ms.msp:.4g}, {where})")
-    spec = manifest.input
-    click.echo(
-        f"input {spec.dtype} {spec.layout} {spec.color}, max side {spec.max_side}, "
-        f"mean {_floats(spec.mean)}, std {_floats(spec.std)}"
-        f" ({'applied in the graph' if spec.normalize_in_graph else 'applied by the caller'})"
-    )
+    for line in _summary(manifest):
+        click.echo(line)
     for kind in ("inputs", "outputs"):
         for v in info[kind]:
             click.echo(f"{kind[:-1]} {v['name']}: {v['type']} {v['shape']}")
-    for result in manifest.evaluation:
-        click.echo(f"evaluation {result.dataset} ({result.protocol}): mAP {result.mean_ap:.4f}")
     click.echo("full manifest:")
     click.echo(json.dumps(info["manifest"], indent=2))
 
@@ -344,6 +318,26 @@ def _evaluation(path: Path) -> list[Any]:
         return list(TypeAdapter(list[EvalResult]).validate_json(path.read_bytes()))
     except ValidationError as exc:
         raise ConfigError(f"{path}: not a JSON list of evaluation results ({exc})") from exc
+
+
+def _summary(manifest: Any) -> list[str]:
+    """A few readable lines about a ``ModelManifest``."""
+    pooling = manifest.pooling.kind + (f" p={manifest.pooling.p:.4f}" if manifest.pooling.p else "")
+    w, ms, spec = manifest.whitening, manifest.multiscale, manifest.input
+    whitening = (
+        f"{w.kind} {w.input_dim}->{w.output_dim} ({w.learned_from or 'source unknown'})" if w else "none"
+    )
+    where = "in the graph" if ms.in_graph else ("by the runtime" if len(ms.scales) > 1 else "single scale")
+    normalised = "applied in the graph" if spec.normalize_in_graph else "applied by the caller"
+    return [
+        f"model {manifest.name}, version {manifest.version}",
+        f"backbone {manifest.backbone}, pooling {pooling}, {manifest.output_dim} dims, {manifest.precision}",
+        f"whitening {whitening}",
+        f"scales {', '.join(f'{s:.4g}' for s in ms.scales)} (msp {ms.msp:.4g}, {where})",
+        f"input {spec.dtype} {spec.layout} {spec.color}, max side {spec.max_side}, "
+        f"mean {_floats(spec.mean)}, std {_floats(spec.std)} ({normalised})",
+        *(f"evaluation {r.dataset} ({r.protocol}): mAP {r.mean_ap:.4f}" for r in manifest.evaluation),
+    ]
 
 
 def _io(value: Any) -> dict[str, Any]:

@@ -29,15 +29,20 @@ def set_manifest(model: Any, manifest: ModelManifest) -> None:
 
 def read_manifest(path: str | Path) -> ModelManifest:
     """The manifest embedded in the ONNX file at ``path``; ``ModelError`` if it has none or is invalid."""
+    return manifest_of_session(open_session(path), str(path))
+
+
+def open_session(path: str | Path) -> Any:
+    """An onnxruntime CPU session on ``path`` for reading metadata and signatures (no graph
+    optimisations); ``ModelError`` if it is not a loadable ONNX model."""
     import onnxruntime as ort  # a base dependency; imported here to keep this module light
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the metadata is read
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
         raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
-    return manifest_of_session(session, str(path))
 
 
 def manifest_of_session(session: Any, origin: str) -> ModelManifest:

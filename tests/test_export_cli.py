@@ -127,6 +127,9 @@ def test_unfit_requests_and_files_give_readable_errors(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "plain.onnx")
     code, out = run("inspect", str(tmp_path / "plain.onnx"))
     assert code != 0 and "no gemsearch manifest" in out
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    code, out = run("inspect", str(tmp_path / "junk.onnx"))
+    assert code != 0 and "not a loadable ONNX model" in out and "Traceback" not in out
     assert not (tmp_path / "x.onnx").exists()
 
 
