@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .check import CheckReport, check_export
     from .default_model import DEFAULT_MODEL_NAME, default_model_dir, ensure_default_model
     from .export import export_onnx, weights_sha256
     from .folding import apply_folded, fold_whitening
     from .onnx_file import read_manifest
 
 _EXPORTS = {
+    "check": ("CheckReport", "check_export"),
     "default_model": ("DEFAULT_MODEL_NAME", "default_model_dir", "ensure_default_model"),
     "export": ("export_onnx", "weights_sha256"),
     "folding": ("apply_folded", "fold_whitening"),
@@ -24,7 +26,9 @@ _EXPORTS = {
 }
 __all__ = [
     "DEFAULT_MODEL_NAME",
+    "CheckReport",
     "apply_folded",
+    "check_export",
     "default_model_dir",
     "ensure_default_model",
     "export_onnx",
