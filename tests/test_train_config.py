@@ -102,3 +102,34 @@ def test_cli_reports_invalid_values_readably(tmp_path: Path) -> None:
         main, ["train", "--config", str(path), "--backbone", "nope", "--print-config"]
     )
     assert result.exit_code != 0 and "unknown backbone" in result.output
+
+
+def test_load_source_reads_each_layout_and_checks_files(tmp_path: Path) -> None:
+    import json
+    import pickle
+
+    from gemsearch.trainer.train_data import load_source
+    from gemsearch.trainer.training_data import cid_to_path
+
+    cids = ["aaaaaa000001", "aaaaaa000002", "bbbbbb000003"]
+    db = {
+        split: {"cids": cids, "cluster": [0, 0, 1], "qidxs": [0], "pidxs": [1]} for split in ("train", "val")
+    }
+    pkl = tmp_path / "sfm" / "db.pkl"
+    pkl.parent.mkdir()
+    pkl.write_bytes(pickle.dumps(db))
+    with pytest.raises(ConfigError, match="missing"):
+        load_source(DataSource(path=pkl))
+    for cid in cids:  # the default image root: ims/ next to the database
+        path = cid_to_path(cid, pkl.parent / "ims")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    val = load_source(DataSource(path=pkl, split="val"))
+    assert (val.name, val.clusters) == ("db.pkl:val", [0, 0, 1])
+    rows = [{"query": "a.jpg", "positive": "b.jpg", "cluster": "x"}, {"query": "c.jpg", "cluster": "y"}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    data = load_source(DataSource(path=pairs))
+    assert (data.qidxs, data.pidxs, len(data.images)) == ([0], [1], 3)
