@@ -136,3 +136,27 @@ def test_train_command_runs_from_a_yaml_file(multiview: Path, tmp_path: Path) ->
     rows = (tmp_path / "cli" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1  # the flag's 1 epoch, not the file's 2
     assert load_checkpoint(tmp_path / "cli" / "model_best.pt").config.backbone == "efficientnet_lite0"
+
+
+def test_test_datasets_are_scored_during_training(multiview: Path, tmp_path: Path) -> None:
+    """A cirtorch-layout dataset (gnd_<name>.pkl + jpg/) made of the held-out views."""
+    import pickle
+    import shutil
+
+    from gemsearch.samples import SampleSet
+
+    sample_set = SampleSet.load(multiview)
+    root = tmp_path / "tiny"
+    (root / "jpg").mkdir(parents=True)
+    names = {}
+    for i in [*sample_set.queries, *sample_set.database]:
+        names[i] = f"view{i}"
+        shutil.copy(sample_set.path(i), root / "jpg" / f"view{i}.jpg")  # PIL reads PNG bytes as well
+    gnd = [{"ok": list(g.ok), "junk": [], "bbx": None} for g in sample_set.ground_truth]
+    data = {
+        "imlist": [names[i] for i in sample_set.database],
+        "qimlist": [names[i] for i in sample_set.queries],
+    }
+    (root / "gnd_tiny.pkl").write_bytes(pickle.dumps({**data, "gnd": gnd}))
+    result = train(tiny_config(multiview, tmp_path / "run", epochs=1, test_datasets=[root]))
+    assert 0 < result.metrics[0]["map_tiny"] <= 1
