@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,10 +307,3 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(path)
-
-
-def iter_metrics(directory: Path) -> Iterator[dict[str, Any]]:
-    """The JSON lines of a run's ``metrics.jsonl``."""
-    for line in (Path(directory) / METRICS_FILE).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)
