@@ -92,7 +92,7 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto: CUDA when present, else CPU")
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     workers: int = Field(2, ge=0, description="image-loading processes")
-    seed: int = Field(0, description="seeds the weights, draws and mining: same seed, same run")
+    seed: int = Field(0, ge=0, description="seeds the weights, draws and mining: same seed, same run")
     progress: bool = Field(True, description="progress bars")
 
     @field_validator("backbone")
