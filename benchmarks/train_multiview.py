@@ -7,7 +7,7 @@ train``'s loop, learns Lw on the training views, and scores the held-out views: 
 a random crop (``--query-crop`` of its width and height, as a user would crop a region to search
 for), queries all the other held-out views; its positives are the other views of its object.
 
-    python benchmarks/train_multiview.py [--wallpapers | --extra-photos DIR] [--epochs 5] [--out F.json]
+    python benchmarks/train_multiview.py [--wallpapers | --extra-photos DIR] [--epochs 5] [--out-dir DIR]
 
 ``--wallpapers`` adds ~30 landscape/nature photos from Debian's wallpaper packages
 (``apt-get download`` + ``dpkg-deb -x`` into the cache; no root install): without them the eight
@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import markdown_table, write_results
 from PIL import Image
 
 from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
@@ -132,7 +132,7 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch threads (on a busy shared machine 1 is much faster)"
     )
     parser.add_argument("--work", type=Path, default=DEFAULT_CACHE / "train-multiview")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--out-dir", type=Path, help="where train_multiview.json/.md go (default: results/)")
     return parser.parse_args()
 
 
@@ -186,24 +186,27 @@ def main() -> None:
     timings["Lw (both models)"] = time.perf_counter() - start
 
     order = ["off-the-shelf", "off-the-shelf + Lw", "fine-tuned", "fine-tuned + Lw"]
-    table = {f"Lite0-GeM {k}": rows[f"Lite0-GeM {k}"] for k in order}
-    print(format_table(table, decimals=1))
+    table = {f"Lite0-GeM {k}": rows[f"Lite0-GeM {k}"]["mAP"] for k in order}
+    print(format_table({k: {"mAP": v} for k, v in table.items()}, decimals=1))
     print("\nper epoch:", *(json.dumps(m) for m in result.metrics), sep="\n  ")
     print(f"\ntraining {timings['training']:.0f} s, Lw {timings['Lw (both models)']:.0f} s")
-    if args.out:
-        report = {
-            "machine": {
-                "cpu": platform.processor() or platform.machine(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            },
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "objects": {"train": n_objects - n_test, "test": n_test},
-            "results": {k: {"mAP": v["mAP"].mean_ap, "mP": v["mAP"].mp_at} for k, v in table.items()},
-            "epochs": result.metrics,
-            "seconds": timings,
-        }
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    markdown = markdown_table(
+        ["model", "mAP", "mP@1", "mP@5", "mP@10"],
+        [
+            [k, *(round(100 * x, 1) for x in (v.mean_ap, v.mp_at[1], v.mp_at[5], v.mp_at[10]))]
+            for k, v in table.items()
+        ],
+    )
+    results = {
+        "torch_threads": torch.get_num_threads(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "objects": {"train": n_objects - n_test, "test": n_test, "test_views": len(sample_set.split("test"))},
+        "results": {k: {"mAP": v.mean_ap, "mP": v.mp_at} for k, v in table.items()},
+        "epochs": result.metrics,
+        "seconds": timings,
+    }
+    json_path, _ = write_results("train_multiview", results, markdown, args.out_dir)
+    print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":
