@@ -3,7 +3,7 @@
     python benchmarks/run_all.py                           # about 12 minutes on a 2-core machine
     python benchmarks/run_all.py --opensearch http://host:9200 --out-dir /tmp/bench
     python benchmarks/run_all.py --quick                   # tiny sizes: checks that everything runs
-    python benchmarks/run_all.py --device cuda             # adds the GPU embedding benchmark
+    python benchmarks/run_all.py --device cuda             # the embedding benchmark on the GPU, not the CPU
 
 Writes each benchmark's ``<name>.json`` and ``<name>.md`` into ``--out-dir`` (default
 ``benchmarks/results/``), then ``summary.md`` / ``summary.json``: the machine, the targets of
