@@ -193,7 +193,7 @@ def main() -> None:
     markdown = markdown_table(
         ["model", "mAP", "mP@1", "mP@5", "mP@10"],
         [
-            [k, *(round(100 * x, 1) for x in (v.mean_ap, v.mp_at[1], v.mp_at[5], v.mp_at[10]))]
+            [k, *(f"{100 * x:.1f}" for x in (v.mean_ap, v.mp_at[1], v.mp_at[5], v.mp_at[10]))]
             for k, v in table.items()
         ],
     )
