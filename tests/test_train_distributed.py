@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 from gemsearch.samples import build_multiview_set
 from gemsearch.trainer.distributed import DistContext
 from gemsearch.trainer.train_config import TrainConfig
-from gemsearch.trainer.training import build_model, train
+from gemsearch.trainer.train_setup import build_model
+from gemsearch.trainer.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -14,13 +14,8 @@ from gemsearch.errors import ConfigError
 from gemsearch.samples import build_multiview_set
 from gemsearch.trainer.checkpoint import load_checkpoint
 from gemsearch.trainer.train_config import TrainConfig
-from gemsearch.trainer.training import (
-    build_model,
-    freeze_batchnorm,
-    make_optimizer,
-    set_epoch_lr,
-    train,
-)
+from gemsearch.trainer.train_setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
+from gemsearch.trainer.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +30,16 @@ from tqdm import tqdm
 
 from gemsearch.errors import ConfigError
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .distributed import DistContext, barrier, init_distributed, mean_over_ranks, shutdown
 from .losses import make_loss
 from .model import RetrievalModel
-from .network import NetworkConfig, RetrievalNet, build_network
+from .network import RetrievalNet
 from .pooling import GeM
 from .train_config import TrainConfig, dump_config
 from .train_data import load_source
 from .train_eval import test_maps, validation_map
+from .train_setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
 from .train_state import Progress, load_state, restore, save_state, seed_everything
 from .tuples import Tuple, TupleImages, TupleMiner, autocast, fit_sizes, keep_lists
 
@@ -67,55 +67,6 @@ class TrainResult:
     best_epoch: int
     best_loss: float
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-def build_model(config: TrainConfig) -> RetrievalModel:
-    """The network to fine-tune: ``init_model``'s, else the backbone (pretrained or ``weights``)."""
-    if config.init_model is not None:
-        model = load_checkpoint(config.init_model)
-        model.whitening = {}  # post-hoc whitening no longer fits once the network changes
-        return model
-    base = NetworkConfig(backbone=config.backbone)
-    net_config = NetworkConfig(
-        backbone=config.backbone, pooling=config.pooling, p=config.p, whitening_dim=config.whitening_dim,
-        preprocessing=base.preprocessing.model_copy(update={"max_side": config.test_image_size}),
-    )  # fmt: skip
-    net = build_network(
-        net_config, pretrained=config.pretrained and config.weights is None, weights=config.weights
-    )
-    return RetrievalModel(net, net_config, origin=f"training in {config.directory}")
-
-
-def make_optimizer(net: RetrievalNet, config: TrainConfig) -> torch.optim.Optimizer:
-    """Backbone and whitening at ``lr``; the pooling (GeM p) at ``lr x pool_lr_factor``, no decay."""
-    groups: list[dict[str, Any]] = [{"params": list(net.features.parameters()), "lr": config.lr}]
-    pool_params = list(net.pool.parameters())
-    if pool_params:
-        groups.append({"params": pool_params, "lr": config.lr * config.pool_lr_factor, "weight_decay": 0.0})
-    if net.whiten is not None:
-        groups.append({"params": list(net.whiten.parameters()), "lr": config.lr})
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def set_epoch_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int) -> float:
-    """cirtorch's ExponentialLR(gamma=exp(-lr_decay)), computed from the epoch so resuming needs no state."""
-    factor = math.exp(-config.lr_decay * epoch)
-    for g in optimizer.param_groups:
-        g["lr"] = g["base_lr"] * factor
-    return config.lr * factor
-
-
-def freeze_batchnorm(net: nn.Module) -> None:
-    """Batch-norm layers in eval mode: batches of one image would ruin their running statistics."""
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
 
 
 def train(config: TrainConfig, ctx: DistContext | None = None) -> TrainResult:
