@@ -111,7 +111,8 @@ def bench_manifest(dim: int, name: str = "bench") -> ModelManifest:
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    rows: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return rows
 
 
 def distractors(real: np.ndarray, n: int, rng: np.random.Generator, noise: float = 2.0) -> np.ndarray:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from _common import BENCH_CACHE, markdown_table, measure, sample_paths, write_results
@@ -124,8 +124,8 @@ def run_torch(name: str, mode: str, paths: Sequence[Path], workers: int, max_sid
     net = model.net.eval().to(device, dtype)
     cfg = model.config.preprocessing.model_copy(update={"max_side": max_side})
     dataset = _Images(paths, cfg)
-    loader = DataLoader(
-        dataset, batch_size=1, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+    loader: DataLoader[Any] = DataLoader(
+        cast(Any, dataset), batch_size=1, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
     )
     scales = scales_of(mode)
     out = np.zeros((len(paths), net.output_dim), dtype=np.float32)
@@ -164,6 +164,15 @@ class _KeepVectors:
     def count(self) -> int:
         return len(self.vectors)
 
+    def get(self, doc_id: str) -> Any:
+        return None
+
+    def search(self, vector: Any, k: int = 10, filters: Any = None) -> list[Any]:
+        return []
+
+    def delete(self, ids: Iterable[str]) -> int:
+        return 0
+
 
 def onnx_providers(runner: str) -> list[str] | None:
     if "trt" in runner:
@@ -187,7 +196,7 @@ def run_onnx(name: str, mode: str, paths: Sequence[Path], workers: int, max_side
     store = _KeepVectors()
     items = [SourceItem(path=p, id=f"img-{i}") for i, p in enumerate(paths)]  # ids: repeats are not skipped
     with measure() as usage, _GpuSampler("onnx-" in runner and runner != "onnx") as gpu:
-        report = ingest(items, embedder, store, IngestOptions(workers=workers))  # type: ignore[arg-type]
+        report = ingest(items, embedder, store, IngestOptions(workers=workers))
     if report.embedded != len(paths):
         raise RuntimeError(f"ingest embedded {report.embedded} of {len(paths)}: {report.to_dict()}")
     out = np.stack([store.vectors[f"img-{i}"] for i in range(len(paths))])

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     needs_node = "ingest-opensearch" in args.paths
-    node = opensearch(args.opensearch) if needs_node else contextlib.nullcontext((None, {}))
+    node: contextlib.AbstractContextManager[tuple[Any, dict[str, Any]]] = (
+        opensearch(args.opensearch) if needs_node else contextlib.nullcontext((None, {}))
+    )
     with node as (client, _):
         for path in args.paths:
             profiler = profile_one(path, args, client)
