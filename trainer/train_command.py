@@ -7,6 +7,7 @@ Imports torch only when the command runs.
 
 from __future__ import annotations
 
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -84,7 +85,7 @@ def train(config_file: Path | None, print_config: bool, **options: Any) -> None:
     from .training import train as run_training
 
     result = run_training(config)
-    if result.metrics:
+    if result.metrics and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         click.echo(
             f"best epoch {result.best_epoch} (loss {result.best_loss:.4f}); models in {result.directory}"
         )
