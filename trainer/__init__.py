@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .model import RetrievalModel
     from .network import NetworkConfig, RetrievalNet, build_network
     from .pooling import L2N, MAC, RMAC, GeM, SPoC, gem, l2n, mac, rmac, spoc
+    from .train_config import TrainConfig, load_config
+    from .training import TrainResult, train
+    from .whitening_fit import fit_whitening, with_whitening
 
 _EXPORTS = {
     "backbones": ("backbone_spec", "create_backbone", "create_classifier", "list_backbones"),
@@ -31,6 +34,9 @@ _EXPORTS = {
     "model": ("RetrievalModel",),
     "network": ("NetworkConfig", "RetrievalNet", "build_network"),
     "pooling": ("GeM", "L2N", "MAC", "RMAC", "SPoC", "gem", "l2n", "mac", "rmac", "spoc"),
+    "train_config": ("TrainConfig", "load_config"),
+    "training": ("TrainResult", "train"),
+    "whitening_fit": ("fit_whitening", "with_whitening"),
 }
 __all__ = [
     "L2N",
@@ -43,21 +49,27 @@ __all__ = [
     "RetrievalNet",
     "SPoC",
     "TorchEmbedder",
+    "TrainConfig",
+    "TrainResult",
     "backbone_spec",
     "build_network",
     "create_backbone",
     "create_classifier",
     "extract_descriptors",
+    "fit_whitening",
     "gem",
     "l2n",
     "list_backbones",
     "load_checkpoint",
     "load_cirtorch",
+    "load_config",
     "load_model",
     "mac",
     "rmac",
     "save_checkpoint",
     "spoc",
+    "train",
+    "with_whitening",
 ]
 
 
