@@ -20,6 +20,13 @@ LAZY_COMMANDS: dict[str, str] = {
     "index": "gemsearch.plugin.index_commands:index",
     "describe": "gemsearch.trainer.commands:describe",
     "evaluate": "gemsearch.trainer.evaluate_command:evaluate",
+    "train": "gemsearch.trainer.train_command:train",
+    "whiten": "gemsearch.trainer.whiten_command:whiten",
+    "export": "gemsearch.exporters.commands:export",
+    "ingest": "gemsearch.plugin.ingest_command:ingest",
+    "quickstart": "gemsearch.plugin.quickstart:quickstart",
+    "search": "gemsearch.plugin.search_command:search",
+    "serve": "gemsearch.plugin.serve_command:serve",
 }
 
 
