@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ._cli_options import opensearch_options
 from .ingest import IngestOptions, read_sources
 from .ingest import ingest as run_ingest
 from .ingest_report import IngestReport
@@ -33,19 +34,7 @@ DEFAULT_STORE = Path("gemsearch-store")
     type=click.Path(file_okay=False, path_type=Path),
     help=f"LocalStore folder (the embedded default; created if missing). Default: ./{DEFAULT_STORE}.",
 )
-@click.option(
-    "--opensearch",
-    "opensearch_urls",
-    multiple=True,
-    help="Write into OpenSearch at this URL (repeat for more nodes) instead of a LocalStore. "
-    "Credentials and TLS come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
-)
-@click.option(
-    "--opensearch-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
-)
-@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@opensearch_options("Write into OpenSearch at this URL instead of a LocalStore")
 @click.option(
     "--engine",
     type=click.Choice(["lucene", "faiss"]),

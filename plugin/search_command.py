@@ -11,6 +11,7 @@ import click
 
 from ..errors import ConfigError
 from ..protocols import VectorStore
+from ._cli_options import opensearch_options
 from ._query_checks import check_filters, parse_crop
 from .index_commands import format_table
 
@@ -100,19 +101,7 @@ def _open_store(
     type=click.Path(file_okay=False, path_type=Path),
     help=f"LocalStore folder. Default: ./{DEFAULT_STORE} (unless --opensearch).",
 )
-@click.option(
-    "--opensearch",
-    "opensearch_urls",
-    multiple=True,
-    help="Search OpenSearch at this URL (repeat for more nodes); queries go to the model's alias. "
-    "Credentials come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config.",
-)
-@click.option(
-    "--opensearch-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
-)
-@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@opensearch_options("Search OpenSearch at this URL; queries go to the model's alias")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
 def search(
     image: Path | None,

@@ -11,6 +11,7 @@ import click
 
 from .._deps import require
 from ..errors import ConfigError
+from ._cli_options import opensearch_options
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,7 @@ def build_config(
 @click.option(
     "--store", "stores", multiple=True, help="LocalStore folder of the --model in the same position."
 )
-@click.option(
-    "--opensearch",
-    "opensearch_urls",
-    multiple=True,
-    help="Serve every model from OpenSearch at this URL (repeat for more nodes); queries use each "
-    "model's alias. Credentials come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config.",
-)
-@click.option(
-    "--opensearch-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
-)
-@click.option("--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix.")
+@opensearch_options("Serve every model from OpenSearch at this URL; queries use each model's alias")
 @click.option(
     "--images",
     "image_roots",
