@@ -236,7 +236,9 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The page's files ship inside the package; an editable install links them from the source tree,
+    # so links are followed (nothing user-controlled lives in this folder).
+    app.mount("/static", StaticFiles(directory=STATIC, follow_symlink=True), name="static")
     _plain_file_schema(app)
     body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
     return SecurityHeaders(BodyLimit(app, body_limit))
