@@ -186,11 +186,16 @@ def run_onnx(name: str, mode: str, paths: Sequence[Path], workers: int, max_side
     from PIL import Image
 
     from gemsearch.plugin.ingest import IngestOptions, ingest
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.onnx_embedder import OnnxEmbedder, bulk_parallel_runs
     from gemsearch.plugin.sources import SourceItem
 
     precision = "fp16" if runner.endswith("fp16") else "fp32"
-    embedder = OnnxEmbedder(onnx_model(name, mode, max_side, precision), providers=onnx_providers(runner))
+    providers = onnx_providers(runner)
+    embedder = OnnxEmbedder(  # as `gemsearch ingest` runs it: concurrent runs by default
+        onnx_model(name, mode, max_side, precision),
+        providers=providers,
+        parallel_runs=bulk_parallel_runs(providers),
+    )
     with Image.open(paths[0]) as im:
         embedder.embed([im.convert("RGB")])  # warm: session allocations, TensorRT engine build
     store = _KeepVectors()

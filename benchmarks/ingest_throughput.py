@@ -46,10 +46,12 @@ def _ingest(embedder: Any, store: Any, paths: list[Path], workers: int) -> dict[
 def run(args: argparse.Namespace, client: Any) -> dict[str, list[dict[str, Any]]]:
     from gemsearch.plugin._index_checks import IndexOptions
     from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.onnx_embedder import OnnxEmbedder, bulk_parallel_runs
     from gemsearch.plugin.opensearch_store import OpenSearchStore
 
-    embedder = OnnxEmbedder(onnx_model("lite0-gem", "single-scale", args.max_side))
+    embedder = OnnxEmbedder(  # as `gemsearch ingest` runs it
+        onnx_model("lite0-gem", "single-scale", args.max_side), parallel_runs=bulk_parallel_runs()
+    )
     paths, _ = sample_paths(args.images)
     embedder.embed_prepared([embedder.prepare(_open(paths[0]))])  # warm the session
     tmp = Path(tempfile.mkdtemp(prefix="gemsearch-ingest-"))

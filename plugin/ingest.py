@@ -38,7 +38,7 @@ from ._source_item import SourceItem, document_id
 from .images import ImageLoadConfig, load_image_bytes, read_image_file
 from .index_admin import bulk_load_settings
 from .ingest_report import Fate, IngestReport, Ledger
-from .onnx_embedder import InputArray, OnnxEmbedder
+from .onnx_embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from .onnx_model import default_threads
 from .sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard
 
@@ -364,7 +364,9 @@ def ingest_collection(
     (opened, and closed afterwards); ``shard`` e.g. ``"2/8"``."""
     from .local_store import LocalStore
 
-    embedder = model if isinstance(model, OnnxEmbedder) else OnnxEmbedder(model)
+    embedder = (
+        model if isinstance(model, OnnxEmbedder) else OnnxEmbedder(model, parallel_runs=bulk_parallel_runs())
+    )
     part = parse_shard(shard) if isinstance(shard, str) else shard
     items = read_sources(sources, part, extensions)
     if isinstance(store, (str, os.PathLike)):

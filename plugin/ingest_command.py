@@ -49,7 +49,12 @@ DEFAULT_STORE = Path("gemsearch-store")
 @click.option("--shard", "shard_spec", help="Only this part of the input, e.g. 2/8 (workers 0/8..7/8).")
 @click.option("--batch-size", default=8, show_default=True, help="Most same-size images per model run.")
 @click.option("--workers", type=int, help="Read/decode threads. Default: the CPUs available.")
-@click.option("--threads", type=int, help="onnxruntime intra-op threads. Default: the CPUs available.")
+@click.option("--threads", type=int, help="onnxruntime threads in all. Default: the CPUs available.")
+@click.option(
+    "--parallel-runs",
+    type=click.IntRange(1, 64),
+    help="Images embedded at once, sharing --threads. Default: one per 2 CPUs (2 on 2 CPUs), 1 on a GPU.",
+)
 @click.option(
     "--providers",
     help="Comma-separated onnxruntime providers (cpu, cuda, tensorrt). Default: the best present.",
@@ -94,6 +99,7 @@ def ingest(
     batch_size: int,
     workers: int | None,
     threads: int | None,
+    parallel_runs: int | None,
     providers: str | None,
     write_batch: int,
     max_pixels: int | None,
@@ -125,7 +131,7 @@ def ingest(
       gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
     """
     from .images import ImageLoadConfig
-    from .onnx_embedder import OnnxEmbedder
+    from .onnx_embedder import OnnxEmbedder, bulk_parallel_runs
     from .sources import DEFAULT_IMAGE_EXTENSIONS, iter_sources, parse_shard
 
     if store_dir is not None and opensearch_urls:
@@ -133,11 +139,13 @@ def ingest(
     shard = parse_shard(shard_spec) if shard_spec else None
     exts = _extensions(extensions, DEFAULT_IMAGE_EXTENSIONS)
     image_cfg = _image_config(ImageLoadConfig, max_pixels, max_bytes)
+    provider_list = providers.split(",") if providers else None
     embedder = OnnxEmbedder(
         model_path,
-        providers=providers.split(",") if providers else None,
+        providers=provider_list,
         threads=threads,
         batch_size=batch_size,
+        parallel_runs=parallel_runs or bulk_parallel_runs(provider_list),
     )
     use_opensearch = bool(opensearch_urls) or opensearch_config is not None
     store = (

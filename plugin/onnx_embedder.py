@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ from ..errors import ImageError, ModelError
 from ..manifest import ModelManifest
 from ..preprocess import Box, crop_and_shrink, shrink, to_array
 from ..protocols import FloatRows
-from .onnx_model import manifest_of_session, open_session
+from ._parallel import bounded_map
+from .onnx_model import default_threads, manifest_of_session, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]
 """One prepared image, ``(3, h, w)``: uint8 pixels or normalised float32, as the model's input wants."""
@@ -29,12 +31,25 @@ InputArray = npt.NDArray[Any]
 _ORT_DTYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
 
 
+def bulk_parallel_runs(providers: Sequence[str] | None = None) -> int:
+    """Concurrent runs for bulk embedding: on CPU one per 2 cores (one per core on 2 cores, where two
+    single-thread runs embedded ~16% more images/s than one run with two threads), at most 8; one on
+    a GPU, which parallelises inside each run."""
+    if resolve_providers(providers)[0] != "CPUExecutionProvider":
+        return 1
+    cpus = default_threads()
+    return cpus if cpus <= 2 else min(8, cpus // 2)
+
+
 class OnnxEmbedder:
     """Embeds images with an exported gemsearch model (satisfies the ``Embedder`` protocol).
 
     ``providers``: onnxruntime execution providers (default: TensorRT, CUDA, CPU, whichever exist);
-    ``threads``: intra-op threads (default: the CPUs this process may use); ``batch_size``: most
-    images of one shape run together.
+    ``threads``: CPU threads in all (default: the CPUs this process may use); ``batch_size``: most
+    images of one shape run together; ``parallel_runs``: batches run at once by ``run_grouped``, the
+    threads split among them. Photos mostly differ in size, so batches are small, and on small inputs
+    onnxruntime's intra-op threads idle at every sync point: running different images side by side
+    keeps the cores busier than more threads per image.
     """
 
     def __init__(
@@ -44,11 +59,14 @@ class OnnxEmbedder:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         batch_size: int = 8,
+        parallel_runs: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ModelError("batch_size must be at least 1")
+        if batch_size < 1 or parallel_runs < 1:
+            raise ModelError("batch_size and parallel_runs must be at least 1")
         self.path = str(path)
-        self.session = open_session(path, providers, threads)
+        self.parallel_runs = parallel_runs
+        intra = max(1, (threads or default_threads()) // parallel_runs)
+        self.session = open_session(path, providers, intra)
         self.manifest: ModelManifest = manifest_of_session(self.session, self.path)
         self.batch_size = batch_size
         self._input, self._output = self._check_signature()
@@ -124,7 +142,16 @@ class OnnxEmbedder:
     def run_grouped(self, items: Iterable[tuple[int, InputArray]]) -> Iterator[tuple[list[int], FloatRows]]:
         """Run ``(key, array)`` pairs in batches of one shape (up to ``batch_size``); yields the keys of
         each batch with its descriptors, in no particular order. At most ``4 * batch_size`` images wait
-        for company: then the largest group runs as it is, so memory stays flat on mixed sizes."""
+        for company: then the largest group runs as it is, so memory stays flat on mixed sizes. With
+        ``parallel_runs > 1`` that many batches run at once (onnxruntime sessions are thread-safe)."""
+        groups = self._groups(items)
+        if self.parallel_runs == 1:
+            yield from (self._run_group(group) for group in groups)
+            return
+        with ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="gemsearch-onnx") as pool:
+            yield from bounded_map(pool, self._run_group, groups, 2 * self.parallel_runs)
+
+    def _groups(self, items: Iterable[tuple[int, InputArray]]) -> Iterator[list[tuple[int, InputArray]]]:
         groups: defaultdict[tuple[int, ...], list[tuple[int, InputArray]]] = defaultdict(list)
         waiting = 0
         for key, array in items:
@@ -136,11 +163,11 @@ class OnnxEmbedder:
             if len(group) < self.batch_size:
                 group = max(groups.values(), key=len)
             waiting -= len(group)
-            yield self._run_group(group)
+            yield list(group)
             group.clear()
         for group in groups.values():
             if group:
-                yield self._run_group(group)
+                yield list(group)
 
     def _run_group(self, group: list[tuple[int, InputArray]]) -> tuple[list[int], FloatRows]:
         keys = [k for k, _ in group]

@@ -346,3 +346,22 @@ def test_bad_manifest_rows_are_failures_not_crashes(
         record = store.get(some[2][0])
         assert record is not None and record.metadata == {"colour": "red", "n": 2}
         assert [h.id for h in store.search(record.vector, k=5, filters={"n": 0})] == [some[0][0]]
+
+
+def test_parallel_runs_give_the_same_descriptors_once_each(model: Path) -> None:
+    rng = np.random.default_rng(2)
+    arrays = [rng.integers(0, 255, (3, 30 + i % 6, 40 + i % 4), dtype=np.uint8) for i in range(30)]
+    serial = OnnxEmbedder(model, threads=2).embed_prepared(arrays)
+    parallel = OnnxEmbedder(model, threads=2, parallel_runs=3, batch_size=2)
+    np.testing.assert_allclose(parallel.embed_prepared(arrays), serial, atol=1e-6)
+    keys = [k for ks, _ in parallel.run_grouped(enumerate(arrays)) for k in ks]
+    assert sorted(keys) == list(range(len(arrays)))
+
+
+def test_bulk_runs_default_to_one_per_two_cpus() -> None:
+    from gemsearch.plugin.onnx_embedder import bulk_parallel_runs
+    from gemsearch.plugin.onnx_model import default_threads
+
+    runs = bulk_parallel_runs(["cpu"])
+    cpus = default_threads()
+    assert runs == (cpus if cpus <= 2 else min(8, cpus // 2))
