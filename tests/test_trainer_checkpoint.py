@@ -99,3 +99,18 @@ def test_whitening_follows_the_kind_of_extraction(
         multiscale = TorchEmbedder(model, scales=MULTISCALE)
     assert multiscale.output_dim == 32 and multiscale.whitening is None
     assert "whitening learned for ss only" in caplog.text
+
+
+def test_checkpoints_are_written_with_the_umask_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from gemsearch.trainer.checkpoint import atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_torch_save({"x": 1}, tmp_path / "sub" / "c.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the service that loads it
+    assert [p.name for p in path.parent.iterdir()] == ["c.pt"]  # no temporary file left behind

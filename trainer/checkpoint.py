@@ -9,7 +9,7 @@ A ``torch.save`` dict of plain types and tensors only, so it loads with ``weight
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,15 @@ def save_checkpoint(model: RetrievalModel, path: str | Path) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
         "whitening": {key: _whitening_to_dict(w) for key, w in model.whitening.items()},
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(payload: Any, path: Path) -> Path:
+    """``torch.save`` into a temporary file renamed into place, so a killed process never leaves a
+    truncated file; created with the umask's permissions (mkstemp's 0600 would hide it from others)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)

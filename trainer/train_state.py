@@ -8,9 +8,7 @@ checkpoints, so a run killed at any point resumes from the last complete epoch.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from gemsearch.errors import ModelError
 
 from ._weights import safe_load
+from .checkpoint import atomic_torch_save
 
 STATE_FILE = "train_state.pt"
 FORMAT = "gemsearch.train-state"
@@ -85,16 +84,7 @@ def save_state(
         "rng": rng_states(),
         "config": config_json,
     }
-    path = directory / STATE_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{STATE_FILE}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(payload, directory / STATE_FILE)
 
 
 def load_state(directory: Path) -> dict[str, Any]:
