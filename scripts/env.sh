@@ -22,8 +22,13 @@ gemsearch_env() {
   fi
   echo "==> installing gemsearch[$extras] into $GEMSEARCH_VENV (packages come from pip's cache after the first run)"
   # strict editable: the installed tree mirrors the package layout, so mypy -p gemsearch sees the real package
-  "$GEMSEARCH_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    -e ".[$extras]" --config-settings editable_mode=strict || return 1
+  # pip's output (setuptools' long notice about strict editable installs) is shown only on failure
+  local log; log="$(mktemp)"
+  if ! "$GEMSEARCH_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -e ".[$extras]" --config-settings editable_mode=strict >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; return 1
+  fi
+  rm -f "$log"
   "$GEMSEARCH_VENV/bin/python" -c "import gemsearch" || return 1
   export PATH="$GEMSEARCH_VENV/bin:$PATH"
 }
