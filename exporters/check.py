@@ -19,12 +19,12 @@ from pydantic import BaseModel
 
 from gemsearch.errors import ConfigError
 from gemsearch.manifest import ModelManifest
+from gemsearch.onnx_manifest import manifest_of_session
 from gemsearch.preprocess import Preprocessing, load_rgb, prepare, shrink
 from gemsearch.trainer.extraction import SINGLE_SCALE, extract_descriptors
 from gemsearch.trainer.model import RetrievalModel
 
 from .export import INPUT_NAME, WhiteningChoice, pick_whitening
-from .onnx_file import manifest_of_session
 
 # (height, width) of the random images: odd sizes, a portrait/landscape pair, a square
 RANDOM_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (97, 131), (131, 97), (203, 150), (150, 203))

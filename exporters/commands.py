@@ -169,9 +169,9 @@ def export_onnx_command(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: manifest, inputs, outputs, bytes.")
 def inspect_command(file: Path, as_json: bool) -> None:
     """Print the manifest, inputs, outputs and size of an exported FILE (needs no torch)."""
-    from .onnx_file import manifest_of_session, open_session
+    from gemsearch.onnx_manifest import manifest_of_session, metadata_session
 
-    session = open_session(file)
+    session = metadata_session(file)
     manifest = manifest_of_session(session, str(file))
     info: dict[str, Any] = {
         "file": str(file),

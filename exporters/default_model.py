@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 
 from gemsearch.errors import ModelError
-
-from .onnx_file import read_manifest
+from gemsearch.onnx_manifest import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The manifest inside an ONNX file: written into ``metadata_props``, read back without torch.
 
-Reading goes through onnxruntime (the runtime's own dependency), exactly as the plugin does, so a
-file that reads here reads there.
+Reading is ``gemsearch.onnx_manifest`` (onnxruntime only), shared with the runtime, so a file that
+reads here reads there.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from gemsearch.errors import ModelError
 from gemsearch.manifest import METADATA_KEY, ModelManifest
+from gemsearch.onnx_manifest import read_manifest as read_manifest  # the public name of this package
 
 
 def set_manifest(model: Any, manifest: ModelManifest) -> None:
@@ -25,35 +23,6 @@ def set_manifest(model: Any, manifest: ModelManifest) -> None:
     model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, manifest.to_json()
-
-
-def read_manifest(path: str | Path) -> ModelManifest:
-    """The manifest embedded in the ONNX file at ``path``; ``ModelError`` if it has none or is invalid."""
-    return manifest_of_session(open_session(path), str(path))
-
-
-def open_session(path: str | Path) -> Any:
-    """An onnxruntime CPU session on ``path`` for reading metadata and signatures (no graph
-    optimisations); ``ModelError`` if it is not a loadable ONNX model."""
-    import onnxruntime as ort  # a base dependency; imported here to keep this module light
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
-        raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
-
-
-def manifest_of_session(session: Any, origin: str) -> ModelManifest:
-    """The manifest of an open ``onnxruntime.InferenceSession``."""
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if text is None:
-        raise ModelError(f"{origin}: no gemsearch manifest ({METADATA_KEY!r} in the ONNX metadata)")
-    try:
-        return ModelManifest.from_json(text)
-    except ValidationError as exc:
-        raise ModelError(f"{origin}: invalid gemsearch manifest ({exc})") from exc
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:

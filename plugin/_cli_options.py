@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_STORE = Path("gemsearch-store")  # the LocalStore folder commands use when given no store
+
+
+def wants_opensearch(store_dir: Path | None, urls: Sequence[str], config_path: Path | None) -> bool:
+    """Whether the command's store is OpenSearch (``--opensearch``/``--opensearch-config``) rather
+    than a LocalStore; both at once is a usage error."""
+    remote = bool(urls) or config_path is not None
+    if remote and store_dir is not None:
+        raise click.UsageError("give either --store or --opensearch, not both")
+    return remote
 
 
 def opensearch_options(what: str) -> Callable[[F], F]:

@@ -11,12 +11,10 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from ._cli_options import opensearch_options
+from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
 from .ingest import IngestOptions, read_sources
 from .ingest import ingest as run_ingest
 from .ingest_report import IngestReport
-
-DEFAULT_STORE = Path("gemsearch-store")
 
 
 @click.command(name="ingest")
@@ -134,11 +132,11 @@ def ingest(
     from .onnx_embedder import OnnxEmbedder, bulk_parallel_runs
     from .sources import DEFAULT_IMAGE_EXTENSIONS, iter_sources, parse_shard
 
-    if store_dir is not None and opensearch_urls:
-        raise click.UsageError("give either --store or --opensearch, not both")
+    use_opensearch = wants_opensearch(store_dir, opensearch_urls, opensearch_config)
     shard = parse_shard(shard_spec) if shard_spec else None
     exts = _extensions(extensions, DEFAULT_IMAGE_EXTENSIONS)
-    image_cfg = _image_config(ImageLoadConfig, max_pixels, max_bytes)
+    limits = {"max_pixels": max_pixels, "max_bytes": max_bytes}
+    image_cfg = ImageLoadConfig(**{k: v for k, v in limits.items() if v is not None})
     provider_list = providers.split(",") if providers else None
     embedder = OnnxEmbedder(
         model_path,
@@ -147,7 +145,6 @@ def ingest(
         batch_size=batch_size,
         parallel_runs=parallel_runs or bulk_parallel_runs(provider_list),
     )
-    use_opensearch = bool(opensearch_urls) or opensearch_config is not None
     store = (
         _opensearch_store(
             opensearch_urls,
@@ -220,11 +217,6 @@ def _extensions(text: str | None, default: frozenset[str]) -> frozenset[str] | N
     if not exts:
         raise ConfigError("--extensions is empty")
     return exts
-
-
-def _image_config(cls: Any, max_pixels: int | None, max_bytes: int | None) -> Any:
-    limits = {k: v for k, v in {"max_pixels": max_pixels, "max_bytes": max_bytes}.items() if v is not None}
-    return cls(**limits)
 
 
 def _local_store(path: Path) -> Any:

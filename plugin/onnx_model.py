@@ -1,7 +1,6 @@
-"""Opening an exported model with onnxruntime: its manifest and an inference session.
+"""Opening an exported model with onnxruntime for inference: execution providers and threads.
 
-Only onnxruntime is needed (not the ``onnx`` package): the manifest is read from the model's
-``metadata_props`` through ``InferenceSession.get_modelmeta()``.
+Its manifest is read with ``gemsearch.onnx_manifest`` (onnxruntime only, shared with the exporter).
 """
 
 from __future__ import annotations
@@ -12,10 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..errors import ModelError
-from ..manifest import METADATA_KEY, ModelManifest
+from ..onnx_manifest import read_manifest as read_manifest  # re-exported: the runtime's reader
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +78,3 @@ def open_session(
         raise
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"{file}: onnxruntime cannot load this model ({exc})") from exc
-
-
-def manifest_of_session(session: Any, origin: str = "<model>") -> ModelManifest:
-    """The gemsearch manifest embedded in a loaded model."""
-    props = session.get_modelmeta().custom_metadata_map
-    text = props.get(METADATA_KEY)
-    if text is None:
-        raise ModelError(
-            f"{origin}: no gemsearch manifest in the model's metadata ({METADATA_KEY!r} missing); "
-            "export it with `gemsearch export onnx`"
-        )
-    try:
-        return ModelManifest.model_validate_json(text)
-    except ValidationError as exc:
-        raise ModelError(f"{origin}: the embedded manifest is invalid: {exc}") from exc
-
-
-def read_manifest(path: str | os.PathLike[str]) -> ModelManifest:
-    """The manifest embedded in the ONNX file at ``path`` (loads it on the CPU)."""
-    return manifest_of_session(open_session(path, providers=["CPUExecutionProvider"], threads=1), str(path))

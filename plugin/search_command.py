@@ -11,11 +11,10 @@ import click
 
 from ..errors import ConfigError
 from ..protocols import VectorStore
-from ._cli_options import opensearch_options
+from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
 from ._query_checks import check_filters, parse_crop
 from .index_commands import format_table
 
-DEFAULT_STORE = Path("gemsearch-store")
 _OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
 
 
@@ -61,9 +60,7 @@ def _value(raw: str) -> Any:
 def _open_store(
     store_dir: Path | None, urls: Sequence[str], config_path: Path | None, prefix: str, model: str
 ) -> VectorStore:
-    if store_dir is not None and (urls or config_path):
-        raise click.UsageError("give either --store or --opensearch, not both")
-    if urls or config_path:
+    if wants_opensearch(store_dir, urls, config_path):
         from .connection import OpenSearchConfig
         from .index_admin import IndexOptions
         from .opensearch_store import OpenSearchStore

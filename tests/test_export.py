@@ -33,7 +33,8 @@ def lite0() -> RetrievalModel:
 
 @pytest.fixture(scope="module")
 def images() -> list[tuple[str, Image.Image]]:
-    pytest.importorskip("skimage")
+    import skimage.data  # noqa: F401  (check_images adds its photos only if present: require them)
+
     return check_images()
 
 

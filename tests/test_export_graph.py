@@ -51,7 +51,8 @@ def _tiny_model(whitening: dict[str, Whitening] | None = None) -> RetrievalModel
 
 @pytest.fixture(scope="module")
 def images() -> list[tuple[str, Image.Image]]:
-    pytest.importorskip("skimage")
+    import skimage.data  # noqa: F401  (check_images adds its photos only if present: require them)
+
     cases = check_images()
     return cases[:5] + [c for c in cases if c[0] in ("chelsea", "coffee portrait crop")]
 
