@@ -1,10 +1,12 @@
 """A small HTTP proxy on 127.0.0.1 in front of a real OpenSearch node, to inject bulk faults.
 
 It forwards every request to the node and records it (method, path, headers, body size). For
-``_bulk`` requests it can instead answer a whole-request error (``fail_next``), rewrite chosen items
-of the node's answer to 429 the first time their id is seen (``reject_first``), or drop the last
-item of the answer (``drop_item``). Documents whose items are rewritten did reach the node, like a
-rejection after a coordinating-node timeout: a retry must overwrite them, not duplicate them.
+``_bulk`` requests it can instead answer a whole-request error with any status (``fail_next``: one
+status per coming bulk request), rewrite items of the node's answer to any status (``item_faults``:
+per id, the statuses of its coming answers; ``reject_first``: a 429 the first time a chosen id is
+seen), or drop the last item of the answer (``drop_item``). Documents whose items are rewritten did
+reach the node, like a rejection after a coordinating-node timeout: a retry must overwrite them, not
+duplicate them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+# the error types OpenSearch gives these item statuses; any other is "injected"
+_ERROR_TYPES = {
+    400: "mapper_parsing_exception",
+    404: "index_not_found_exception",
+    409: "version_conflict_engine_exception",
+    429: "rejected_execution_exception",
+    503: "unavailable_shards_exception",
+}
 
 
 @dataclass
@@ -36,6 +46,8 @@ class FaultProxy:
     upstream: str
     fail_next: list[int] = field(default_factory=list)  # statuses for the next whole bulk requests
     reject_first: Callable[[str], bool] = lambda _id: False  # which ids get a 429 the first time
+    # per id, the statuses its next answers are rewritten to, one per bulk request that carries it
+    item_faults: dict[str, list[int]] = field(default_factory=dict)
     drop_item: bool = False
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     requests: list[Seen] = field(default_factory=list)
@@ -120,11 +132,20 @@ class FaultProxy:
                 doc_id = result.get("_id")
                 first = doc_id not in self._seen_ids
                 self._seen_ids.add(doc_id)
-                if first and 200 <= result["status"] < 300 and self.reject_first(doc_id):
-                    result["status"] = 429
-                    result["error"] = {"type": "rejected_execution_exception", "reason": "injected"}
-                    response["errors"] = True
-                    self.injected += 1
+                if not 200 <= result["status"] < 300:
+                    continue  # a real failure is passed on as the node answered it
+                queued = self.item_faults.get(doc_id)
+                if queued:
+                    status = queued.pop(0)
+                elif first and self.reject_first(doc_id):
+                    status = 429
+                else:
+                    continue
+                kind = _ERROR_TYPES.get(status, "injected")
+                result["status"] = status
+                result["error"] = {"type": kind, "reason": f"injected {status}"}
+                response["errors"] = True
+                self.injected += 1
             if self.drop_item and response["items"]:
                 response["items"].pop()
                 self.injected += 1

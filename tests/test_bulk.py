@@ -7,6 +7,7 @@ is paused with SIGSTOP, a node of a real 2-node cluster is killed.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import threading
 import time
@@ -111,6 +112,93 @@ def test_item_429s_and_whole_429_503_answers_are_retried_until_all_indexed(
     retried = {i.id for i in report.items if i.attempts > 1}
     assert {f"d{k:05d}" for k in range(0, 400, 3)} <= retried
     assert_exactly(opensearch, index, batch)
+
+
+# Item statuses and what the writer must make of them: 429 and every 5xx are transient (retried),
+# any other non-2xx status is final (dead-letter file). The neighbours of each boundary are listed.
+RETRYABLE_ITEM_STATUSES = (429, 500, 501, 502, 503, 504, 507)
+FINAL_ITEM_STATUSES = (300, 400, 401, 403, 404, 409, 413, 422, 428, 430, 499)
+# Whole-request statuses: the transient ones are retried, any other fails the write at once.
+RETRYABLE_REQUEST_STATUSES = (429, 500, 502, 503, 504)
+FINAL_REQUEST_STATUSES = (400, 401, 403, 404, 409, 413, 428, 430, 501)
+
+
+def test_every_retryable_item_status_is_retried_and_every_other_rejected(
+    opensearch: OpenSearch, index: str, tmp_path
+) -> None:
+    """One document per status, each answered that status on its first try (twice for the retryable
+    ones): a retryable one ends indexed on its third try, any other one in the dead-letter file."""
+    statuses = RETRYABLE_ITEM_STATUSES + FINAL_ITEM_STATUSES
+    batch = docs(len(statuses) + 3, seed=5)  # the last three are never faulted
+    status_of = {d.id: s for d, s in zip(batch, statuses, strict=False)}
+    faults = {i: [s, s] if s in RETRYABLE_ITEM_STATUSES else [s] for i, s in status_of.items()}
+    dead = tmp_path / "dead.jsonl"
+    with FaultProxy(_node_url(opensearch), item_faults=faults) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        options = BulkOptions(retry=FAST_RETRY, dead_letter_path=dead)
+        report = BulkWriter(client, index, options).write(batch)
+    assert proxy.injected == 2 * len(RETRYABLE_ITEM_STATUSES) + len(FINAL_ITEM_STATUSES)
+    outcome = {i.id: i for i in report.items}
+    assert len(report.items) == len(batch) and set(outcome) == {d.id for d in batch}
+    got = {status_of.get(i, 201): (o.outcome, o.attempts) for i, o in outcome.items()}
+    expected = {s: (Outcome.INDEXED, 3) for s in RETRYABLE_ITEM_STATUSES}
+    expected |= {s: (Outcome.REJECTED, 1) for s in FINAL_ITEM_STATUSES}
+    expected[201] = (Outcome.INDEXED, 1)
+    assert got == expected
+    assert all(outcome[i].status in (200, 201) for i in report.ids(Outcome.INDEXED))
+    assert report.requests == 3 and len(proxy.bulk_requests) == 3
+    # the dead-letter file holds exactly the final statuses, each with its reason and document
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert sorted(e["status"] for e in lines) == sorted(FINAL_ITEM_STATUSES)
+    for entry in lines:
+        assert status_of[entry["id"]] == entry["status"] and f"injected {entry['status']}" in entry["reason"]
+        assert entry["attempts"] == 1 and entry["source"]["metadata"]["i"] == int(entry["id"][1:])
+
+
+@pytest.mark.parametrize("status", RETRYABLE_ITEM_STATUSES)
+def test_an_item_failing_on_every_try_with_a_retryable_status_stays_pending(
+    opensearch: OpenSearch, index: str, tmp_path, status: int
+) -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02)
+    batch = docs(4, seed=6)
+    dead = tmp_path / "dead.jsonl"
+    with FaultProxy(_node_url(opensearch), item_faults={batch[1].id: [status] * 10}) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        report = BulkWriter(client, index, BulkOptions(retry=policy, dead_letter_path=dead)).write(batch)
+    assert len(proxy.bulk_requests) == 3 and proxy.injected == 3
+    (pending,) = [i for i in report.items if i.outcome is Outcome.PENDING]
+    assert (pending.id, pending.attempts, pending.status) == (batch[1].id, 3, status)
+    assert f"injected {status}" in (pending.reason or "")
+    assert report.counts() == {"indexed": 3, "rejected": 0, "pending": 1} and not dead.exists()
+
+
+@pytest.mark.parametrize("status", RETRYABLE_REQUEST_STATUSES)
+def test_every_retryable_request_status_is_retried(opensearch: OpenSearch, index: str, status: int) -> None:
+    batch = docs(6, seed=7)
+    with FaultProxy(_node_url(opensearch), fail_next=[status, status]) as proxy:
+        # no retries in the client: every answer reaches the writer
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        report = BulkWriter(client, index, BulkOptions(retry=FAST_RETRY)).write(batch)
+    assert proxy.injected == 2 and len(proxy.bulk_requests) == 3 and report.requests == 3
+    assert report.counts() == {"indexed": 6, "rejected": 0, "pending": 0}
+    assert {i.attempts for i in report.items} == {3}
+    assert_exactly(opensearch, index, batch)
+
+
+@pytest.mark.parametrize("status", FINAL_REQUEST_STATUSES)
+def test_every_other_request_status_fails_the_write_without_retrying(
+    opensearch: OpenSearch, index: str, status: int
+) -> None:
+    batch = docs(6, seed=8)
+    with FaultProxy(_node_url(opensearch), fail_next=[status, status]) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        with pytest.raises(BulkError, match=f"refused: HTTP {status}") as caught:
+            BulkWriter(client, index, BulkOptions(max_docs=4, retry=FAST_RETRY)).write(batch)
+    assert len(proxy.bulk_requests) == 1  # neither retried nor the next request sent
+    report = caught.value.report
+    assert report.counts() == {"indexed": 0, "rejected": 0, "pending": 4}
+    assert {(i.status, i.attempts) for i in report.items} == {(status, 1)}
+    assert all_ids(opensearch, index) == []
 
 
 def test_retries_are_bounded_and_leave_items_pending(opensearch: OpenSearch, index: str) -> None:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_proxy import FaultProxy
 from opensearchpy import OpenSearch, helpers
 
 from gemsearch.errors import StoreError
 from gemsearch.manifest import ModelManifest, PoolingSpec
 from gemsearch.opensearch_templates import knn_index_body
-from gemsearch.plugin.bulk import BulkOptions, Outcome
+from gemsearch.plugin.bulk import BulkOptions, Outcome, RetryPolicy
 from gemsearch.plugin.index_admin import IndexOptions, alias_targets, index_body, swap_alias
 from gemsearch.plugin.opensearch_store import OpenSearchStore, filter_clause, similarity
 from gemsearch.protocols import Record, VectorStore
@@ -239,6 +240,31 @@ def test_wrong_dimension_goes_to_the_dead_letter_file_and_the_rest_is_indexed(
     }
     with pytest.raises(StoreError, match=r"1 documents rejected \(see .*dead.jsonl\)"):
         store.upsert([records[3]])
+
+
+def test_transient_failures_through_the_store_are_retried_not_dead_lettered(
+    opensearch: OpenSearch, prefix: str, tmp_path: Path
+) -> None:
+    """Items answered 429 or 5xx and whole requests answered 5xx end indexed; only a 400 is final."""
+    records = make_records(unit_rows(12, 16, seed=9))
+    transient = (429, 500, 502, 503, 504)
+    faults = {r.id: [s] for r, s in zip(records, transient, strict=False)}
+    faults[records[-1].id] = [400]
+    node = str(opensearch.transport.get_connection().host)
+    dead = tmp_path / "dead.jsonl"
+    retry = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05)
+    with FaultProxy(node, fail_next=[500, 502, 504], item_faults=faults) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        store = OpenSearchStore(
+            client, options=IndexOptions(prefix=prefix), bulk=BulkOptions(retry=retry, dead_letter_path=dead)
+        )
+        store.ensure_index(make_manifest(dims=16))
+        report = store.write(records)
+    assert proxy.injected == 3 + len(transient) + 1
+    assert report.counts() == {"indexed": 11, "rejected": 1, "pending": 0}
+    assert report.ids(Outcome.REJECTED) == [records[-1].id]
+    assert [json.loads(line)["status"] for line in dead.read_text().splitlines()] == [400]
+    assert sorted(all_ids(opensearch, store.read_target)) == [r.id for r in records]  # the 400 reached it
 
 
 def test_get_delete_and_reading_through_the_alias(opensearch: OpenSearch, prefix: str) -> None:
