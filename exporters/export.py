@@ -5,7 +5,6 @@ manifest embedded. Images go in, final descriptors come out: nothing is left to 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,9 +126,10 @@ def _manifest(
     provenance: Provenance | None,
     evaluation: Sequence[EvalResult],
 ) -> ModelManifest:
+    weights = weights_sha256(model.net, folded)
     return ModelManifest(
         name=name,
-        version=weights_sha256(model.net, folded, scales, power),
+        version=weights,  # a placeholder of the right form, replaced by with_version below
         backbone=model.config.backbone,
         pooling=_pooling_spec(model),
         whitening=_whitening_spec(model.net, lw, folded),
@@ -145,7 +145,7 @@ def _manifest(
         opset=opset,
         provenance=provenance or Provenance(base_weights=model.origin or None, gemsearch_version=__version__),
         evaluation=tuple(evaluation),
-    )
+    ).with_version(weights)
 
 
 def pick_whitening(
@@ -168,12 +168,10 @@ def pick_whitening(
     return found
 
 
-def weights_sha256(
-    net: RetrievalNet, folded: tuple[F32, F32] | None, scales: Sequence[float], msp: float
-) -> str:
-    """The model version: sha256 of the network weights (float32), the folded whitening and the
-    scales (with msp) the descriptors combine. Exports giving the same descriptors share it, whatever
-    their input type or precision; anything that changes the descriptors changes it."""
+def weights_sha256(net: RetrievalNet, folded: tuple[F32, F32] | None) -> str:
+    """sha256 of the network weights (float32) and the folded whitening: the weights' part of the
+    model version (``gemsearch.manifest.model_version`` adds pooling, scales, preprocessing and
+    precision from the manifest)."""
     digest = hashlib.sha256()
     for key, tensor in sorted(net.state_dict().items()):
         t = tensor.detach().cpu()
@@ -184,8 +182,6 @@ def weights_sha256(
         for part in folded:
             digest.update(f"whitening:{part.shape}".encode())
             digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
-    combine = {"scales": [float(s) for s in scales], "msp": float(msp) if len(scales) > 1 else None}
-    digest.update(json.dumps(combine, sort_keys=True).encode())
     return digest.hexdigest()
 
 

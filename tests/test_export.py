@@ -17,7 +17,7 @@ from PIL import Image
 from gemsearch.exporters import DEFAULT_MODEL_NAME, ensure_default_model, export_onnx, read_manifest
 from gemsearch.exporters.check import CheckReport, check_export, check_images
 from gemsearch.exporters.export import weights_sha256
-from gemsearch.manifest import METADATA_KEY, ModelManifest
+from gemsearch.manifest import METADATA_KEY, ModelManifest, model_version
 from gemsearch.trainer.efficientnet_lite import LITE_PREPROCESSING
 from gemsearch.trainer.extraction import MULTISCALE
 from gemsearch.trainer.loading import load_model
@@ -64,7 +64,7 @@ def test_default_model_manifest_describes_the_graph(default_model: Path, lite0: 
     assert manifest.input.dtype == "uint8" and manifest.input.max_side == 1024
     np.testing.assert_allclose(manifest.input.mean, LITE_PREPROCESSING.mean)
     np.testing.assert_allclose(manifest.input.std, LITE_PREPROCESSING.std)
-    assert manifest.version == weights_sha256(lite0.net, None, (1.0,), 3.0)
+    assert manifest.version == model_version(weights_sha256(lite0.net, None), manifest)
     proto = onnx.load(str(default_model))
     assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) == manifest.opset
     (graph_in,), (graph_out,) = proto.graph.input, proto.graph.output
@@ -145,7 +145,7 @@ def test_ensure_default_model_reuses_a_valid_file_and_replaces_a_broken_one(
 
 
 def test_multiscale_graph_matches_pytorch_multiscale(
-    lite0: RetrievalModel, images: list[tuple[str, Image.Image]], tmp_path: Path
+    lite0: RetrievalModel, images: list[tuple[str, Image.Image]], default_model: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "ms.onnx"
     manifest = export_onnx(lite0, path, name="lite0-gem-ms", scales=MULTISCALE, multiscale_in_graph=True)
@@ -154,8 +154,7 @@ def test_multiscale_graph_matches_pytorch_multiscale(
     some = images[:5] + [c for c in images if c[0] in ("chelsea", "coffee portrait crop")]  # 7 sizes
     report = check_export(path, lite0, images=some)
     assert report.passed and report.max_abs_diff <= 1e-4
-    single = weights_sha256(lite0.net, None, (1.0,), 3.0)
-    assert manifest.version != single  # other descriptors, another index
+    assert manifest.version != read_manifest(default_model).version  # other descriptors, another index
 
 
 def test_fp16_stays_within_a_cosine_of_0_999_of_fp32(
@@ -163,7 +162,7 @@ def test_fp16_stays_within_a_cosine_of_0_999_of_fp32(
 ) -> None:
     path = tmp_path / "fp16.onnx"
     manifest = export_onnx(lite0, path, name="lite0-gem-fp16", precision="fp16")
-    assert manifest.precision == "fp16" and manifest.version == read_manifest(default_model).version
+    assert manifest.precision == "fp16" and manifest.version != read_manifest(default_model).version
     proto = onnx.load(str(path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

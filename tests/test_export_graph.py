@@ -7,6 +7,7 @@ import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,11 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-from gemsearch.errors import ConfigError, ModelError
+from gemsearch.errors import ConfigError, ModelError, StoreError
 from gemsearch.exporters import apply_folded, export_onnx, fold_whitening, read_manifest, weights_sha256
 from gemsearch.exporters.check import check_export, check_images
 from gemsearch.exporters.onnx_file import write_atomically
-from gemsearch.manifest import WhiteningSpec
+from gemsearch.manifest import WhiteningSpec, model_version
+from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.query import Searcher
+from gemsearch.preprocess import Preprocessing
+from gemsearch.protocols import Record
 from gemsearch.trainer.checkpoint import save_checkpoint
 from gemsearch.trainer.efficientnet_lite import SameConv2d
 from gemsearch.trainer.extraction import MULTISCALE
@@ -27,7 +33,7 @@ from gemsearch.trainer.learned_whitening import Whitening
 from gemsearch.trainer.loading import load_model
 from gemsearch.trainer.model import RetrievalModel
 from gemsearch.trainer.network import NetworkConfig, RetrievalNet
-from gemsearch.trainer.pooling import GeM
+from gemsearch.trainer.pooling import PoolingName, create_pooling
 
 DIM = 1280
 
@@ -39,14 +45,22 @@ def _whitening(d: int, seed: int) -> Whitening:
     )
 
 
-def _tiny_model(whitening: dict[str, Whitening] | None = None) -> RetrievalModel:
+def _tiny_model(
+    whitening: dict[str, Whitening] | None = None,
+    pooling: PoolingName = "gem",
+    p: float = 2.5,
+    preprocessing: Preprocessing | None = None,
+) -> RetrievalModel:
     """A two-convolution trunk with Lite0's SAME padding: cheap to export, dynamic sizes as Lite0's."""
     torch.manual_seed(0)
     features = torch.nn.Sequential(
         SameConv2d(3, 8, 3, 2), torch.nn.ReLU(), SameConv2d(8, 16, 5, 2), torch.nn.ReLU()
     )
-    net = RetrievalNet(features, GeM(2.5), feature_dim=16).eval()
-    return RetrievalModel(net, NetworkConfig(backbone="efficientnet_lite0"), whitening or {}, origin="tiny")
+    net = RetrievalNet(features, create_pooling(pooling, p=p), feature_dim=16).eval()
+    config = NetworkConfig(backbone="efficientnet_lite0", pooling=pooling)
+    if preprocessing is not None:
+        config = config.model_copy(update={"preprocessing": preprocessing})
+    return RetrievalModel(net, config, whitening or {}, origin="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -168,21 +182,58 @@ def test_exporting_leaves_the_model_as_it_was(tmp_path: Path) -> None:
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
 
 
-def test_version_is_the_hash_of_what_makes_the_descriptors() -> None:
-    model = _tiny_model()
-    folded = fold_whitening(_whitening(16, 5), 8)
-    base = weights_sha256(model.net, None, (1.0,), 2.5)
-    assert base == weights_sha256(_tiny_model().net, None, (1.0,), 9.0)  # msp is unused on one scale
-    assert len({
-        base,
-        weights_sha256(model.net, folded, (1.0,), 2.5),
-        weights_sha256(model.net, fold_whitening(_whitening(16, 5), 7), (1.0,), 2.5),
-        weights_sha256(model.net, None, MULTISCALE, 2.5),
-        weights_sha256(model.net, None, MULTISCALE, 3.0),
-    }) == 5  # fmt: skip
+def test_version_is_the_hash_of_what_makes_the_descriptors(tmp_path: Path) -> None:
+    def version(model: RetrievalModel, **options: Any) -> str:
+        return export_onnx(model, tmp_path / "v.onnx", name="tiny", **options).version
+
+    base = version(_tiny_model())
+    assert version(_tiny_model()) == base  # deterministic: the same export twice
+    assert version(_tiny_model(), msp=9.0) == base  # msp is unused on one scale
+    assert version(_tiny_model(), input_dtype="float32") == base  # the same normalisation, elsewhere
+    lw = {"ss": _whitening(16, 5)}
+    others = {
+        "mac": version(_tiny_model(pooling="mac")),
+        "spoc": version(_tiny_model(pooling="spoc")),
+        "gem p=3": version(_tiny_model(p=3.0)),
+        "whitened": version(_tiny_model(lw)),
+        "whitened, 8 dims": version(_tiny_model(lw), dims=8),
+        "multi-scale": version(_tiny_model(), scales=MULTISCALE, multiscale_in_graph=True),
+        "multi-scale, msp 1": version(_tiny_model(), scales=MULTISCALE, multiscale_in_graph=True, msp=1.0),
+        "two scales": version(_tiny_model(), scales=(1.0, 0.5), multiscale_in_graph=True),
+        "fp16": version(_tiny_model(), precision="fp16"),
+        "max side 512": version(_tiny_model(), max_side=512),
+        "mean/std": version(_tiny_model(preprocessing=Preprocessing(mean=(0.5, 0.5, 0.5)))),
+    }
+    assert base not in others.values() and len(set(others.values())) == len(others), others
+
+
+def test_version_is_the_weights_hash_combined_with_the_manifest(tmp_path: Path) -> None:
+    model = _tiny_model({"ss": _whitening(16, 5)})
+    manifest = export_onnx(model, tmp_path / "w.onnx", name="tiny", dims=8)
+    weights = weights_sha256(model.net, fold_whitening(_whitening(16, 5), 8))
+    assert manifest.version == model_version(weights, manifest) == read_manifest(tmp_path / "w.onnx").version
+    assert weights_sha256(model.net, fold_whitening(_whitening(16, 5), 7)) != weights
     with torch.no_grad():
         model.net.pool.p.add_(0.1)  # type: ignore[union-attr, operator]
-    assert weights_sha256(model.net, None, (1.0,), 2.5) != base
+    assert weights_sha256(model.net, None) != weights_sha256(_tiny_model().net, None)
+    renamed = manifest.model_copy(update={"name": "other", "opset": 18, "evaluation": ()})
+    assert model_version(weights, renamed) == manifest.version  # names and notes are not descriptors
+
+
+def test_a_spoc_model_named_like_a_mac_one_is_refused_on_its_store(tmp_path: Path) -> None:
+    mac, spoc = tmp_path / "mac.onnx", tmp_path / "spoc.onnx"
+    export_onnx(_tiny_model(pooling="mac"), mac, name="tiny")
+    export_onnx(_tiny_model(pooling="spoc"), spoc, name="tiny")  # same weights, same name
+    embedder = OnnxEmbedder(mac)
+    images = [im for _, im in check_images()[:3]]
+    with LocalStore(tmp_path / "store") as store:
+        store.ensure_index(embedder.manifest)
+        store.upsert([Record(id=f"d{i}", vector=v) for i, v in enumerate(embedder.embed(images))])
+        with pytest.raises(ModelError, match="would not compare"):
+            Searcher(OnnxEmbedder(spoc), store)  # search
+        with pytest.raises(StoreError, match="refusing to mix"):
+            store.ensure_index(OnnxEmbedder(spoc).manifest)  # ingest
+        assert store.count() == 3
 
 
 def test_requests_that_cannot_be_honoured_are_refused(tmp_path: Path) -> None:

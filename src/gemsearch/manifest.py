@@ -7,9 +7,11 @@ preprocessing can never silently disagree between export and ingest.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -98,7 +100,10 @@ class ModelManifest(_Frozen):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(description="model name: the alias queries use")
-    version: str = Field(description="sha256 (hex) of the weights")
+    version: str = Field(
+        description="sha256 (hex) of the weights and of every manifest field that changes the "
+        "descriptors (see model_version)"
+    )
     backbone: str
     pooling: PoolingSpec
     whitening: WhiteningSpec | None = None
@@ -124,7 +129,7 @@ class ModelManifest(_Frozen):
     @classmethod
     def _valid_version(cls, version: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{64}", version):
-            raise ValueError("version must be the 64-hex-digit sha256 of the weights")
+            raise ValueError("version must be a sha256 in 64 lowercase hex digits (see model_version)")
         return version
 
     @model_validator(mode="after")
@@ -145,9 +150,41 @@ class ModelManifest(_Frozen):
         """The alias queries use for this model name, whatever its version."""
         return f"{prefix}-{self.name}"
 
+    def descriptor_fields(self) -> dict[str, Any]:
+        """Everything besides the weights that decides the descriptors: architecture, pooling,
+        whitening, output size, preprocessing, scales and precision. Left out: names, notes, the
+        opset and the input dtype (uint8 or float32 input is the same normalisation, done in the
+        graph or by the runtime)."""
+        ms = self.multiscale
+        lw = self.whitening
+        whitening = lw.model_dump(mode="json", exclude={"learned_from"}) if lw is not None else None
+        return {
+            "backbone": self.backbone,
+            "pooling": self.pooling.model_dump(mode="json"),
+            "whitening": whitening,
+            "output_dim": self.output_dim,
+            "input": self.input.model_dump(mode="json", exclude={"dtype"}),
+            "scales": list(ms.scales),
+            "msp": ms.msp if len(ms.scales) > 1 else None,  # unused on one scale
+            "precision": self.precision,
+        }
+
+    def with_version(self, weights_sha256: str) -> ModelManifest:
+        """This manifest with ``version = model_version(weights_sha256, self)``."""
+        return self.model_copy(update={"version": model_version(weights_sha256, self)})
+
     def to_json(self) -> str:
         return self.model_dump_json()
 
     @classmethod
     def from_json(cls, text: str) -> ModelManifest:
         return cls.model_validate_json(text)
+
+
+def model_version(weights_sha256: str, manifest: ModelManifest) -> str:
+    """The model version: sha256 of the weights' sha256 and the canonical JSON of
+    ``manifest.descriptor_fields()``. Two models share it only if their descriptors compare, so a
+    store or index refuses a model of the same name whose pooling, whitening, scales, preprocessing
+    or precision differ, even when the weights are the same (MAC and SPoC have no weights of their own)."""
+    canonical = json.dumps(manifest.descriptor_fields(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{weights_sha256}\n{canonical}".encode()).hexdigest()
