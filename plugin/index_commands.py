@@ -16,7 +16,8 @@ import click
 from opensearchpy.exceptions import TransportError
 
 from ..errors import ModelError
-from ..manifest import METADATA_KEY, ModelManifest
+from ..manifest import ModelManifest
+from ..onnx_manifest import read_manifest
 from .connection import OpenSearchConfig, make_client
 from .index_admin import IndexOptions, drop_index, ensure_index, list_indices, swap_alias
 
@@ -162,23 +163,14 @@ def drop_command(client: Any, prefix: str, index_name: str, yes: bool, force: bo
 
 
 def load_manifest(path: Path) -> ModelManifest:
-    """The manifest in a ``.json`` file, or embedded in an exported ``.onnx`` model's metadata."""
+    """The manifest in a ``.json`` file, or embedded in an exported ``.onnx`` model's metadata (and
+    checked against its graph, so the index gets the dimension the model really gives)."""
+    if path.suffix.lower() == ".onnx":
+        return read_manifest(path)
     try:
-        if path.suffix.lower() != ".onnx":
-            return ModelManifest.from_json(path.read_text(encoding="utf-8"))
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return ModelManifest.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read a model manifest from {path}: {exc}") from exc
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        if type(exc).__module__.startswith("onnxruntime"):
-            raise ModelError(f"{path} is not a valid ONNX model: {exc}") from exc
-        raise
-    if text is None:
-        raise ModelError(f"{path} has no {METADATA_KEY} metadata; was it exported by gemsearch?")
-    return ModelManifest.from_json(text)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

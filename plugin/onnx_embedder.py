@@ -29,8 +29,6 @@ from .onnx_model import default_threads, open_session, resolve_providers
 InputArray = npt.NDArray[Any]
 """One prepared image, ``(3, h, w)``: uint8 pixels or normalised float32, as the model's input wants."""
 
-_ORT_DTYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
-
 
 def bulk_parallel_runs(providers: Sequence[str] | None = None) -> int:
     """Concurrent runs for bulk embedding: on CPU one per 2 cores (one per core on 2 cores, where two
@@ -74,21 +72,14 @@ class OnnxEmbedder:
         self._on_gpu = self.providers[0] != "CPUExecutionProvider"
 
     def _check_signature(self) -> tuple[str, str]:
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelError(f"{self.path}: expected one image input, got {[i.name for i in inputs]}")
-        spec = self.manifest.input
-        if inputs[0].type != _ORT_DTYPES[spec.dtype]:
-            raise ModelError(
-                f"{self.path}: the manifest says {spec.dtype} input but the graph takes {inputs[0].type}"
-            )
+        # manifest_of_session has checked the input and output against the manifest
         ms = self.manifest.multiscale
         if len(ms.scales) > 1 and not ms.in_graph:
             raise ModelError(
                 f"{self.path}: multi-scale {ms.scales} outside the graph is not supported by the runtime; "
                 "export with the scales in the graph (gemsearch export onnx --multiscale)"
             )
-        return inputs[0].name, outputs[0].name
+        return self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
 
     @property
     def output_dim(self) -> int:
@@ -120,9 +111,18 @@ class OnnxEmbedder:
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ImageError(f"expected a (n, 3, h, w) batch, got shape {batch.shape}", reason="bad_input")
         if self._on_gpu:
-            return self._run_bound(batch)
+            return self._checked(self._run_bound(batch), len(batch))
         out = self.session.run([self._output], {self._input: batch})[0]
-        return np.asarray(out, dtype=np.float32)
+        return self._checked(np.asarray(out, dtype=np.float32), len(batch))
+
+    def _checked(self, out: FloatRows, n: int) -> FloatRows:
+        # the load checked the output size; a graph that answers otherwise on some input is broken
+        if out.shape != (n, self.output_dim):
+            raise ModelError(
+                f"{self.path}: {n} image(s) gave output of shape {out.shape}, "
+                f"the manifest promises ({n}, {self.output_dim})"
+            )
+        return out
 
     def _run_bound(self, batch: InputArray) -> FloatRows:
         # IO binding: the input goes to the device once and the output comes back once, without
