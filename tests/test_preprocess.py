@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
 
 from gemsearch.errors import ConfigError, ImageError
+from gemsearch.plugin._query_checks import check_box, parse_crop
 from gemsearch.preprocess import Preprocessing, crop_and_shrink, load_rgb, prepare, shrink, to_array
+from gemsearch.trainer._cli_options import parse_crop as describe_crop
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -79,10 +82,162 @@ def test_query_crop_without_max_side_is_the_plain_crop() -> None:
     np.testing.assert_array_equal(np.asarray(out), np.asarray(img)[4:30, 3:20])
 
 
-@pytest.mark.parametrize("box", [(10, 10, 10, 20), (30, 5, 20, 9), (70, 0, 90, 10), (0, -20, 10, -1)])
-def test_bad_crop_boxes_are_config_errors(box: tuple[int, int, int, int]) -> None:
+# Boxes on every edge of a 64x48 image. A box may reach past the image (that part is black, as in
+# cirtorch) but must keep at least one pixel of it, after PIL rounds each edge to the nearest pixel.
+W, H = 64, 48
+EMPTY_BOXES = [
+    (10, 10, 10, 20),  # zero width
+    (10, 10, 20, 10),  # zero height
+    (30, 5, 20, 9),  # negative width
+    (5, 30, 9, 20),  # negative height
+    (5, 5, 5.2, 9),  # under a pixel wide: PIL cuts columns 5..5
+    (5, 5, 9, 5.4),  # under a pixel high
+    (W, H, 0, 0),  # corners swapped
+]
+OUTSIDE_BOXES = [
+    (W, 0, W + 16, 10),  # left edge on the right edge
+    (0, H, 10, H + 12),  # top edge on the bottom edge
+    (W, H, W + 1, H + 1),  # the corner pixel just outside
+    (-16, 0, 0, 10),  # right edge on the left edge
+    (0, -12, 10, 0),  # bottom edge on the top edge
+    (70, 0, 90, 10),  # beyond the right edge
+    (0, 50, 10, 60),  # beyond the bottom edge
+    (0, -20, 10, -1),  # above the top edge
+    (-30, 0, -5, 10),  # left of the left edge
+    (63.6, 0, 70, 10),  # rounds to a left edge on the right edge
+    (0, 47.5, 10, 50),  # rounds (half to even) to a top edge on the bottom edge
+    (-10, -10, 0.4, 5),  # rounds to a right edge on the left edge
+]
+NOT_FINITE_BOXES = [
+    (0, 0, float("inf"), 5),
+    (float("-inf"), 0, 5, 5),
+    (0, float("nan"), 5, 5),
+]
+# (box, the image pixels it keeps as (x1, y1, x2, y2)): the part outside the image is black
+EDGE_BOXES = [
+    ((0, 0, W, H), (0, 0, W, H)),  # the whole image
+    ((W - 1, H - 1, W, H), (W - 1, H - 1, W, H)),  # the bottom-right pixel
+    ((0, 0, 1, 1), (0, 0, 1, 1)),  # the top-left pixel
+    ((W - 1, 0, W + 9, 10), (W - 1, 0, W, 10)),  # one column inside, nine beyond the right edge
+    ((0, H - 1, 10, H + 5), (0, H - 1, 10, H)),  # one row inside, five beyond the bottom edge
+    ((-5, -7, 1, 1), (0, 0, 1, 1)),  # one pixel inside, the rest above and left of the image
+    ((-3, -3, W + 3, H + 3), (0, 0, W, H)),  # the image with a black frame
+    ((4.6, 2.4, 9.5, 7.5), (5, 2, 10, 8)),  # PIL rounds each edge, halves to even
+]
+
+
+@pytest.mark.parametrize("box", EMPTY_BOXES)
+def test_empty_crop_boxes_are_refused(box: tuple[float, float, float, float]) -> None:
+    with pytest.raises(ConfigError, match="is empty"):
+        crop_and_shrink(_image(W, H), box, 32)
+    with pytest.raises(ConfigError, match="is empty"):
+        crop_and_shrink(_image(W, H), box, None)
+
+
+@pytest.mark.parametrize("box", OUTSIDE_BOXES)
+def test_crop_boxes_without_a_pixel_of_the_image_are_refused(box: tuple[float, float, float, float]) -> None:
+    with pytest.raises(ConfigError, match="lies outside the 64x48 image"):
+        crop_and_shrink(_image(W, H), box, 32)
+    with pytest.raises(ConfigError, match="lies outside"):
+        prepare(_image(W, H), Preprocessing(max_side=None), box=box)
+
+
+@pytest.mark.parametrize("box", NOT_FINITE_BOXES)
+def test_crop_boxes_of_infinite_or_nan_numbers_are_refused(box: tuple[float, float, float, float]) -> None:
+    with pytest.raises(ConfigError, match="four finite numbers"):
+        crop_and_shrink(_image(W, H), box, 32)
+
+
+@pytest.mark.parametrize(("box", "inside"), EDGE_BOXES)
+def test_crop_boxes_on_the_edges_keep_the_pixels_inside_and_black_outside(
+    box: tuple[float, float, float, float], inside: tuple[int, int, int, int]
+) -> None:
+    img = _image(W, H, seed=1)
+    out = np.asarray(crop_and_shrink(img, box, None))
+    x0, y0, x1, y1 = (round(v) for v in box)
+    assert out.shape == (y1 - y0, x1 - x0, 3)
+    ix0, iy0, ix1, iy1 = inside
+    expected = np.zeros_like(out)
+    expected[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = np.asarray(img)[iy0:iy1, ix0:ix1]
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("box", EMPTY_BOXES + OUTSIDE_BOXES + NOT_FINITE_BOXES)
+def test_the_query_api_refuses_every_box_preprocessing_refuses(
+    box: tuple[float, float, float, float],
+) -> None:
     with pytest.raises(ConfigError):
-        crop_and_shrink(_image(64, 48), box, 32)
+        check_box(box, (W, H))
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0, 0, W, H),
+        (0, 0, 1, 1),
+        (W - 1, H - 1, W, H),
+        (W - 1, 0, W, H),
+        (0, H - 1, W, H),
+        (4.6, 2.4, 9.5, 7.5),
+    ],
+)
+def test_the_query_api_takes_boxes_touching_the_edges_from_inside(
+    box: tuple[float, float, float, float],
+) -> None:
+    assert check_box(box, (W, H)) == tuple(float(v) for v in box)
+    assert crop_and_shrink(_image(W, H), box, None).size == (
+        round(box[2]) - round(box[0]),
+        round(box[3]) - round(box[1]),
+    )
+
+
+# the query API is stricter than preprocessing: a box must lie inside the image
+@pytest.mark.parametrize(
+    "box",
+    [
+        (W - 1, 0, W + 0.1, 10),
+        (0, H - 1, 10, H + 0.1),
+        (-0.1, 0, 5, 5),
+        (0, -0.1, 5, 5),
+        (-3, -3, W + 3, H + 3),
+    ],
+)
+def test_the_query_api_refuses_boxes_reaching_past_an_edge(box: tuple[float, float, float, float]) -> None:
+    with pytest.raises(ConfigError, match="not inside the 64x48 image"):
+        check_box(box, (W, H))
+
+
+# "x,y,w,h" as the CLI, the HTTP API and `gemsearch describe` take it, on every edge of a 64x48 image
+BAD_CROP_TEXTS = [
+    "64,0,16,10",
+    "0,48,10,12",
+    "64,48,1,1",
+    "-16,0,16,10",
+    "0,-12,10,12",
+    "70,0,20,10",
+    "63.6,0,5,5",
+]
+BAD_SIZE_TEXTS = ["10,10,0,10", "10,10,10,0", "10,10,-5,10", "10,10,10,-5"]
+
+
+@pytest.mark.parametrize("text", BAD_CROP_TEXTS + BAD_SIZE_TEXTS + ["nan,0,5,5", "0,0,inf,5", "1,2,3"])
+def test_crop_texts_on_every_edge_are_refused_by_every_parser(text: str) -> None:
+    with pytest.raises(ConfigError):
+        check_box(parse_crop(text), (W, H))
+    try:
+        box = describe_crop(None, None, text)  # type: ignore[arg-type]
+    except click.BadParameter:
+        assert text in BAD_SIZE_TEXTS or text == "1,2,3"
+        return
+    assert box is not None
+    with pytest.raises(ConfigError):
+        crop_and_shrink(_image(W, H), box, 32)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("text", "box"), [("0,0,64,48", (0, 0, W, H)), ("63,47,1,1", (W - 1, H - 1, W, H))])
+def test_crop_texts_touching_the_edges_from_inside_are_taken(text: str, box: tuple[int, ...]) -> None:
+    assert parse_crop(text) == box == describe_crop(None, None, text)  # type: ignore[arg-type]
+    assert check_box(parse_crop(text), (W, H)) == box
 
 
 def test_a_crop_too_small_to_keep_a_pixel_is_refused() -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +77,21 @@ def shrink(img: Image.Image, max_side: float) -> Image.Image:
 
 
 def crop_and_shrink(img: Image.Image, box: Box, max_side: int | None) -> Image.Image:
-    """Cut ``box`` from the full ``img``, then shrink it by the factor the full image would get."""
-    x1, y1, x2, y2 = box
+    """Cut ``box`` from the full ``img``, then shrink it by the factor the full image would get.
+
+    The box may reach past the image (that part is black, as in cirtorch) but must keep at least one
+    pixel of it once PIL's ``crop`` has rounded each edge to the nearest pixel: the checks are made on
+    the rounded box, or a sub-pixel box would be cut as an empty or an all-black image.
+    """
+    if not all(math.isfinite(v) for v in box):
+        raise ConfigError(f"crop box {box} must be four finite numbers (x1, y1, x2, y2)")
+    x1, y1, x2, y2 = (round(v) for v in box)  # as PIL's crop rounds it
     if not (x2 > x1 and y2 > y1):
-        raise ConfigError(f"crop box {box} is empty (expected x1 < x2 and y1 < y2)")
+        raise ConfigError(f"crop box {box} is empty (expected x1 < x2 and y1 < y2, once rounded)")
     if x2 <= 0 or y2 <= 0 or x1 >= img.width or y1 >= img.height:
         raise ConfigError(f"crop box {box} lies outside the {img.width}x{img.height} image")
     full_side = max(img.size)
-    crop = img.crop(box)  # PIL rounds the box; parts outside the image are black, as in cirtorch
+    crop = img.crop(box)
     if max_side is None:
         return crop
     return shrink(crop, max_side * max(crop.size) / full_side)
