@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError
 from gemsearch.samples import build_multiview_set
+from gemsearch.trainer import whitening_fit
 from gemsearch.trainer.checkpoint import load_checkpoint, save_checkpoint
 from gemsearch.trainer.embedder import TorchEmbedder
 from gemsearch.trainer.extraction import MULTISCALE
@@ -18,6 +19,7 @@ from gemsearch.trainer.learned_whitening import learn_whitening
 from gemsearch.trainer.loading import load_model
 from gemsearch.trainer.train_config import DataSource
 from gemsearch.trainer.train_data import load_source
+from gemsearch.trainer.training_data import TrainingSet
 from gemsearch.trainer.whitening_fit import fit_whitening
 
 pytestmark = pytest.mark.slow
@@ -94,3 +96,93 @@ def test_pca_needs_more_images_than_dimensions(train_folder: Path) -> None:
     data = load_source(DataSource(path=train_folder))
     with pytest.raises(ConfigError, match="pca whitening"):
         fit_whitening(load_model("efficientnet_lite0-gem"), data, method="pca", max_side=SIDE)
+
+
+class _FixedDescriptors:
+    """Stands in for TorchEmbedder in fit_whitening: the descriptors are given, not extracted."""
+
+    vecs: np.ndarray = np.zeros((0, 0))
+
+    def __init__(self, model: object, **_: object) -> None:
+        pass
+
+    def embed(self, images: list[Path]) -> np.ndarray:
+        assert len(images) == len(self.vecs)
+        return self.vecs
+
+
+def _known_set(
+    n_clusters: int, per_cluster: int, seed: int = 0
+) -> tuple[TrainingSet, np.ndarray, np.ndarray]:
+    """Descriptors in 8 dimensions with distinct variances along a random rotation ``q``, per cluster."""
+    rng = np.random.default_rng(seed)
+    n = n_clusters * per_cluster
+    variances = rng.permutation(4.0 ** np.arange(4, -4, -1))
+    q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    vecs = (rng.standard_normal((n, 8)) * np.sqrt(variances)) @ q.T
+    clusters = [i // per_cluster for i in range(n)]
+    qidxs = [i for i in range(n) if i % per_cluster == 0]
+    data = TrainingSet(
+        images=[Path(f"img{i}.jpg") for i in range(n)],
+        clusters=clusters,
+        qidxs=qidxs,
+        pidxs=[i + 1 for i in qidxs],
+    )
+    return data, vecs.astype(np.float32), q[:, np.argsort(variances)[::-1]]
+
+
+@pytest.fixture
+def fixed_descriptors(monkeypatch: pytest.MonkeyPatch) -> type[_FixedDescriptors]:
+    monkeypatch.setattr(whitening_fit, "TorchEmbedder", _FixedDescriptors)
+    return _FixedDescriptors
+
+
+@pytest.mark.parametrize("dims", [1, 3, 7])
+def test_fit_pca_whitening_with_dims_keeps_the_top_variance_directions(
+    fixed_descriptors: type[_FixedDescriptors], dims: int
+) -> None:
+    data, fixed_descriptors.vecs, q = _known_set(100, 2)
+    w = fit_whitening(None, data, method="pca", dims=dims)  # type: ignore[arg-type]
+    assert (w.kind, w.output_dim) == ("pca", dims)
+    # the kept rows span the same subspace as the sample covariance's top eigenvectors
+    cov = np.cov(fixed_descriptors.vecs.astype(np.float64).T, bias=True)
+    top = np.linalg.eigh(cov)[1][:, ::-1][:, :dims]
+    kept, _ = np.linalg.qr(w.P[:dims].T)
+    np.testing.assert_allclose(np.linalg.svd(kept.T @ top, compute_uv=False), 1.0, atol=1e-6)
+    assert np.abs(top.T @ q[:, :dims]).max(axis=1).min() > 0.9  # which are the generating ones here
+    assert w.apply(fixed_descriptors.vecs[:5]).shape == (5, dims)
+
+
+@pytest.mark.parametrize("dims", [1, 3, 8])
+def test_fit_learned_whitening_with_dims_keeps_the_top_rows(
+    fixed_descriptors: type[_FixedDescriptors], dims: int
+) -> None:
+    data, fixed_descriptors.vecs, _ = _known_set(100, 2)
+    w = fit_whitening(None, data, dims=dims)  # type: ignore[arg-type]
+    full = learn_whitening(fixed_descriptors.vecs, data.qidxs, data.pidxs)
+    assert (w.kind, w.output_dim) == ("learned", dims)
+    np.testing.assert_allclose(w.P, full.P, rtol=1e-9)
+    y = (fixed_descriptors.vecs.astype(np.float64) - w.m) @ full.P.T
+    spread = np.diag(y.T @ y)
+    np.testing.assert_allclose(
+        spread[:dims], np.sort(spread)[::-1][:dims], rtol=1e-9
+    )  # the largest ones kept
+    by_hand = y[:3, :dims] / (np.linalg.norm(y[:3, :dims], axis=1, keepdims=True) + 1e-6)  # as apply()
+    np.testing.assert_allclose(w.apply(fixed_descriptors.vecs[:3]), by_hand, atol=1e-6)
+
+
+def test_pca_with_fewer_images_than_dimensions_needs_dims_within_their_span(
+    fixed_descriptors: type[_FixedDescriptors],
+) -> None:
+    """6 images span 5 dimensions of 8: PCA keeps up to 5 (the null directions dropped), no more."""
+    data, fixed_descriptors.vecs, _ = _known_set(3, 2)
+    centred = fixed_descriptors.vecs.astype(np.float64) - fixed_descriptors.vecs.mean(axis=0)
+    span = np.linalg.svd(centred, full_matrices=False)[2][:5]  # the 5 directions with variance
+    for dims in (1, 4, 5):
+        w = fit_whitening(None, data, method="pca", dims=dims)  # type: ignore[arg-type]
+        kept, _ = np.linalg.qr(w.P[:dims].T)
+        np.testing.assert_allclose(np.linalg.svd(kept.T @ span[:dims].T, compute_uv=False), 1.0, atol=1e-6)
+        assert np.all(np.isfinite(w.apply(fixed_descriptors.vecs)))
+    for dims in (6, 8, None):
+        with pytest.raises(ConfigError, match="singular"):
+            fit_whitening(None, data, method="pca", dims=dims)  # type: ignore[arg-type]

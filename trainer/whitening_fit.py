@@ -67,8 +67,9 @@ def fit_whitening(
 
 def _null_space_eps(vecs: npt.NDArray[np.float32], dims: int | None) -> float:
     """Fewer images than dimensions leave zero-variance directions; when ``dims`` drops them anyway, a
-    negligible eps (1e-9 of the total variance) lets PCA whitening scale the kept ones."""
-    if dims is None or dims >= len(vecs) - 1:
+    negligible eps (1e-9 of the total variance) lets PCA whitening scale the kept ones. ``n`` centred
+    images span up to ``n - 1`` directions, so ``dims = n - 1`` still drops only null ones."""
+    if dims is None or dims > len(vecs) - 1:
         return 0.0
     return 1e-9 * float(np.var(vecs.astype(np.float64), axis=0).sum())
 
