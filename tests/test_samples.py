@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import skimage  # noqa: F401  # the sample photos are scikit-image's: a missing package must fail
 from PIL import Image
 
 from gemsearch import samples
@@ -17,8 +18,6 @@ from gemsearch._views import random_view
 from gemsearch.errors import ConfigError, MissingDependencyError
 from gemsearch.metrics import compute_map
 from gemsearch.samples import SampleSet, build_multiview_set
-
-pytest.importorskip("skimage")
 
 SMALL: dict[str, Any] = {"views_per_image": 4, "max_side": 128, "seed": 0, "holdout": 3}
 

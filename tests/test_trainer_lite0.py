@@ -41,7 +41,8 @@ def test_unknown_keys_are_refused(offline_state: dict[str, torch.Tensor]) -> Non
 
 
 def test_pretrained_classifier_sees_a_cat_in_chelsea() -> None:
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
+
     net = create_classifier("efficientnet_lite0", pretrained=True).eval()
     cfg = backbone_spec("efficientnet_lite0").preprocessing.model_copy(update={"max_side": 224})
     x = torch.from_numpy(prepare(Image.fromarray(data.chelsea()), cfg))[None]
