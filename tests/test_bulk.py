@@ -12,13 +12,16 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 from fault_proxy import FaultProxy
 from opensearch_harness import OpenSearchNode, start_cluster
 from opensearchpy import OpenSearch, helpers
+from opensearchpy.exceptions import ConnectionError as TransportConnectionError
+from opensearchpy.exceptions import ConnectionTimeout, SSLError, TransportError
 
 from gemsearch.manifest import ModelManifest, PoolingSpec
 from gemsearch.plugin.bulk import BulkDoc, BulkError, BulkOptions, BulkWriter, Outcome, RetryPolicy
@@ -326,3 +329,365 @@ def test_a_cluster_node_killed_mid_bulk_loses_nothing() -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+# ----------------------------------------------------------------------------- without a node
+# The writer's classification and bounds against a scripted client: every branch, in milliseconds.
+
+Step = dict[str, int] | Exception | Callable[[list[str]], dict[str, Any]] | None
+
+
+class ScriptedCluster:
+    """A client whose bulk calls are answered by scripted steps, one per call.
+
+    A step is ``{id: status}`` (ids not listed: 201), an exception to raise, or a function of the
+    ids sent that returns the whole response; with no step left every item is answered 201.
+    """
+
+    def __init__(self, *steps: Step) -> None:
+        self.steps = list(steps)
+        self.calls: list[list[str]] = []
+        self.body_sizes: list[int] = []
+        self.refreshes = 0
+        self.refresh_error: Exception | None = None
+        self.indices = self
+
+    def bulk(self, body: bytes, index: str, params: dict[str, Any]) -> dict[str, Any]:
+        lines = body.decode().splitlines()
+        ids = [json.loads(action)["index"]["_id"] for action in lines[::2]]
+        self.calls.append(ids)
+        self.body_sizes.append(len(body))
+        step = self.steps.pop(0) if self.steps else None
+        if isinstance(step, Exception):
+            raise step
+        if callable(step):
+            return step(ids)
+        statuses = step or {}
+        items = [{"index": _answer(i, statuses.get(i, 201))} for i in ids]
+        return {"errors": any(not 200 <= a["index"]["status"] < 300 for a in items), "items": items}
+
+    def refresh(self, index: str) -> None:
+        self.refreshes += 1
+        if self.refresh_error is not None:
+            raise self.refresh_error
+
+
+def _answer(doc_id: str, status: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"_id": doc_id, "status": status}
+    if not 200 <= status < 300:
+        out["error"] = {"type": f"type_{status}", "reason": f"scripted {status}"}
+    return out
+
+
+class FakeTime:
+    """A clock that only moves when the writer sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+def scripted_writer(
+    cluster: ScriptedCluster, options: BulkOptions | None = None, fake: FakeTime | None = None
+) -> BulkWriter:
+    fake = fake or FakeTime()
+    return BulkWriter(
+        cluster, "idx", options or BulkOptions(retry=FAST_RETRY), sleep=fake.sleep, clock=fake.clock,
+        rng=random.Random(0),
+    )  # fmt: skip
+
+
+def small_docs(n: int) -> list[BulkDoc]:
+    return [BulkDoc(f"d{i:05d}", {"v": [i, i + 1], "metadata": {"i": i}}) for i in range(n)]
+
+
+@pytest.mark.parametrize("status", (200, 201, 202, 299))
+def test_scripted_2xx_items_are_indexed_on_the_first_try(status: int) -> None:
+    cluster = ScriptedCluster({"d00001": status})
+    report = scripted_writer(cluster).write(small_docs(3))
+    assert [(i.id, i.outcome, i.attempts, i.status) for i in report.items] == [
+        ("d00000", Outcome.INDEXED, 1, 201),
+        ("d00001", Outcome.INDEXED, 1, status),
+        ("d00002", Outcome.INDEXED, 1, 201),
+    ]
+    assert len(cluster.calls) == 1 and cluster.refreshes == 1
+
+
+@pytest.mark.parametrize("status", (*RETRYABLE_ITEM_STATUSES, 599))
+def test_scripted_retryable_items_are_resent_alone_until_indexed(status: int, tmp_path) -> None:
+    cluster = ScriptedCluster({"d00001": status}, {"d00001": status})
+    fake = FakeTime()
+    options = BulkOptions(retry=FAST_RETRY, dead_letter_path=tmp_path / "dead.jsonl")
+    report = scripted_writer(cluster, options, fake).write(small_docs(3))
+    assert cluster.calls == [["d00000", "d00001", "d00002"], ["d00001"], ["d00001"]]
+    assert report.requests == 3 and len(fake.sleeps) == 2
+    # the outcomes in the order they became final
+    assert [(i.id, i.outcome, i.attempts) for i in report.items] == [
+        ("d00000", Outcome.INDEXED, 1),
+        ("d00002", Outcome.INDEXED, 1),
+        ("d00001", Outcome.INDEXED, 3),
+    ]
+    assert not (tmp_path / "dead.jsonl").exists()
+
+
+@pytest.mark.parametrize("status", (0, 100, 199, *FINAL_ITEM_STATUSES))
+def test_scripted_other_items_are_rejected_at_once_to_the_dead_letter_file(status: int, tmp_path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    cluster = ScriptedCluster({"d00001": status})
+    options = BulkOptions(retry=FAST_RETRY, dead_letter_path=dead)
+    report = scripted_writer(cluster, options).write(small_docs(3))
+    assert len(cluster.calls) == 1 and report.ids(Outcome.REJECTED) == ["d00001"]
+    (rejected,) = [i for i in report.items if i.outcome is Outcome.REJECTED]
+    assert (rejected.attempts, rejected.status) == (1, status)
+    (entry,) = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert (entry["id"], entry["status"], entry["attempts"], entry["index"]) == ("d00001", status, 1, "idx")
+    assert entry["source"] == {"v": [1, 2], "metadata": {"i": 1}}
+    expected = f"HTTP {status}" if 200 <= status < 300 else f"type_{status}: scripted {status}"
+    assert entry["reason"] == rejected.reason == expected
+
+
+def test_scripted_item_without_a_status_is_rejected() -> None:
+    def no_status(ids: list[str]) -> dict[str, Any]:
+        return {"errors": True, "items": [{"index": {"_id": i}} for i in ids]}
+
+    report = scripted_writer(ScriptedCluster(no_status)).write(small_docs(2))
+    assert report.counts() == {"indexed": 0, "rejected": 2, "pending": 0}
+    assert {(i.status, i.reason) for i in report.items} == {(0, "HTTP None")}
+
+
+def test_scripted_rejection_reasons_name_the_error_and_its_cause(tmp_path) -> None:
+    errors: list[Any] = [
+        {
+            "type": "mapper_parsing_exception",
+            "reason": "bad",
+            "caused_by": {"type": "illegal", "reason": "dims"},
+        },
+        {"type": "mapper_parsing_exception", "reason": "bad", "caused_by": {"type": "illegal"}},
+        {"reason": "no type"},
+        "plain text",
+    ]
+
+    def answer(ids: list[str]) -> dict[str, Any]:
+        items = [{"index": {"_id": i, "status": 400, "error": e}} for i, e in zip(ids, errors, strict=True)]
+        return {"errors": True, "items": items}
+
+    options = BulkOptions(dead_letter_path=tmp_path / "dead.jsonl", dead_letter_source=False)
+    report = scripted_writer(ScriptedCluster(answer), options).write(small_docs(4))
+    assert [i.reason for i in report.items] == [
+        "mapper_parsing_exception: bad (caused by illegal: dims)",
+        "mapper_parsing_exception: bad",
+        "error: no type",
+        "plain text",
+    ]
+    entries = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [e["reason"] for e in entries] == [i.reason for i in report.items]
+    assert all("source" not in e for e in entries)
+
+
+def _raise_status(status: int | str) -> TransportError:
+    return TransportError(status, f"scripted {status}", {"error": "scripted"})
+
+
+@pytest.mark.parametrize("status", RETRYABLE_REQUEST_STATUSES)
+def test_scripted_retryable_request_statuses_are_resent_whole(status: int) -> None:
+    cluster = ScriptedCluster(_raise_status(status), _raise_status(status))
+    fake = FakeTime()
+    report = scripted_writer(cluster, fake=fake).write(small_docs(3))
+    assert cluster.calls == [["d00000", "d00001", "d00002"]] * 3 and len(fake.sleeps) == 2
+    assert {(i.outcome, i.attempts, i.status) for i in report.items} == {(Outcome.INDEXED, 3, 201)}
+
+
+@pytest.mark.parametrize("status", (*FINAL_REQUEST_STATUSES, 505, 507, "N/A"))
+def test_scripted_other_request_statuses_fail_the_write_at_once(status: int | str) -> None:
+    cluster = ScriptedCluster(_raise_status(status))
+    with pytest.raises(BulkError, match=f"bulk request into idx refused: HTTP {status}") as caught:
+        scripted_writer(cluster, BulkOptions(max_docs=2)).write(small_docs(5))
+    assert len(cluster.calls) == 1 and cluster.refreshes == 0
+    expected = status if isinstance(status, int) else None
+    assert [(i.id, i.outcome, i.attempts, i.status) for i in caught.value.report.items] == [
+        ("d00000", Outcome.PENDING, 1, expected),
+        ("d00001", Outcome.PENDING, 1, expected),
+    ]
+    assert ("max_bytes" in str(caught.value)) == (status == 413)  # the hint for a too-large request
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransportConnectionError("N/A", "connection refused", None),
+        ConnectionTimeout("TIMEOUT", "read timed out", None),
+    ],
+)
+def test_scripted_connection_errors_are_retried_then_left_pending(error: TransportError) -> None:
+    policy = RetryPolicy(max_attempts=4, initial_backoff_s=0.1, max_backoff_s=0.3)
+    cluster = ScriptedCluster(*[error] * 10)
+    fake = FakeTime()
+    report = scripted_writer(cluster, BulkOptions(max_docs=2, retry=policy), fake).write(small_docs(5))
+    # the first request is tried 4 times; the writer then stops reading documents
+    assert cluster.calls == [["d00000", "d00001"]] * 4 and cluster.refreshes == 1
+    assert len(fake.sleeps) == 3 and not report.complete
+    assert [(i.id, i.outcome, i.attempts, i.status) for i in report.items] == [
+        ("d00000", Outcome.PENDING, 4, None),
+        ("d00001", Outcome.PENDING, 4, None),
+    ]
+    assert all(type(error).__name__ in (i.reason or "") for i in report.items)
+
+
+def test_scripted_tls_errors_fail_at_once() -> None:
+    cluster = ScriptedCluster(SSLError("N/A", "certificate verify failed", None))
+    with pytest.raises(BulkError, match="TLS handshake") as caught:
+        scripted_writer(cluster).write(small_docs(2))
+    assert len(cluster.calls) == 1
+    assert caught.value.report.counts() == {"indexed": 0, "rejected": 0, "pending": 2}
+
+
+def test_scripted_retries_stop_at_max_attempts_with_the_last_status() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.1, max_backoff_s=10)
+    cluster = ScriptedCluster({"d00000": 503}, {"d00000": 429}, {"d00000": 500}, {"d00000": 502})
+    fake = FakeTime()
+    report = scripted_writer(cluster, BulkOptions(retry=policy), fake).write(small_docs(2))
+    assert len(cluster.calls) == 3
+    assert [(i.id, i.outcome, i.attempts, i.status) for i in report.items] == [
+        ("d00001", Outcome.INDEXED, 1, 201),
+        ("d00000", Outcome.PENDING, 3, 500),
+    ]
+    assert report.items[1].reason == "type_500: scripted 500"
+    # backoff: half the step plus up to as much again, the step doubling from 0.1
+    assert 0.05 <= fake.sleeps[0] <= 0.1 and 0.1 <= fake.sleeps[1] <= 0.2
+
+
+def test_scripted_retries_stop_when_the_next_wait_would_pass_max_total_s() -> None:
+    # waits of 1 s exactly (no jitter room: initial = max, and half + up to half of 2 s steps)
+    policy = RetryPolicy(max_attempts=100, initial_backoff_s=2.0, max_backoff_s=2.0, max_total_s=3.5)
+    cluster = ScriptedCluster(*[{"d00000": 429}] * 100)
+    fake = FakeTime()
+    report = scripted_writer(cluster, BulkOptions(retry=policy), fake).write(small_docs(1))
+    assert all(1.0 <= s <= 2.0 for s in fake.sleeps)
+    # a retry is made only while the time spent plus the next wait stays within 3.5 s
+    assert sum(fake.sleeps) <= 3.5 and len(cluster.calls) == len(fake.sleeps) + 1
+    assert report.items[0].outcome is Outcome.PENDING and report.items[0].attempts == len(cluster.calls)
+
+
+def test_scripted_retry_exactly_at_max_total_s_is_still_made() -> None:
+    policy = RetryPolicy(max_attempts=100, initial_backoff_s=0.0, max_backoff_s=0.0, max_total_s=1.0)
+    fake = FakeTime()
+
+    class Slow(ScriptedCluster):  # each request takes 0.5 s of the clock
+        def bulk(self, body: bytes, index: str, params: dict[str, Any]) -> dict[str, Any]:
+            fake.now += 0.5
+            return super().bulk(body, index, params)
+
+    cluster = Slow(*[{"d00000": 503}] * 5)
+    report = scripted_writer(cluster, BulkOptions(retry=policy), fake).write(small_docs(1))
+    # tries end at 0.5, 1.0 and 1.5 s: a retry starting exactly at max_total_s is made, a later one not
+    assert len(cluster.calls) == 3 and fake.sleeps == [0.0, 0.0] and report.items[0].attempts == 3
+
+
+def test_scripted_malformed_responses_are_hard_failures() -> None:
+    def short(ids: list[str]) -> dict[str, Any]:
+        return {"errors": False, "items": [{"index": _answer(i, 201)} for i in ids[:-1]]}
+
+    def missing(ids: list[str]) -> dict[str, Any]:
+        return {"errors": False}
+
+    def swapped(ids: list[str]) -> dict[str, Any]:
+        return {"errors": False, "items": [{"index": _answer(i, 201)} for i in reversed(ids)]}
+
+    def odd_shape(ids: list[str]) -> dict[str, Any]:
+        return {"errors": False, "items": ["nonsense" for _ in ids]}
+
+    for answer, message in [
+        (short, "has 2 items for 3 sent"),
+        (missing, "has no items for 3 sent"),
+        (swapped, "answers id 'd00002' for 'd00000'"),
+        (odd_shape, "answers id None for 'd00000'"),
+    ]:
+        with pytest.raises(BulkError, match=message) as caught:
+            scripted_writer(ScriptedCluster(answer)).write(small_docs(3))
+        assert caught.value.report.counts() == {"indexed": 0, "rejected": 0, "pending": 3}
+
+
+def test_scripted_requests_are_packed_greedily_by_count_and_bytes() -> None:
+    batch = small_docs(7)
+    one = ScriptedCluster()
+    scripted_writer(one, BulkOptions(max_docs=1000)).write(batch)
+    sizes = [one.body_sizes[0]]
+    per_doc = [ScriptedCluster() for _ in batch]
+    for cluster, doc in zip(per_doc, batch, strict=True):
+        scripted_writer(cluster).write([doc])
+    doc_bytes = [c.body_sizes[0] for c in per_doc]
+    assert sum(doc_bytes) == sizes[0]
+    by_count = ScriptedCluster()
+    scripted_writer(by_count, BulkOptions(max_docs=3)).write(batch)
+    assert [len(c) for c in by_count.calls] == [3, 3, 1]
+    # max_bytes exactly the size of the first two documents: they share a request
+    exact = ScriptedCluster()
+    scripted_writer(exact, BulkOptions(max_bytes=doc_bytes[0] + doc_bytes[1])).write(batch[:3])
+    assert [len(c) for c in exact.calls] == [2, 1]
+    # one byte less: each goes alone
+    tight = ScriptedCluster()
+    scripted_writer(tight, BulkOptions(max_bytes=doc_bytes[0] + doc_bytes[1] - 1)).write(batch[:3])
+    assert [len(c) for c in tight.calls] == [1, 1, 1]
+    # a document larger than max_bytes is still sent, alone
+    alone = ScriptedCluster()
+    scripted_writer(alone, BulkOptions(max_bytes=1)).write(batch[:2])
+    assert [len(c) for c in alone.calls] == [1, 1]
+
+
+def test_scripted_unserialisable_documents_are_rejected_without_a_request(tmp_path) -> None:
+    cluster = ScriptedCluster()
+    bad = [
+        BulkDoc("nan", {"v": [float("nan")]}),
+        BulkDoc("inf", {"v": float("inf")}),
+        BulkDoc("obj", {"v": {1j}}),
+    ]
+    dead = tmp_path / "dead.jsonl"
+    report = scripted_writer(cluster, BulkOptions(dead_letter_path=dead)).write([*bad, *small_docs(1)])
+    assert cluster.calls == [["d00000"]]
+    assert [(i.id, i.outcome, i.attempts, i.status) for i in report.items[:3]] == [
+        (d.id, Outcome.REJECTED, 0, None) for d in bad
+    ]
+    assert all("not serialisable as JSON" in (i.reason or "") for i in report.items[:3])
+    assert len(dead.read_text().splitlines()) == 3
+
+
+def test_scripted_refresh_happens_once_after_writing_and_its_failure_is_tolerated() -> None:
+    cluster = ScriptedCluster()
+    scripted_writer(cluster, BulkOptions(max_docs=2)).write(small_docs(5))
+    assert len(cluster.calls) == 3 and cluster.refreshes == 1
+    nothing = ScriptedCluster()
+    assert scripted_writer(nothing).write([]).requests == 0 and nothing.refreshes == 0
+    off = ScriptedCluster()
+    scripted_writer(off, BulkOptions(refresh=False)).write(small_docs(2))
+    assert off.refreshes == 0
+    failing = ScriptedCluster()
+    failing.refresh_error = _raise_status(503)
+    report = scripted_writer(failing).write(small_docs(2))
+    assert failing.refreshes == 1 and report.counts()["indexed"] == 2
+
+
+def test_scripted_requests_carry_the_filter_path_and_the_timeout() -> None:
+    seen: list[dict[str, Any]] = []
+
+    class Recording(ScriptedCluster):
+        def bulk(self, body: bytes, index: str, params: dict[str, Any]) -> dict[str, Any]:
+            seen.append({"index": index, **params})
+            return super().bulk(body, index, params)
+
+    scripted_writer(Recording()).write(small_docs(1))
+    scripted_writer(Recording(), BulkOptions(request_timeout_s=7.5)).write(small_docs(1))
+    assert seen[0] == {"index": "idx", "filter_path": "errors,items.*._id,items.*.status,items.*.error"}
+    assert seen[1]["request_timeout"] == 7.5
+
+
+def test_report_counts_and_completeness() -> None:
+    report = scripted_writer(ScriptedCluster({"d00001": 400})).write(small_docs(3))
+    assert report.counts() == {"indexed": 2, "rejected": 1, "pending": 0} and report.complete
+    assert report.ids(Outcome.INDEXED) == ["d00000", "d00002"] and report.ids(Outcome.PENDING) == []
