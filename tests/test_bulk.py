@@ -75,7 +75,7 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     for attempt, step in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (12, 1.0)]:
         delays = [policy.delay(attempt, rng) for _ in range(200)]
         assert step / 2 <= min(delays) and max(delays) <= step
-        assert max(delays) - min(delays) > step / 4  # jittered, not constant
+        assert max(delays) - min(delays) > 0.45 * step  # jittered over the whole upper half of the step
 
 
 def test_requests_are_sized_by_count_and_bytes(opensearch: OpenSearch, index: str) -> None:
@@ -380,10 +380,10 @@ def _answer(doc_id: str, status: int) -> dict[str, Any]:
 
 
 class FakeTime:
-    """A clock that only moves when the writer sleeps."""
+    """A clock that only moves when the writer sleeps; it starts far from 0, as monotonic clocks do."""
 
     def __init__(self) -> None:
-        self.now = 0.0
+        self.now = 1000.0
         self.sleeps: list[float] = []
 
     def sleep(self, seconds: float) -> None:
@@ -627,10 +627,11 @@ def test_scripted_requests_are_packed_greedily_by_count_and_bytes() -> None:
     by_count = ScriptedCluster()
     scripted_writer(by_count, BulkOptions(max_docs=3)).write(batch)
     assert [len(c) for c in by_count.calls] == [3, 3, 1]
-    # max_bytes exactly the size of the first two documents: they share a request
+    # max_bytes exactly the size of two documents (the first four are equally long): two per request
+    assert len(set(doc_bytes[:4])) == 1
     exact = ScriptedCluster()
-    scripted_writer(exact, BulkOptions(max_bytes=doc_bytes[0] + doc_bytes[1])).write(batch[:3])
-    assert [len(c) for c in exact.calls] == [2, 1]
+    scripted_writer(exact, BulkOptions(max_bytes=doc_bytes[0] + doc_bytes[1])).write(batch[:5])
+    assert [len(c) for c in exact.calls] == [2, 2, 1]
     # one byte less: each goes alone
     tight = ScriptedCluster()
     scripted_writer(tight, BulkOptions(max_bytes=doc_bytes[0] + doc_bytes[1] - 1)).write(batch[:3])
@@ -685,6 +686,53 @@ def test_scripted_requests_carry_the_filter_path_and_the_timeout() -> None:
     scripted_writer(Recording(), BulkOptions(request_timeout_s=7.5)).write(small_docs(1))
     assert seen[0] == {"index": "idx", "filter_path": "errors,items.*._id,items.*.status,items.*.error"}
     assert seen[1]["request_timeout"] == 7.5
+
+
+def test_scripted_backoff_draws_its_jitter_from_the_given_rng() -> None:
+    policy = RetryPolicy(max_attempts=4, initial_backoff_s=1.0, max_backoff_s=8.0)
+    expected_rng = random.Random(7)
+    expected = [policy.delay(attempt, expected_rng) for attempt in (1, 2, 3)]
+    fake = FakeTime()
+    writer = BulkWriter(
+        ScriptedCluster(*[{"d00000": 503}] * 3), "idx", BulkOptions(retry=policy),
+        sleep=fake.sleep, clock=fake.clock, rng=random.Random(7),
+    )  # fmt: skip
+    assert writer.write(small_docs(1)).counts()["indexed"] == 1
+    assert fake.sleeps == expected
+    # without one, the writer draws from a random.Random of its own
+    fake = FakeTime()
+    writer = BulkWriter(ScriptedCluster({"d00000": 503}), "idx", BulkOptions(retry=policy), sleep=fake.sleep)
+    assert writer.write(small_docs(1)).counts()["indexed"] == 1 and 0.5 <= fake.sleeps[0] <= 1.0
+
+
+def test_options_defaults_are_the_documented_policy_and_bounds_are_checked() -> None:
+    # 500 documents or 5 MB per request; 12 tries over at most 300 s, backoff from 0.2 s up to 10 s
+    assert BulkOptions() == BulkOptions(
+        max_docs=500, max_bytes=5_000_000, dead_letter_path=None, dead_letter_source=True, refresh=True,
+        manage_refresh_interval=False, request_timeout_s=None,
+        retry=RetryPolicy(max_attempts=12, initial_backoff_s=0.2, max_backoff_s=10.0, max_total_s=300.0),
+    )  # fmt: skip
+    assert BulkOptions(max_docs=1, max_bytes=1, request_timeout_s=0.5).request_timeout_s == 0.5
+    least = RetryPolicy(max_attempts=1, initial_backoff_s=0, max_backoff_s=0, max_total_s=0.1)
+    assert least.max_attempts == 1
+    for bad in ({"max_docs": 0}, {"max_bytes": 0}, {"request_timeout_s": 0}, {"extra": 1}):
+        with pytest.raises(ValueError):
+            BulkOptions(**bad)
+    for bad in ({"max_attempts": 0}, {"initial_backoff_s": -0.1}, {"max_backoff_s": -1}, {"max_total_s": 0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
+def test_options_documents_and_outcomes_are_immutable() -> None:
+    with pytest.raises(ValueError):
+        BulkOptions().max_docs = 1  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        RetryPolicy().max_attempts = 1  # type: ignore[misc]
+    report = scripted_writer(ScriptedCluster()).write(small_docs(1))
+    with pytest.raises(AttributeError):
+        report.items[0].outcome = Outcome.REJECTED  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        small_docs(1)[0].id = "other"  # type: ignore[misc]
 
 
 def test_report_counts_and_completeness() -> None:

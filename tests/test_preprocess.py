@@ -52,6 +52,14 @@ def test_shrink_uses_lanczos_and_leaves_the_input_alone() -> None:
 def test_small_image_is_returned_unchanged() -> None:
     img = _image(300, 200)
     assert shrink(img, 1024) is img
+    assert shrink(img, 300) is img and shrink(img, 300.5) is img  # a longer side exactly at the limit fits
+
+
+def test_shrinking_down_to_one_pixel_works_and_below_is_refused() -> None:
+    img = _image(10, 5)
+    assert shrink(img, 1).size == (1, 1) and shrink(img, 1.99).size == (1, 1)
+    with pytest.raises(ConfigError, match="cannot shrink a 10x5 image"):
+        shrink(img, 0.99)
 
 
 # Crop from the full 1001x667 image, then shrink to max_side * crop_long / full_long:
@@ -278,6 +286,13 @@ def test_preprocessing_defaults_are_imagenet_and_1024() -> None:
     assert cfg.max_side == 1024
     with pytest.raises(ValueError):
         Preprocessing(std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError):
+        Preprocessing(std=(0.2, -0.1, 0.2))
+    assert Preprocessing(max_side=1).max_side == 1 and Preprocessing(max_side=None).max_side is None
+    with pytest.raises(ValueError):
+        Preprocessing(max_side=0)
+    with pytest.raises(ValueError):  # it travels with a model: never changed in place
+        cfg.max_side = 512  # type: ignore[misc]
 
 
 def test_unloaded_jpeg_is_not_draft_decoded(tmp_path: Path) -> None:
