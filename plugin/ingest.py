@@ -3,14 +3,17 @@
 Stages (threads share the work; onnxruntime, PIL decoding and the store's network I/O release the GIL):
 
 1. read + hash (worker pool): the bytes of each file and its document id (sha256 unless given);
-2. existence check (main thread, in chunks): ids already in the store, or seen earlier in this
-   run, are skipped before any decoding, so rerunning a killed ingest resumes it cheaply;
+2. existence check (main thread, in chunks): ids already in the store are skipped before any
+   decoding, so rerunning a killed ingest resumes it cheaply; an id taken by an earlier input of
+   this run waits for that input's fate (a failure releases the id to the next one, in a round
+   after the first);
 3. decode + resize (worker pool, a bounded window ahead of the model, so memory stays flat);
 4. embed (main thread): images of identical shape run as one batch;
 5. write (a writer thread, so the store's latency overlaps embedding).
 
-Every input ends in the ledger as indexed, skipped, failed (with a reason code), rejected by the
-store (dead-letter file) or pending (not acknowledged when the run stopped; a rerun retries it).
+Every input read ends with exactly one ledger line: indexed, skipped (with a reason), failed (with a
+reason code), rejected by the store (dead-letter file) or pending (not acknowledged when the run
+stopped; a rerun retries it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any, TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import GemsearchError, ImageError, SourceError, StoreError
-from ..protocols import Record, VectorStore
+from ..image_refs import image_ref_of, printable_path
+from ..protocols import FloatRows, Record, VectorStore
 from ._bulk_models import Outcome
 from ._parallel import bounded_map
 from ._source_item import SourceItem, document_id
@@ -40,7 +44,7 @@ from .index_admin import bulk_load_settings
 from .ingest_report import Fate, IngestReport, Ledger
 from .onnx_embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from .onnx_model import default_threads
-from .sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard
+from .sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,16 @@ class IngestOptions(BaseModel):
 
 
 @dataclass
+class _Input:
+    """One input of the run: its place in the ledger (``seq``) and what the source gave."""
+
+    seq: int
+    entry: SourceItem | SourceError
+
+
+@dataclass
 class _Read:
+    input: _Input
     item: SourceItem
     id: str
     data: bytes
@@ -70,17 +83,65 @@ class _Read:
 
 @dataclass
 class _Failed:
-    source: str
-    id: str | None
+    input: _Input
+    id: str | None  # set when the input had claimed this id (a decode failure releases it)
     reason: str
     message: str
+    skipped: bool = False  # left out by the source's policy, not a failure
 
 
 @dataclass
 class _Prepared:
+    input: _Input
     item: SourceItem
     id: str
     array: InputArray
+
+
+class _Claims:
+    """The ids taken in this run. The first input with an id takes it; a later one with the same id
+    waits until the first one's fate is known: if that failed (or the store rejected it) the id is
+    released and a waiting input gets its turn in the next round, so a failure never claims an id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: set[str] = set()
+        self._waiting: dict[str, list[_Input]] = {}
+
+    def take(self, doc_id: str, inp: _Input) -> bool:
+        with self._lock:
+            if doc_id in self._taken:
+                self._waiting.setdefault(doc_id, []).append(inp)
+                return False
+            self._taken.add(doc_id)
+            return True
+
+    def release(self, doc_id: str) -> None:
+        with self._lock:
+            self._taken.discard(doc_id)
+
+    def settle(self) -> tuple[list[_Input], list[_Input]]:
+        """After a round: (inputs to retry, as their id was released; duplicates of a stored id)."""
+        with self._lock:
+            retry: list[_Input] = []
+            duplicates: list[_Input] = []
+            for doc_id, waiting in self._waiting.items():
+                (duplicates if doc_id in self._taken else retry).extend(waiting)
+            self._waiting.clear()
+            return sorted(retry, key=lambda i: i.seq), duplicates
+
+
+@dataclass
+class _Run:
+    """What every stage of one ingest run shares."""
+
+    embedder: OnnxEmbedder
+    store: VectorStore
+    opts: IngestOptions
+    report: IngestReport
+    ledger: Ledger
+    claims: _Claims
+    writer: _StoreWriter
 
 
 def ingest(
@@ -92,68 +153,95 @@ def ingest(
     progress: Callable[[int], object] | None = None,
 ) -> IngestReport:
     """Embed ``items`` with ``embedder`` and write them into ``store`` (created or checked for the
-    model first). A ``SourceError`` among the items (a bad manifest row) is recorded as failed.
+    model first). A ``SourceError`` among the items (a bad manifest row, an unusable folder entry)
+    is recorded as failed, or skipped when the source left it out by policy. Every input read gets
+    exactly one ledger line, also when the run stops early (``pending`` for what was not written).
     Returns the report; raises only for errors that stop the whole run (the store is unreachable,
     the index does not fit the model), after recording what was done."""
     opts = options or IngestOptions()
     report = IngestReport(
         dead_letter_path=getattr(getattr(store, "bulk_options", None), "dead_letter_path", None)
     )
-    ledger = Ledger(report, opts.ledger_path)
-    tick = progress or (lambda n: None)
+    ledger = Ledger(report, opts.ledger_path, on_record=progress)
     start = time.perf_counter()
-    store.ensure_index(embedder.manifest)
-    paused_refresh = contextlib.ExitStack()
-    if opts.pause_refresh and store_supports_bulk(store):
-        paused_refresh.enter_context(bulk_load_settings(store.client, store.index))  # type: ignore[attr-defined]
-    with paused_refresh:  # the writer finishes (and refreshes) before the setting is restored
-        writer = _StoreWriter(store, ledger, opts.write_batch, tick)
-        try:
-            _pipeline(items, embedder, store, opts, report, ledger, writer, tick)
-        except GemsearchError as exc:
-            report.stopped_by = str(exc)
-            raise
-        finally:
-            writer.close()
-            if writer.error is not None and report.stopped_by is None:
-                report.stopped_by = str(writer.error)
-            report.wall_s = time.perf_counter() - start
-            ledger.close()
-    if writer.error is not None:
-        raise writer.error
+    try:
+        store.ensure_index(embedder.manifest)
+        with _refresh_paused(store, opts):  # the writer finishes (and refreshes) before it is restored
+            _run_rounds(items, embedder, store, opts, report, ledger)
+    except BaseException as exc:
+        report.stopped_by = report.stopped_by or _stop_reason(exc)
+        raise
+    finally:
+        ledger.close_open(Fate.PENDING, "not written: the run stopped")
+        report.wall_s = time.perf_counter() - start
+        ledger.close()
     return report
 
 
-def _pipeline(
+def _stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, GemsearchError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _refresh_paused(store: VectorStore, opts: IngestOptions) -> contextlib.AbstractContextManager[Any]:
+    if opts.pause_refresh and store_supports_bulk(store):
+        return bulk_load_settings(store.client, store.index)  # type: ignore[attr-defined]
+    return contextlib.nullcontext()
+
+
+def _run_rounds(
     items: Iterable[SourceItem | SourceError],
     embedder: OnnxEmbedder,
     store: VectorStore,
     opts: IngestOptions,
     report: IngestReport,
     ledger: Ledger,
-    writer: _StoreWriter,
-    tick: Callable[[int], object],
 ) -> None:
+    """Round one takes every input; each later round, the inputs whose id a failure released."""
+    claims = _Claims()
+    writer = _StoreWriter(store, ledger, opts.write_batch, claims)
+    run = _Run(embedder, store, opts, report, ledger, claims, writer)
+    inputs: Iterable[_Input] = _counted(items, run)
+    try:
+        while True:
+            _pipeline(inputs, run)
+            writer.drain()  # every outcome is known: the claims are final for this round
+            retry, duplicates = run.claims.settle()
+            for inp in duplicates:
+                ledger.record(inp.seq, None, Fate.SKIPPED, "duplicate")
+            if not retry:
+                break
+            inputs = retry
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        writer.close()
+        if writer.error is not None and report.stopped_by is None:
+            report.stopped_by = str(writer.error)
+    if writer.error is not None:
+        raise writer.error
+
+
+def _pipeline(inputs: Iterable[_Input], run: _Run) -> None:
+    opts, embedder = run.opts, run.embedder
     with ThreadPoolExecutor(opts.workers, thread_name_prefix="gemsearch-ingest") as pool:
-        read = bounded_map(pool, partial(_read, opts.image), _counted(items, report), opts.window)
-        fresh = _fresh(read, store, ledger, opts, tick)
+        read = bounded_map(pool, partial(_read, opts.image), inputs, opts.window)
+        fresh = _fresh(read, run)
         prepared = bounded_map(pool, partial(_decode, embedder, opts.image), fresh, opts.window)
         waiting: dict[int, _Prepared] = {}
-        for keys, vectors in embedder.run_grouped(_arrays(prepared, waiting, ledger, tick)):
-            records, sources = [], []
-            for key, vector in zip(keys, vectors, strict=True):
-                p = waiting.pop(key)
-                sources.append(_source_name(p.item))
-                records.append(
-                    Record(
-                        id=p.id,
-                        vector=vector,
-                        image_ref=str(p.item.path.absolute()),
-                        metadata=dict(p.item.metadata),
-                    )
-                )
-            report.embedded += len(records)
-            writer.put(records, sources)
+        for keys, vectors in embedder.run_grouped(_arrays(prepared, waiting, run)):
+            batch = [_record(waiting.pop(key), vector) for key, vector in zip(keys, vectors, strict=True)]
+            run.report.embedded += len(batch)
+            run.writer.put(batch)
+
+
+def _record(p: _Prepared, vector: FloatRows) -> tuple[Record, int]:
+    ref = image_ref_of(p.item.path)
+    return Record(id=p.id, vector=vector, image_ref=ref, metadata=dict(p.item.metadata)), p.input.seq
 
 
 def store_supports_bulk(store: Any) -> bool:
@@ -161,115 +249,132 @@ def store_supports_bulk(store: Any) -> bool:
     return hasattr(store, "write") and hasattr(store, "refresh")
 
 
-def _counted(
-    items: Iterable[SourceItem | SourceError], report: IngestReport
-) -> Iterator[SourceItem | SourceError]:
-    for item in items:
-        report.read += 1
-        yield item
+def _counted(items: Iterable[SourceItem | SourceError], run: _Run) -> Iterator[_Input]:
+    for seq, entry in enumerate(items):
+        run.report.read += 1
+        run.ledger.open(seq, _source_name(entry))
+        yield _Input(seq, entry)
 
 
-def _source_name(item: SourceItem) -> str:
-    return str(item.path)
+def _source_name(entry: SourceItem | SourceError) -> str:
+    if isinstance(entry, SourceError):
+        return str(entry.origin or entry)
+    return printable_path(entry.path)
 
 
-def _read(cfg: ImageLoadConfig, item: SourceItem | SourceError) -> _Read | _Failed:
-    if isinstance(item, SourceError):  # a bad manifest row, handed over by the source
-        return _Failed(str(item), None, "bad_row", str(item))
-    roots = [item.root] if item.root is not None else None
+def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
+    entry = inp.entry
+    if isinstance(entry, SourceError):  # a bad manifest row or folder entry, handed over by the source
+        return _Failed(inp, None, entry.reason, str(entry), skipped=entry.skipped)
+    roots = [entry.root] if entry.root is not None else None
     try:
-        data = read_image_file(item.path, cfg, roots)
+        data = read_image_file(entry.path, cfg, roots)
     except ImageError as exc:
-        return _Failed(_source_name(item), item.id, exc.reason, str(exc))
-    return _Read(item, document_id(item, data), data)
+        return _Failed(inp, None, exc.reason, str(exc))
+    except OSError as exc:  # whatever the OS says about one file is that file's failure
+        return _Failed(inp, None, "unreadable", f"{printable_path(entry.path)}: {exc.strerror or exc}")
+    return _Read(inp, entry, document_id(entry, data), data)
 
 
-def _fresh(
-    read: Iterable[_Read | _Failed],
-    store: VectorStore,
-    ledger: Ledger,
-    opts: IngestOptions,
-    tick: Callable[[int], object],
-) -> Iterator[_Read]:
-    """The inputs that still need embedding; records the failed and the already-present ones."""
-    seen: set[str] = set()
+def _fresh(read: Iterable[_Read | _Failed], run: _Run) -> Iterator[_Read]:
+    """The inputs that still need embedding; records the failed and the already-present ones and
+    holds back later inputs with an id an earlier one has taken (see ``_Claims``)."""
     chunk: list[_Read] = []
 
     def flush() -> Iterator[_Read]:
-        present = store.existing_ids([r.id for r in chunk]) if opts.skip_existing else set()
+        ids = [r.id for r in chunk]
+        present = run.store.existing_ids(ids) if run.opts.skip_existing else set()
         for r in chunk:
-            if r.id in present or r.id in seen:
-                ledger.record(
-                    _source_name(r.item), r.id, Fate.SKIPPED, "present" if r.id in present else "duplicate"
-                )
-                tick(1)
-            else:
-                seen.add(r.id)
+            if r.id in present:
+                run.ledger.record(r.input.seq, r.id, Fate.SKIPPED, "present")
+            elif run.claims.take(r.id, r.input):
                 yield r
         chunk.clear()
 
     for entry in read:
         if isinstance(entry, _Failed):
-            _record_failure(entry, ledger, tick)
+            _record_failure(entry, run)
             continue
         chunk.append(entry)
-        if len(chunk) >= opts.check_chunk:
+        if len(chunk) >= run.opts.check_chunk:
             yield from flush()
     if chunk:
         yield from flush()
 
 
-def _record_failure(failure: _Failed, ledger: Ledger, tick: Callable[[int], object]) -> None:
-    ledger.record(failure.source, failure.id, Fate.FAILED, failure.reason)
-    log.warning("%s", failure.message)
-    tick(1)
+def _record_failure(failure: _Failed, run: _Run) -> None:
+    fate = Fate.SKIPPED if failure.skipped else Fate.FAILED
+    run.ledger.record(failure.input.seq, failure.id, fate, failure.reason)
+    if failure.id is not None:
+        run.claims.release(failure.id)
+    log.log(logging.INFO if failure.skipped else logging.WARNING, "%s", failure.message)
 
 
 def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared | _Failed:
+    name = printable_path(r.item.path)
     try:
-        image = load_image_bytes(r.data, cfg, name=str(r.item.path))
-        return _Prepared(r.item, r.id, embedder.prepare(image))
+        image = load_image_bytes(r.data, cfg, name=name)
+        return _Prepared(r.input, r.item, r.id, embedder.prepare(image))
     except ImageError as exc:
-        return _Failed(_source_name(r.item), r.id, exc.reason, str(exc))
+        return _Failed(r.input, r.id, exc.reason, str(exc))
     except GemsearchError as exc:  # e.g. an image too small to shrink: a per-image failure
-        return _Failed(_source_name(r.item), r.id, "bad_image", f"{r.item.path}: {exc}")
+        return _Failed(r.input, r.id, "bad_image", f"{name}: {exc}")
+    except (MemoryError, ValueError, OSError) as exc:  # one image's trouble is never the run's
+        return _Failed(r.input, r.id, "bad_image", f"{name}: {type(exc).__name__}: {exc}")
 
 
 def _arrays(
-    prepared: Iterable[_Prepared | _Failed],
-    waiting: dict[int, _Prepared],
-    ledger: Ledger,
-    tick: Callable[[int], object],
+    prepared: Iterable[_Prepared | _Failed], waiting: dict[int, _Prepared], run: _Run
 ) -> Iterator[tuple[int, InputArray]]:
     for key, entry in enumerate(prepared):
         if isinstance(entry, _Failed):
-            _record_failure(entry, ledger, tick)
+            _record_failure(entry, run)
             continue
         waiting[key] = entry
         yield key, entry.array
 
 
+_Batch = list[tuple[Record, int]]  # records with the ledger seq of their input
+
+
 class _StoreWriter:
     """Writes record batches on its own thread; the bounded queue makes embedding wait for a slow
-    store instead of piling up vectors. The first store error stops the run."""
+    store instead of piling up vectors. The first store error stops the run. Ids the store rejects
+    are released (another input with that id may still be good)."""
 
-    def __init__(self, store: VectorStore, ledger: Ledger, batch: int, tick: Callable[[int], object]) -> None:
-        self.store, self.ledger, self.batch, self.tick = store, ledger, batch, tick
+    def __init__(self, store: VectorStore, ledger: Ledger, batch: int, claims: _Claims | None = None) -> None:
+        self.store, self.ledger, self.batch = store, ledger, batch
+        self.claims = claims
         self.error: GemsearchError | None = None
-        self._buffer: list[tuple[Record, str]] = []
-        self._queue: queue.Queue[list[tuple[Record, str]] | None] = queue.Queue(maxsize=2)
+        self._aborted = False
+        self._buffer: _Batch = []
+        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._bulk = store_supports_bulk(store)
         self._wrote = False
         self._thread = threading.Thread(target=self._loop, name="gemsearch-writer", daemon=True)
         self._thread.start()
 
-    def put(self, records: list[Record], sources: list[str]) -> None:
+    def put(self, records: _Batch) -> None:
         if self.error is not None:
             raise self.error
-        self._buffer.extend(zip(records, sources, strict=True))
+        self._buffer.extend(records)
         if len(self._buffer) >= self.batch:
             self._queue.put(self._buffer)
             self._buffer = []
+
+    def drain(self) -> None:
+        """Write what is buffered and wait until every queued batch has its outcome."""
+        if self._buffer:
+            self._queue.put(self._buffer)
+            self._buffer = []
+        self._queue.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """The run is stopping: batches not yet written are left pending, not written."""
+        self._aborted = True
+        self._buffer = []
 
     def close(self) -> None:
         if self._buffer:
@@ -277,7 +382,7 @@ class _StoreWriter:
             self._buffer = []
         self._queue.put(None)
         self._thread.join()
-        if self._bulk and self._wrote and self.error is None:
+        if self._bulk and self._wrote and self.error is None and not self._aborted:
             try:
                 self.store.refresh()  # type: ignore[attr-defined]
             except StoreError as exc:  # durable already; only visibility waits for the next refresh
@@ -285,48 +390,45 @@ class _StoreWriter:
 
     def _loop(self) -> None:
         while (batch := self._queue.get()) is not None:
-            if self.error is not None:
-                self._record_all(batch, Fate.PENDING, "not written: the run stopped")
-                continue
             try:
-                self._write(batch)
-            except GemsearchError as exc:
-                self.error = exc
-                self._record_all(batch, Fate.PENDING, str(exc))
-            except Exception as exc:  # a store bug must not hang the pipeline: stop it with the cause
-                self.error = StoreError(f"writing to the store failed: {exc!r}")
-                self._record_all(batch, Fate.PENDING, repr(exc))
+                if self.error is None and not self._aborted:
+                    self._write_batch(batch)
+            finally:
+                self._queue.task_done()  # left-over inputs get their pending line from the ledger
+        self._queue.task_done()
 
-    def _write(self, batch: list[tuple[Record, str]]) -> None:
+    def _write_batch(self, batch: _Batch) -> None:
+        try:
+            self._write(batch)
+        except GemsearchError as exc:
+            self.error = exc
+        except BaseException as exc:  # a store bug must not hang the pipeline: stop it with the cause
+            self.error = StoreError(f"writing to the store failed: {exc!r}")
+
+    def _write(self, batch: _Batch) -> None:
         records = [r for r, _ in batch]
-        source_of = {r.id: s for r, s in batch}
         self._wrote = True
         if not self._bulk:
             self.store.upsert(records)
-            self._record_all(batch, Fate.INDEXED)
+            for record, seq in batch:
+                self.ledger.record(seq, record.id, Fate.INDEXED)
             return
         outcome = self.store.write(records, refresh=False)  # type: ignore[attr-defined]
-        fates = {
-            Outcome.INDEXED: Fate.INDEXED,
-            Outcome.REJECTED: Fate.REJECTED,
-            Outcome.PENDING: Fate.PENDING,
-        }
+        seq_of = {r.id: seq for r, seq in batch}
         for item in outcome.items:
-            self.ledger.record(source_of.get(item.id, item.id), item.id, fates[item.outcome], item.reason)
-            self.tick(1)
-        reported = {item.id for item in outcome.items}
-        unreported = [(r, s) for r, s in batch if r.id not in reported]
-        self._record_all(unreported, Fate.PENDING, "not acknowledged by the cluster")
-        if not outcome.complete or unreported:
+            fate = _FATES[item.outcome]
+            if item.id in seq_of:
+                self.ledger.record(seq_of.pop(item.id), item.id, fate, item.reason)
+            if fate is Fate.REJECTED and self.claims is not None:
+                self.claims.release(item.id)
+        if not outcome.complete or seq_of:
             raise StoreError(
-                f"the cluster did not acknowledge {outcome.counts()['pending'] + len(unreported)} documents "
+                f"the cluster did not acknowledge {outcome.counts()['pending'] + len(seq_of)} documents "
                 "after retrying; stopping (rerun the same command to resume)"
             )
 
-    def _record_all(self, batch: list[tuple[Record, str]], fate: Fate, reason: str | None = None) -> None:
-        for record, source in batch:
-            self.ledger.record(source, record.id, fate, reason)
-            self.tick(1)
+
+_FATES = {Outcome.INDEXED: Fate.INDEXED, Outcome.REJECTED: Fate.REJECTED, Outcome.PENDING: Fate.PENDING}
 
 
 def read_sources(
@@ -335,18 +437,29 @@ def read_sources(
     extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
     stdin: TextIO | None = None,
 ) -> Iterator[SourceItem | SourceError]:
-    """The items of ``specs`` (see ``iter_sources``) with bad manifest rows passed along as
-    ``SourceError`` so the ingest records them instead of stopping. Bad rows have no shard key:
-    only shard 0 (or an unsharded run) reports them, so N workers count each once."""
-    bad: list[SourceError] = []
-    report_bad = shard is None or shard.index == 0
-    for item in iter_sources(specs, shard, extensions, on_bad_row=bad.append, stdin=stdin):
-        if report_bad:
-            yield from bad
-        bad.clear()
+    """The items of ``specs`` (see ``iter_sources``) with the entries a source cannot hand over (bad
+    manifest rows, unusable folder entries) passed along as ``SourceError`` so the ingest records
+    them instead of stopping. A folder entry belongs to the shard of its path; a bad row has no
+    shard key, so only shard 0 (or an unsharded run) reports it and N workers count each once."""
+    problems: list[SourceError] = []
+
+    def keep(problem: SourceError) -> None:
+        if _in_shard(problem, shard):
+            problems.append(problem)
+
+    for item in iter_sources(specs, shard, extensions, on_bad_row=keep, stdin=stdin):
+        yield from problems
+        problems.clear()
         yield item
-    if report_bad:
-        yield from bad
+    yield from problems
+
+
+def _in_shard(problem: SourceError, shard: Shard | None) -> bool:
+    if shard is None or shard.count == 1:
+        return True
+    if problem.key is None:
+        return shard.index == 0
+    return shard_of(problem.key, shard.count) == shard.index
 
 
 def ingest_collection(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +133,7 @@ def ingest(
     """
     from .images import ImageLoadConfig
     from .onnx_embedder import OnnxEmbedder, bulk_parallel_runs
-    from .sources import DEFAULT_IMAGE_EXTENSIONS, iter_sources, parse_shard
+    from .sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
     use_opensearch = wants_opensearch(store_dir, opensearch_urls, opensearch_config)
     shard = parse_shard(shard_spec) if shard_spec else None
@@ -168,7 +171,8 @@ def ingest(
         ledger_path=ledger,
         pause_refresh=pause_refresh,
     )
-    total = None if "-" in sources else sum(1 for _ in iter_sources(sources, shard, exts))
+    # the same reader as the run, so bad rows and skipped entries count as the inputs they are
+    total = None if "-" in sources else sum(1 for _ in read_sources(sources, shard, exts))
     show = sys.stderr.isatty() if progress is None else progress
     click.echo(
         f"model {embedder.manifest.name}@{embedder.manifest.version8} on {embedder.providers[0]}", err=True
@@ -196,9 +200,30 @@ def _run(
 ) -> IngestReport:
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar:
+    with (
+        _sigterm_as_interrupt(),
+        tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar,
+    ):
         items = read_sources(sources, shard, exts)
         return run_ingest(items, embedder, store, options, progress=bar.update)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C, so the ledger gets its pending
+    lines and the store its clean close instead of the process vanishing mid-batch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print(report: IngestReport, as_json: bool) -> None:

@@ -9,9 +9,11 @@ coordination: the shards are disjoint and together are the whole.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from ..errors import ConfigError, SourceError
+from ..image_refs import printable_path
 from ._source_item import SourceItem, doc_id_for, document_id
 from ._source_manifests import BadRowHandler, iter_csv, iter_jsonl
 
@@ -53,60 +56,88 @@ def iter_directory(
     root: str | os.PathLike[str],
     extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
     include_hidden: bool = False,
+    on_problem: BadRowHandler | None = None,
 ) -> Iterator[SourceItem]:
     """Image files under ``root``, recursively, sorted by path; ``extensions=None`` takes every file.
 
-    Symlinked files are followed only when they resolve inside ``root`` (others are skipped and
-    logged); symlinked folders are never descended, which rules out cycles and duplicates.
-    Hidden names (".x") are skipped unless ``include_hidden``: they are mostly metadata files
-    such as macOS's "._photo.jpg".
+    Symlinked files are followed only when they resolve inside ``root``; symlinked folders are never
+    descended, which rules out cycles and duplicates. Hidden names (".x") are skipped unless
+    ``include_hidden``: they are mostly metadata files such as macOS's "._photo.jpg".
+
+    An entry with a wanted extension that is not taken is a ``SourceError`` handed to ``on_problem``
+    (logged when it is None): skipped by policy (FIFOs, devices, links leaving ``root`` or naming a
+    folder) or failed (``unreadable``: a symlink loop, an I/O or permission error; ``not_found``: a
+    dangling link). A problem with one entry never stops the walk.
     """
     top = Path(root)
     if not top.is_dir():
         raise SourceError(f"{top}: not a folder", str(top))
     wanted = None if extensions is None else frozenset(e.lower() for e in extensions)
-    yield from _walk(top, Path(os.path.realpath(top)), PurePosixPath(), wanted, include_hidden)
+    walk = _Walk(Path(os.path.realpath(top)), wanted, include_hidden, on_problem or _log_problem)
+    yield from walk.folder(top, PurePosixPath())
 
 
-def _walk(
-    folder: Path, real_root: Path, rel: PurePosixPath, wanted: frozenset[str] | None, hidden: bool
-) -> Iterator[SourceItem]:
-    try:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-    except OSError as exc:
-        log.warning("%s: cannot list the folder (%s); skipped", folder, exc.strerror or exc)
-        return
-    for entry in entries:
-        if not hidden and entry.name.startswith("."):
-            continue
-        path, key = folder / entry.name, rel / entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(path, real_root, key, wanted, hidden)
-        elif _wanted_file(entry, path, real_root, wanted):
-            yield SourceItem(path=path, key=key.as_posix(), root=real_root, origin=str(folder))
+@dataclass(frozen=True)
+class _Walk:
+    real_root: Path
+    wanted: frozenset[str] | None
+    hidden: bool
+    on_problem: BadRowHandler
 
+    def folder(self, folder: Path, rel: PurePosixPath) -> Iterator[SourceItem]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            self._problem(folder, rel, "unreadable", f"cannot list the folder: {exc.strerror or exc}")
+            return
+        for entry in entries:
+            if not self.hidden and entry.name.startswith("."):
+                continue
+            path, key = folder / entry.name, rel / entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from self.folder(path, key)
+                elif self._wanted(path) and self._usable(entry, path, key):
+                    yield SourceItem(path=path, key=key.as_posix(), root=self.real_root, origin=str(folder))
+            except OSError as exc:  # any OS error is this entry's failure, never the walk's
+                self._problem(path, key, "unreadable", f"cannot read the entry: {exc.strerror or exc}")
 
-def _wanted_file(entry: os.DirEntry[str], path: Path, real_root: Path, wanted: frozenset[str] | None) -> bool:
-    if wanted is not None and path.suffix.lower() not in wanted:
+    def _wanted(self, path: Path) -> bool:
+        return self.wanted is None or path.suffix.lower() in self.wanted
+
+    def _usable(self, entry: os.DirEntry[str], path: Path, key: PurePosixPath) -> bool:
+        """Whether the entry is a regular file (or an in-root link to one); records why not."""
+        try:
+            mode = entry.stat().st_mode  # follows a link, so a loop raises ELOOP here
+        except FileNotFoundError:
+            self._problem(path, key, "not_found", "a symlink to nothing (dangling)")
+            return False
+        if entry.is_symlink():
+            target = Path(os.path.realpath(path, strict=True))
+            if not target.is_relative_to(self.real_root):
+                why = f"a symlink to {printable_path(target)}, outside {self.real_root}"
+                return self._skip(path, key, "outside_root", why)
+            if stat.S_ISDIR(mode):
+                return self._skip(path, key, "not_regular_file", "a symlink to a folder (not descended)")
+        if not stat.S_ISREG(mode):
+            return self._skip(path, key, "not_regular_file", "not a regular file (a FIFO, socket or device)")
+        return True
+
+    def _skip(self, path: Path, key: PurePosixPath, reason: str, why: str) -> bool:
+        self._problem(path, key, reason, why, skipped=True)
         return False
-    if entry.is_symlink() and not _link_stays_inside(path, real_root):
-        return False
-    if not entry.is_file():  # follows an in-root link to see what it names
-        log.info("%s: not a regular file; skipped", path)
-        return False
-    return True
+
+    def _problem(self, path: Path, key: PurePosixPath, reason: str, why: str, skipped: bool = False) -> None:
+        shown = printable_path(path)
+        verb = "skipped" if skipped else "failed"
+        self.on_problem(
+            SourceError(f"{shown}: {why}; {verb}", shown, reason=reason, key=key.as_posix(), skipped=skipped)
+        )
 
 
-def _link_stays_inside(link: Path, real_root: Path) -> bool:
-    target = Path(os.path.realpath(link))
-    if not target.is_relative_to(real_root):
-        log.warning("%s: symlink to %s, outside %s; skipped", link, target, real_root)
-        return False
-    if target.is_dir():
-        log.info("%s: symlink to a folder; not descended", link)
-        return False
-    return True
+def _log_problem(problem: SourceError) -> None:
+    log.log(logging.INFO if problem.skipped else logging.WARNING, "%s", problem)
 
 
 def iter_path_list(
@@ -130,10 +161,10 @@ def open_source(
     """The items of one source named on a command line: ``-`` (paths on stdin), a folder, a
     ``.jsonl``/``.ndjson``/``.csv`` manifest or a ``.txt``/``.lst`` path list."""
     if spec == "-":
-        return iter_path_list(stdin or sys.stdin)
+        return iter_path_list(stdin or _stdin_lines())
     path = Path(spec)
     if path.is_dir():
-        return iter_directory(path, extensions)
+        return iter_directory(path, extensions, on_problem=on_bad_row)
     suffix = path.suffix.lower()
     if not path.exists():
         raise SourceError(f"{spec}: no such file or folder", spec)
@@ -149,8 +180,16 @@ def open_source(
 
 
 def _path_list_file(path: Path) -> Iterator[SourceItem]:
-    with path.open(encoding="utf-8") as lines:
+    # file names are bytes: undecodable ones pass through as surrogates and name the same file
+    with path.open(encoding="utf-8", errors="surrogateescape") as lines:
         yield from iter_path_list(lines, base=path.absolute().parent, origin=str(path))
+
+
+def _stdin_lines() -> TextIO:
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:
+        return sys.stdin
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
 
 
 def iter_sources(

@@ -79,7 +79,7 @@ def test_folder_symlinks_and_special_files(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.INFO, logger="gemsearch.plugin.sources"):
         keys = _keys(iter_directory(root))
     assert keys == ["alias.jpg", "real.jpg"]
-    assert "escape.jpg: symlink to" in caplog.text and "outside" in caplog.text
+    assert "escape.jpg: a symlink to" in caplog.text and "outside" in caplog.text
     assert "pipe.jpg: not a regular file" in caplog.text
 
 

@@ -39,11 +39,28 @@ class StoreError(GemsearchError):
 
 
 class SourceError(GemsearchError):
-    """A source of images (a folder, a JSONL/CSV manifest, a path list) is missing or has a bad entry."""
+    """A source of images (a folder, a JSONL/CSV manifest, a path list) is missing or has a bad entry.
 
-    def __init__(self, message: str, origin: str | None = None) -> None:
+    As a bad entry handed to an ingest: ``reason`` is its ledger reason code (``bad_row``,
+    ``unreadable``, ``not_regular_file``, ...), ``key`` the shard key where the entry has one (a path
+    in a folder; None for a manifest row), and ``skipped`` says it is left out by policy (a FIFO, a
+    link leaving the folder) rather than failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        origin: str | None = None,
+        *,
+        reason: str = "bad_row",
+        key: str | None = None,
+        skipped: bool = False,
+    ) -> None:
         super().__init__(message)
         self.origin = origin
+        self.reason = reason
+        self.key = key
+        self.skipped = skipped
 
 
 class EvaluationError(GemsearchError, ValueError):
