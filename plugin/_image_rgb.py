@@ -52,20 +52,57 @@ def _on_white(rgba: Image.Image) -> Image.Image:
 
 
 def _grey_to_8bit(im: Image.Image) -> Image.Image:
-    """Scale a 16/32-bit integer or float greyscale image to mode L, by range, with rounding."""
-    values = np.asarray(im)
-    if values.size and values.dtype.kind in "iu" and values.min() >= 0 and values.max() <= _UINT16_MAX:
-        out: npt.NDArray[np.generic] = (values.astype(np.uint32) * 255 + _UINT16_MAX // 2) // _UINT16_MAX
+    """Scale a 16/32-bit integer or float greyscale image to mode L, by range, with rounding.
+
+    Converted a band of rows at a time into the 8-bit result: a 40-megapixel 16-bit image would
+    otherwise take several full-size 32- and 64-bit copies (over 1 GB) on the way.
+    """
+    width, height = im.size
+    out = np.zeros((height, width), dtype=np.uint8)
+    bands = _bands(width, height)
+    low, high = _extremes(im, bands)
+    if im.mode != "F" and low >= 0 and high <= _UINT16_MAX:
+        for top, bottom in bands:
+            out[top:bottom] = _UINT16_TO_8BIT[_rows(im, top, bottom)]
     else:
-        out = _stretch(values.astype(np.float64), unit_range=values.dtype.kind == "f")
-    return Image.fromarray(out.astype(np.uint8))
+        if im.mode == "F" and low >= 0.0 and high <= 1.0:
+            low, high = 0.0, 1.0
+        scale = 255.0 / (high - low if high > low else 1.0)
+        for top, bottom in bands:
+            out[top:bottom] = np.rint((_finite(_rows(im, top, bottom)) - low) * scale)
+    return Image.fromarray(out)
 
 
-def _stretch(values: npt.NDArray[np.float64], unit_range: bool) -> npt.NDArray[np.float64]:
-    """Floats in 0..1 times 255; anything else (negative, > 65535, NaN) stretched from min..max."""
-    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if unit_range and low >= 0.0 and high <= 1.0:
-        low, high = 0.0, 1.0
-    span = high - low if high > low else 1.0
-    return np.rint((finite - low) * (255.0 / span))
+# v * 255 / 65535 rounded half up, for every 16-bit value (65535 -> 255, 32768 -> 128)
+_UINT16_TO_8BIT = (
+    (np.arange(_UINT16_MAX + 1, dtype=np.uint32) * 255 + _UINT16_MAX // 2) // _UINT16_MAX
+).astype(np.uint8)
+_BAND_PIXELS = 1 << 20
+
+
+def _bands(width: int, height: int) -> list[tuple[int, int]]:
+    """Row ranges of about a million pixels each."""
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    return [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def _rows(im: Image.Image, top: int, bottom: int) -> npt.NDArray[np.generic]:
+    return np.asarray(im.crop((0, top, im.width, bottom)))
+
+
+def _finite(values: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    """NaN and infinities count as 0, as if the pixel held nothing."""
+    return np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _extremes(im: Image.Image, bands: list[tuple[int, int]]) -> tuple[float, float]:
+    """The smallest and largest (finite) value; (0, 1) for an empty image."""
+    if not bands or not im.width:
+        return 0.0, 1.0
+    lows, highs = [], []
+    for top, bottom in bands:
+        values = _rows(im, top, bottom)
+        finite = values if values.dtype.kind in "iu" else _finite(values)
+        lows.append(float(finite.min()))
+        highs.append(float(finite.max()))
+    return min(lows), max(highs)
