@@ -128,6 +128,9 @@ def serve(
       gemsearch serve --config serve.yaml --host 0.0.0.0 --port 8080
     """
     uvicorn = require("uvicorn", "web")
+    from .web.memory import limit_arenas
+
+    limit_arenas()  # before the model's and the server's threads start
     from .web.app import create_app
 
     limits = {

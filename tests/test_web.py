@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
+import threading
+import time
+import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from live_server import free_port, serving
 from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
-from PIL import Image
+from PIL import Image, ImageFile
 from query_data import Photo, fill_store, tiny_model, write_photos
 
+from gemsearch.plugin._image_rgb import to_rgb
 from gemsearch.plugin._index_checks import IndexOptions
+from gemsearch.plugin.images import ImageLoadConfig
 from gemsearch.plugin.local_store import LocalStore
 from gemsearch.plugin.onnx_embedder import OnnxEmbedder
 from gemsearch.plugin.opensearch_store import OpenSearchStore
 from gemsearch.plugin.web.app import create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+from gemsearch.plugin.web.image_files import ImageFiles
+from gemsearch.plugin.web.memory import MemoryBudget
 from gemsearch.protocols import Record
 
 Data = tuple[Path, list[Photo]]
@@ -323,3 +334,188 @@ def test_parallel_searches_agree(url: str, data: Data) -> None:
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(one, range(4 * len(photos))))
     assert together == alone * 4
+
+
+# ----------------------------------------------------------------------------- hostile clients
+
+
+def raw_request(base: str, head: str, body: bytes = b"") -> socket.socket:
+    """A connection that has sent ``head`` (request line and headers) and ``body``, and no more."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    return conn
+
+
+def read_answer(conn: socket.socket, until: bytes | None = None) -> bytes:
+    """What the server sends until it closes the connection, goes quiet, or has sent ``until``."""
+    answer = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := conn.recv(65536):
+            answer += chunk
+            if until is not None and until in answer:
+                break
+    return answer
+
+
+def multipart_head(path: str, length: int) -> str:
+    return (
+        f"POST {path} HTTP/1.1\nHost: test\nContent-Type: multipart/form-data; boundary=xyz\n"
+        f"Content-Length: {length}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"a":' * 2500 + "1" + "}" * 2500,  # 15,001 characters: within the field's length
+        '{"year": {"gte": [[[[[[[[[[1]]]]]]]]]]}}',
+    ],
+)
+def test_deeply_nested_filters_are_a_400(url: str, data: Data, filters: str) -> None:
+    _, photos = data
+    response = post(url, id=photos[0].id, filters=filters)
+    assert response.status_code == 400, response.text[:300]
+    assert error_of(response)["code"] == "bad_request" and "nests deeper" in error_of(response)["message"]
+    assert post(url, id=photos[0].id, k=1).status_code == 200  # the server is still there
+
+
+def test_over_the_rate_a_search_is_refused_before_its_body_is_read(data: Data) -> None:
+    root, photos = data
+    with serving(create_app(local_config(root, searches_per_minute=1, search_burst=1))) as base:
+        assert post(base, id=photos[0].id, k=1).status_code == 200
+        started = time.monotonic()
+        conn = raw_request(base, multipart_head("/api/search", 200_000), b"--xyz\r\n")  # body never sent
+        with conn:
+            conn.settimeout(5)
+            answer = read_answer(conn, until=b"slow down")
+        assert answer.startswith(b"HTTP/1.1 429"), answer[:200]
+        assert b"retry-after" in answer.lower() and time.monotonic() - started < 5
+
+
+def test_a_body_that_trickles_in_gets_408_and_the_connection_closed(data: Data) -> None:
+    root, photos = data
+    config = local_config(root, searches_per_minute=0, body_timeout_s=1)
+    with serving(create_app(config)) as base:
+        started = time.monotonic()
+        conn = raw_request(base, multipart_head("/api/search", 5_000), b"--xyz\r\n")
+        with conn:
+            for _ in range(8):  # a byte every 0.4 s: never idle for long, never done
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"a")
+                time.sleep(0.4)
+            conn.settimeout(5)
+            answer = read_answer(conn)  # ends because the server closed the connection
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"code":"timeout"' in answer.replace(b" ", b"") and time.monotonic() - started < 8
+        # chunked (no Content-Length): read by the body limit, also timed
+        head = "POST /api/search HTTP/1.1\nHost: test\nTransfer-Encoding: chunked\n"
+        with raw_request(base, head, b"1\r\na\r\n") as conn:
+            conn.settimeout(5)
+            assert read_answer(conn).startswith(b"HTTP/1.1 408")
+        assert post(base, id=photos[0].id, k=1).status_code == 200  # a normal request still works
+
+
+def test_concurrent_thumbnail_misses_decode_once_at_reduced_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve requests at once for a cold 4000x3000 thumbnail: one decode, by DCT scaling."""
+    (tmp_path / "big.jpg").write_bytes(_jpeg((4000, 3000)))
+    files = ImageFiles([tmp_path], ImageLoadConfig(), thumbnail_side=320)
+    decoded: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def slow_load(self: ImageFile.ImageFile) -> Any:
+        if getattr(self, "_im", None) is None:  # a real decode, not an already-loaded image
+            decoded.append(self.size)
+            time.sleep(0.3)  # the other requests arrive while it decodes
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", slow_load)
+    with ThreadPoolExecutor(12) as pool:
+        thumbs = list(pool.map(lambda _: files.thumbnail("big.jpg"), range(12)))
+    assert len(set(thumbs)) == 1 and len(decoded) == 1, decoded
+    assert decoded[0][0] * decoded[0][1] <= 4000 * 3000 // 16  # at most a quarter of each side
+    with Image.open(io.BytesIO(thumbs[0])) as im:
+        assert im.size == (320, 240)
+
+
+def test_thumbnails_of_every_mode_are_upright_rgb(tmp_path: Path) -> None:
+    files = ImageFiles([tmp_path], ImageLoadConfig(), thumbnail_side=64)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown 300 wide, 400 high
+    Image.new("RGB", (400, 300), (200, 10, 10)).save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    grey16 = Image.fromarray(np.full((300, 400), 65535, dtype=np.uint16))
+    grey16.save(tmp_path / "grey16.png")
+    Image.new("RGBA", (400, 300), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    Image.new("P", (400, 300), 3).save(tmp_path / "palette.gif")
+    expected = {"rot.jpg": (48, 64), "grey16.png": (64, 48), "clear.png": (64, 48), "palette.gif": (64, 48)}
+    for name, size in expected.items():
+        with Image.open(io.BytesIO(files.thumbnail(name))) as im:
+            assert (im.mode, im.size) == ("RGB", size), name
+            if name in ("grey16.png", "clear.png"):  # full white, transparency on white
+                assert min(im.getpixel((10, 10))) >= 250, name  # type: ignore[arg-type]
+
+
+def test_the_memory_budget_admits_in_order_and_within_the_limit() -> None:
+    budget = MemoryBudget(100)
+    inside: list[int] = []
+    seen: list[list[int]] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        with budget.hold(n):
+            with lock:
+                inside.append(n)
+                seen.append(list(inside))
+            time.sleep(0.05)
+            with lock:
+                inside.remove(n)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(work, [60, 60, 30, 500, 10, 40]))
+    assert all(sum(min(n, 100) for n in together) <= 100 for together in seen), seen
+    assert [500] in seen and budget.used == 0  # more than the whole budget: alone
+
+
+def test_16_bit_uploads_are_converted_without_full_size_wide_copies() -> None:
+    """numpy's allocations are traced: a 3000x3000 16-bit image takes no 32/64-bit full copy."""
+    image = Image.fromarray(np.tile(np.arange(3000, dtype=np.uint16) * 20, (3000, 1)))
+    tracemalloc.start()
+    try:
+        rgb = to_rgb(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rgb.mode == "RGB" and rgb.getpixel((2999, 0)) == (233, 233, 233)  # 59980 * 255 / 65535
+    assert peak < 3 * 3000 * 3000, f"{peak / 2**20:.0f} MB"
+
+
+def test_a_paused_cluster_is_503_within_the_store_timeout(
+    data: Data, opensearch: OpenSearch, opensearch_node: OpenSearchNode, prefix: str
+) -> None:
+    root, photos = data
+    fill_store(
+        OpenSearchStore(opensearch, options=IndexOptions(prefix=prefix)),
+        OnnxEmbedder(root / "tiny.onnx"),
+        photos[:2],
+    )
+    store = OpenSearchStoreSpec(prefix=prefix, urls=(opensearch_node.url,))
+    config = ServeConfig(
+        models=(ModelSpec(path=root / "tiny.onnx", store=store),),
+        limits=Limits(store_timeout_s=1, searches_per_minute=0),
+    )
+    with serving(create_app(config)) as base:
+        assert requests.get(f"{base}/healthz", timeout=30).status_code == 200
+        opensearch_node.pause()
+        try:
+            started = time.monotonic()
+            health = requests.get(f"{base}/healthz", timeout=30)
+            search = post(base, image_file(photos[0]), k=2)
+            took = time.monotonic() - started
+        finally:
+            opensearch_node.resume()
+        assert health.status_code == 503 and health.json()["models"] == {"tiny": False}
+        assert search.status_code == 503 and error_of(search)["code"] == "unavailable"
+        assert took < 8, f"{took:.1f} s for a health check and a search"

@@ -6,9 +6,8 @@ Every error is JSON ``{"error": {"code", "message"}}`` with a 4xx status for a b
 when the store cannot be reached.
 """
 
-import json
 import logging
-import math
+from collections.abc import Callable
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from ..._deps import require
-from ...errors import ConfigError, GemsearchError, ImageError, StoreError
+from ...errors import GemsearchError, ImageError, StoreError
 from .._query_checks import check_filters, parse_crop
 from ..images import ImageLoadConfig
 from ..query import QueryExpansion, SearchResult
 from .config import ServeConfig
-from .image_files import ImageFiles
-from .limits import BodyLimit, RateLimiter, SecurityHeaders
+from .image_files import ImageFiles, OpenedFile
+from .limits import BodyDeadline, BodyLimit, RateLimiter, SearchRate, SecurityHeaders, parse_json_field
+from .memory import MemoryBudget, header_cost, trim_after
 from .registry import ModelRegistry, ModelSlot
 from .schemas import ErrorResponse, Health, HitOut, ModelInfo, SearchResponse, Settings
 
@@ -32,7 +32,7 @@ require("python_multipart", "web", "python-multipart")
 import anyio  # noqa: E402
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import FileResponse, JSONResponse, Response  # noqa: E402
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
@@ -53,6 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "bad request (crop, filters, id)",
         404: "unknown model, document or image",
+        408: "the request body did not arrive in time",
         413: "upload too large (bytes or pixels)",
         415: "not an image",
         422: "invalid field or undecodable image",
@@ -86,7 +87,7 @@ def library_error(exc: GemsearchError) -> ApiError:
 
 
 def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> Any:
-    """The ASGI app (FastAPI, wrapped in the body-limit and security-header middleware).
+    """The ASGI app (FastAPI, wrapped in the middleware that limits requests before they are parsed).
 
     ``registry``: the opened models (default: opened from ``config``); the app closes it on shutdown.
     """
@@ -95,13 +96,15 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     models = registry or ModelRegistry.from_config(config, upload_config)
     for slot in models:
         slot.searcher.image_config = upload_config
+    budget = MemoryBudget(limits.decode_memory_mb * 2**20)
     files = ImageFiles(
         config.image_roots,
         ImageLoadConfig(max_bytes=limits.max_image_file_bytes, max_pixels=limits.max_pixels),
         limits.thumbnail_side,
+        budget=budget,
     )
-    rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
     workers = anyio.CapacityLimiter(limits.concurrent_searches)
+    image_workers = anyio.CapacityLimiter(limits.concurrent_images)
     app = FastAPI(
         title=f"{config.title} image search",
         version="1",
@@ -127,16 +130,17 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         return base + "&size=full", base + "&size=thumb"
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
-    def healthz() -> Any:
+    async def healthz() -> Any:
         """Whether every model's store answers (503 with the details when one does not)."""
-        up = {slot.name: slot.documents() is not None for slot in models}
+        up = {name: count is not None for name, count in (await _document_counts(models)).items()}
         health = Health(status="ok" if all(up.values()) else "degraded", models=up)
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
     @app.get("/api/models", response_model=list[ModelInfo], tags=["search"])
-    def list_models() -> list[ModelInfo]:
+    async def list_models() -> list[ModelInfo]:
         """The models this server searches with; the first is the default."""
-        return [_model_info(slot, slot.name == models.default) for slot in models]
+        counts = await _document_counts(models)
+        return [_model_info(slot, slot.name == models.default, counts[slot.name]) for slot in models]
 
     @app.get("/api/settings", response_model=Settings, tags=["search"])
     def settings() -> Settings:
@@ -153,7 +157,6 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
 
     @app.post("/api/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search(
-        request: Request,
         image: Annotated[
             UploadFile | None, File(description="the query image (JPEG, PNG, WebP, ...)")
         ] = None,
@@ -177,11 +180,6 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         alpha: Annotated[float, Form(ge=0, le=100, description="alpha-QE exponent")] = 3.0,
     ) -> SearchResponse:
         """Search with an uploaded image (optionally a region of it) or an indexed document id."""
-        wait = rate.acquire(request.client.host if request.client else "?")
-        if wait > 0:
-            raise ApiError(
-                429, "rate_limited", "too many searches; slow down", {"Retry-After": str(math.ceil(wait))}
-            )
         slot = slot_for(model)
         box = parse_crop(crop) if crop and crop.strip() else None
         parsed = _parse_filters(filters)
@@ -192,11 +190,11 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
             if box is not None:
                 raise ApiError(400, "bad_request", "crop applies to an uploaded image, not to an id")
             run = partial(slot.searcher.search_by_id, doc_id, k, parsed, qe)
+            result: SearchResult = await anyio.to_thread.run_sync(run, limiter=workers)
         else:
             assert image is not None
-            data = await _read_upload(image, limits.max_upload_bytes)
-            run = partial(slot.searcher.search, data, box, k, parsed, qe)
-        result: SearchResult = await anyio.to_thread.run_sync(run, limiter=workers)
+            run_upload = partial(slot.searcher.search, crop=box, k=k, filters=parsed, expand=qe)
+            result = await search_upload(image, run_upload)
         hits = []
         for rank, hit in enumerate(result.hits, 1):
             full, thumb = image_urls(slot, hit.id)
@@ -212,25 +210,44 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         response_class=Response,
         tags=["search"],
     )
-    def stored_image(
+    async def stored_image(
         doc_id: str,
         model: Annotated[str | None, Query(max_length=100, json_schema_extra=model_enum)] = None,
         size: Annotated[str, Query(pattern="^(thumb|full)$")] = "thumb",
     ) -> Response:
         """The stored image of a document (``size=full``) or a JPEG thumbnail; only from the image roots."""
         slot = slot_for(model)
+        found = await anyio.to_thread.run_sync(partial(image_of, slot, doc_id, size), limiter=image_workers)
+        cache = {"Cache-Control": "private, max-age=3600"}
+        if isinstance(found, OpenedFile):
+            headers = {**cache, "Content-Length": str(found.size)}
+            return StreamingResponse(found.chunks(), media_type=found.media_type, headers=headers)
+        return Response(found[0], media_type=found[1], headers=cache)
+
+    def image_of(slot: ModelSlot, doc_id: str, size: str) -> OpenedFile | tuple[bytes, str]:
         record = slot.searcher.store.get(doc_id) if len(doc_id) <= 512 else None
         if record is None or not record.image_ref:
             raise ApiError(404, "not_found", f"no image for document {doc_id!r}")
         try:
             if size == "full":
-                data, media_type = files.full(record.image_ref)
-            else:
-                data, media_type = files.thumbnail(record.image_ref), "image/jpeg"
+                return files.full(record.image_ref)
+            return files.thumbnail(record.image_ref), "image/jpeg"
         except ImageError as exc:  # missing, outside the roots, unreadable: never say where it is
             log.warning("image of %s: %s", doc_id, exc)
             raise ApiError(404, "not_found", f"the image of document {doc_id!r} is not available") from exc
-        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+    async def search_upload(image: UploadFile, run: Callable[[bytes], SearchResult]) -> SearchResult:
+        """Read and search the upload once the memory its decode takes fits in the budget; until
+        then it waits unread in its spooled file."""
+        size = limits.max_upload_bytes if image.size is None else image.size
+        cost = await anyio.to_thread.run_sync(header_cost, image.file, size, limits.max_pixels)
+        # not cancellable: a client that leaves while it waits still gets (then frees) its share
+        reserved = await anyio.to_thread.run_sync(budget.acquire, cost)
+        try:
+            data = await _read_upload(image, limits.max_upload_bytes)
+            return await anyio.to_thread.run_sync(_then_trim, run, data, reserved, limiter=workers)
+        finally:
+            budget.release(reserved)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -241,7 +258,9 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     app.mount("/static", StaticFiles(directory=STATIC, follow_symlink=True), name="static")
     _plain_file_schema(app)
     body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
-    return SecurityHeaders(BodyLimit(app, body_limit))
+    rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
+    limited = SearchRate(BodyLimit(app, body_limit), rate, frozenset({"/api/search"}))
+    return SecurityHeaders(BodyDeadline(limited, limits.body_timeout_s))
 
 
 def _plain_file_schema(app: FastAPI) -> None:
@@ -281,7 +300,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "timeout"}.get(
+            exc.status_code, "bad_request"
+        )
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -302,14 +323,31 @@ async def _read_upload(image: UploadFile, max_bytes: int) -> bytes:
 def _parse_filters(text: str | None) -> dict[str, Any] | None:
     if text is None or not text.strip():
         return None
+    return check_filters(parse_json_field(text, "filters"))
+
+
+def _then_trim(run: Callable[[bytes], SearchResult], data: bytes, cost: int) -> SearchResult:
+    """``run(data)``, then the memory its decode (of ``cost`` bytes) freed handed back to the system."""
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"filters must be a JSON object: {exc}") from None
-    return check_filters(value)
+        return run(data)
+    finally:
+        trim_after(cost)
 
 
-def _model_info(slot: ModelSlot, default: bool) -> ModelInfo:
+async def _document_counts(models: ModelRegistry) -> dict[str, int | None]:
+    """Each model's document count (None: its store does not answer), asked of all stores at once."""
+    counts: dict[str, int | None] = {}
+
+    async def count(slot: ModelSlot) -> None:
+        counts[slot.name] = await anyio.to_thread.run_sync(slot.documents)
+
+    async with anyio.create_task_group() as group:
+        for slot in models:
+            group.start_soon(count, slot)
+    return {slot.name: counts[slot.name] for slot in models}
+
+
+def _model_info(slot: ModelSlot, default: bool, documents: int | None) -> ModelInfo:
     m = slot.searcher.manifest
     return ModelInfo(
         name=m.name,
@@ -321,6 +359,6 @@ def _model_info(slot: ModelSlot, default: bool) -> ModelInfo:
         max_side=m.input.max_side,
         store=slot.store_kind,
         index=slot.index,
-        documents=slot.documents(),
+        documents=documents,
         default=default,
     )

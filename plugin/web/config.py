@@ -62,6 +62,16 @@ class Limits(_Strict):
     concurrent_searches: int = Field(4, ge=1, description="searches embedding at the same time")
     thumbnail_side: int = Field(320, ge=16, le=2048)
     max_image_file_bytes: int = Field(64 * 2**20, gt=0, description="largest stored image served")
+    concurrent_images: int = Field(4, ge=1, description="image requests (thumbnails, files) at the same time")
+    decode_memory_mb: int = Field(
+        512, ge=64, description="memory the image decodes in flight may reserve together, in MiB"
+    )
+    body_timeout_s: float = Field(
+        30, gt=0, description="seconds a request's body may take to arrive (else 408, connection closed)"
+    )
+    store_timeout_s: float = Field(
+        5, gt=0, description="seconds a search or health check waits for OpenSearch (else 503)"
+    )
 
 
 class ServeConfig(_Strict):

@@ -1,13 +1,20 @@
-"""Request limits of the HTTP API: body size (before anything is parsed) and a per-client search rate."""
+"""Request limits of the HTTP API, applied before a body is parsed: its size, the time it may take
+to arrive, a per-client search rate; and bounds on the JSON a form field may hold."""
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
+from starlette.exceptions import HTTPException
+
+from ...errors import ConfigError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -103,8 +110,11 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _reject(send: Send, status: int, code: str, message: str) -> None:
+async def _reject(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
     payload = json.dumps({"error": {"code": code, "message": message}}).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -112,10 +122,90 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *extra,
             ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+class SearchRate:
+    """ASGI middleware: a client over its search rate gets 429 before its body is read or parsed.
+
+    ``paths``: the POST paths the rate applies to.
+    """
+
+    def __init__(self, app: ASGIApp, rate: RateLimiter, paths: frozenset[str]) -> None:
+        self.app, self.rate, self.paths = app, rate, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.paths:
+            client = scope.get("client") or ("?", 0)
+            wait = self.rate.acquire(str(client[0]))
+            if wait > 0:
+                retry = {"Retry-After": str(math.ceil(wait))}
+                await _reject(send, 429, "rate_limited", "too many searches; slow down", retry)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyTimeout(HTTPException):
+    """The request body did not arrive in time (FastAPI passes HTTPExceptions from reading on)."""
+
+    def __init__(self, seconds: float) -> None:
+        message = f"the request body did not arrive within {seconds:g} s"
+        super().__init__(408, message, headers={"Connection": "close"})
+
+
+class BodyDeadline:
+    """ASGI middleware: the whole request body must arrive within ``seconds`` of the request's
+    start, else 408 and the connection is closed, so a client trickling its body cannot hold a
+    connection and a worker for ever. Receives after the body (disconnect checks) are not timed."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + self.seconds
+        body_done, started = False, False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                body_done = message["type"] != "http.request" or not message.get("more_body")
+                return message
+            raise BodyTimeout(self.seconds)
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracked_send)
+        except BodyTimeout as exc:  # raised outside FastAPI (by BodyLimit reading a chunked body)
+            if started:
+                raise
+            await _reject(send, 408, "timeout", str(exc.detail), {"Connection": "close"})
+
+
+def parse_json_field(text: str, name: str, max_depth: int = 8, max_chars: int = 16384) -> Any:
+    """``text`` parsed as JSON after a cheap check of its length and nesting, so a deeply nested
+    value is refused (ConfigError, a 400) before the recursive parser can run out of stack."""
+    if len(text) > max_chars:
+        raise ConfigError(f"{name} is longer than {max_chars} characters")
+    if _nesting(text) > max_depth:
+        raise ConfigError(f"{name} nests deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{name} must be JSON: {exc}") from None
 
 
 class SecurityHeaders:
@@ -146,3 +236,20 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _nesting(text: str) -> int:
+    """How deep the brackets outside strings nest (one linear pass; the text need not be JSON)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest

@@ -52,7 +52,7 @@ class ModelRegistry:
 
     @classmethod
     def from_config(cls, config: ServeConfig, image_config: ImageLoadConfig) -> ModelRegistry:
-        slots = [_open(spec, image_config) for spec in config.models]
+        slots = [_open(spec, image_config, config.limits.store_timeout_s) for spec in config.models]
         return cls(slots)
 
     def get(self, name: str | None) -> ModelSlot | None:
@@ -68,17 +68,19 @@ class ModelRegistry:
                 close()
 
 
-def _open(spec: ModelSpec, image_config: ImageLoadConfig) -> ModelSlot:
+def _open(spec: ModelSpec, image_config: ImageLoadConfig, timeout_s: float) -> ModelSlot:
     from ..onnx_embedder import OnnxEmbedder
 
     embedder = OnnxEmbedder(spec.path)
-    store, kind, index = _store(spec, embedder.manifest.name)
+    store, kind, index = _store(spec, embedder.manifest.name, timeout_s)
     searcher = Searcher(embedder, store, image_config=image_config)
     log.info("serving model %s@%s from %s %s", searcher.name, embedder.manifest.version8, kind, index)
     return ModelSlot(searcher=searcher, store_kind=kind, index=index)
 
 
-def _store(spec: ModelSpec, model: str) -> tuple[VectorStore, Literal["local", "opensearch"], str]:
+def _store(
+    spec: ModelSpec, model: str, timeout_s: float
+) -> tuple[VectorStore, Literal["local", "opensearch"], str]:
     if isinstance(spec.store, LocalStoreSpec):
         from ..local_store import LocalStore
 
@@ -91,6 +93,8 @@ def _store(spec: ModelSpec, model: str) -> tuple[VectorStore, Literal["local", "
 
     urls = list(spec.store.urls) if spec.store.urls else None
     connection = OpenSearchConfig.load(spec.store.config, urls=urls)
+    # a paused cluster must not hold a worker for the connection's timeout (30 s by default)
+    connection = connection.model_copy(update={"timeout": min(connection.timeout, timeout_s)})
     options = IndexOptions(prefix=spec.store.prefix)
     # a search request must not hang for minutes on reads that ingest would rather keep retrying
     reads = BulkOptions(
