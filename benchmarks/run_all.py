@@ -1,6 +1,6 @@
 """Every benchmark with its default sizes, one OpenSearch node for all, and a summary against the targets.
 
-    python benchmarks/run_all.py                           # about 12 minutes on a 2-core machine
+    python benchmarks/run_all.py                           # about 14 minutes on a 2-core machine
     python benchmarks/run_all.py --opensearch http://host:9200 --out-dir /tmp/bench
     python benchmarks/run_all.py --quick                   # tiny sizes: checks that everything runs
     python benchmarks/run_all.py --device cuda             # the embedding benchmark on the GPU, not the CPU
@@ -25,7 +25,9 @@ from _common import RESULTS, opensearch
 from _machine import describe, one_line
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bulk_load", "knn_recall", "embed_throughput", "ingest_throughput", "query_latency")
+BENCHMARKS = (
+    "bulk_load", "knn_recall", "embed_throughput", "ingest_throughput", "query_latency", "serve_soak",
+)  # fmt: skip
 QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
     "bulk_load": [
         "--sizes", "200", "--local-sizes", "200", "--queries", "5", "--dim", "32", "--repeats", "1",
@@ -37,15 +39,20 @@ QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
     ],
     "ingest_throughput": ["--images", "8", "--repeats", "1", "--max-side", "96"],
     "query_latency": ["--queries", "12", "--distractors", "100", "--max-side", "96"],
+    "serve_soak": [
+        "--side", "1500", "--thumbs", "8", "--uploads", "4", "--requests", "20", "--concurrency", "4",
+    ],
 }  # fmt: skip
-# Default sizes: about 12 minutes on a busy 2-core machine (the scripts' own defaults are larger).
+# Default sizes: about 14 minutes on a busy 2-core machine (the scripts' own defaults are larger).
 DEFAULT: dict[str, list[str]] = {
     "bulk_load": ["--sizes", "1000", "5000", "--local-sizes", "1000", "10000", "100000"],
     "knn_recall": [],
     "embed_throughput": ["--images", "16", "--repeats", "1"],
     "ingest_throughput": ["--images", "120"],
     "query_latency": [],
+    "serve_soak": [],
 }
+SERVE_RSS_TARGET_MB = 1024
 USES_NODE = {"bulk_load", "knn_recall", "ingest_throughput", "query_latency"}
 
 
@@ -110,6 +117,13 @@ def targets(out_dir: Path, embed_name: str = "embed_throughput_cpu") -> list[dic
             "value": " / ".join(f"{steps[s]['p50_ms']:.0f}/{steps[s]['p99_ms']:.0f}"
                                 for s in ("decode", "embed", "knn")),
             "met": None,
+        })  # fmt: skip
+    soak = _load(out_dir, "serve_soak")
+    for load in (soak or {}).get("loads", []):
+        peak = load["peak_rss_mb"]
+        rows.append({
+            "target": f"serve peak RSS, {load['load']} load <= {SERVE_RSS_TARGET_MB} MB",
+            "value": peak, "met": bool(peak <= SERVE_RSS_TARGET_MB),
         })  # fmt: skip
     return rows
 
