@@ -22,6 +22,7 @@ from opensearch_harness import OpenSearchNode, start_cluster
 from opensearchpy import OpenSearch, helpers
 from PIL import Image
 
+from gemsearch.errors import StoreError
 from gemsearch.plugin.bulk import BulkOptions, RetryPolicy
 from gemsearch.plugin.connection import OpenSearchConfig, make_client
 from gemsearch.plugin.index_admin import IndexOptions
@@ -316,3 +317,78 @@ def test_pause_refresh_turns_refreshes_off_during_the_load_and_restores_them(
     after = opensearch.indices.get_settings(index=index, name="index.refresh_interval")[index]["settings"]
     assert after.get("index", {}).get("refresh_interval") in (None, "1s")
     assert_exactly(opensearch, index, files)
+
+
+def test_a_non_utf8_file_name_is_indexed_and_its_path_round_trips(
+    opensearch: OpenSearch, prefix: str, embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    from gemsearch.image_refs import path_of_ref
+
+    odd = tmp_path / os.fsdecode(b"x\xff.jpg")
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(odd, "JPEG")
+    store = store_for(opensearch, prefix)
+    report = ingest(iter_sources([str(tmp_path)]), embedder, store)
+    assert report.ok and report.count(Fate.INDEXED) == 1, report.summary()
+    assert store.index is not None
+    (hit,) = store.search(embedder.embed_image(Image.open(odd)), k=1)
+    assert hit.image_ref is not None and path_of_ref(hit.image_ref) == odd
+
+
+def test_a_rejected_id_is_released_to_the_next_input_with_it(
+    opensearch: OpenSearch, prefix: str, embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    from gemsearch.plugin.sources import iter_jsonl
+
+    for i, colour in enumerate([(0, 0, 0), (90, 90, 90), (250, 250, 250)]):
+        Image.new("RGB", (40, 30), colour).save(tmp_path / f"{i}.jpg", "JPEG")
+    rows = [
+        {"path": "0.jpg", "id": "y", "n": 1},  # maps metadata.n as a number
+        {"path": "1.jpg", "id": "x1", "n": "not a number"},  # refused by the mapping
+        {"path": "2.jpg", "id": "x1", "n": 2},  # the same id, a good document
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = store_for(opensearch, prefix, dead_letter=tmp_path / "dead.jsonl")
+    options = IngestOptions(ledger_path=tmp_path / "ledger.jsonl", check_chunk=1, window=1, write_batch=1)
+    report = ingest(iter_jsonl(manifest), embedder, store, options)
+    assert report.count(Fate.INDEXED) == 2 and report.count(Fate.REJECTED) == 1, report.summary()
+    assert store.index is not None
+    doc = opensearch.get(index=store.index, id="x1")["_source"]
+    assert doc["metadata"] == {"n": 2} and doc["image_ref"].endswith("2.jpg")
+
+
+def test_a_run_the_cluster_stops_gives_every_read_input_exactly_one_ledger_line(
+    opensearch: OpenSearch, prefix: str, collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    root, files = collection
+    ledger = tmp_path / "ledger.jsonl"
+    store_for(opensearch, prefix).ensure_index(embedder.manifest)
+    with FaultProxy(node_url(opensearch)) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        impatient = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.2, max_total_s=2)
+        store = OpenSearchStore(
+            client, options=IndexOptions(prefix=prefix), bulk=BulkOptions(max_docs=20, retry=impatient)
+        )
+        done = 0
+
+        def tick(n: int) -> None:  # mid-run, every bulk request from now on answers 503
+            nonlocal done
+            done += n
+            if done >= 60 and not proxy.fail_next:
+                proxy.fail_next.extend([503] * 10_000)
+
+        options = IngestOptions(write_batch=20, ledger_path=ledger, workers=2)
+        with pytest.raises(StoreError):
+            ingest(iter_sources([str(root)]), embedder, store, options, progress=tick)
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    end, lines = lines[-1], lines[:-1]
+    assert end["stopped_by"] and end["read"] == len(lines) and end["read"] > 60
+    assert len({line["source"] for line in lines}) == len(lines)  # one line per input, none twice
+    fates = [line["fate"] for line in lines]
+    assert fates.count("indexed") >= 60 and fates.count("pending") > 0
+    assert set(fates) <= {"indexed", "pending"}
+    indexed = {line["id"] for line in lines if line["fate"] == "indexed"}
+    assert store.index is not None
+    assert indexed <= set(ids_in(opensearch, store.index))
+    assert set(files) >= indexed

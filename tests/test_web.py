@@ -180,6 +180,36 @@ def test_images_are_served_only_from_the_roots(url: str, data: Data) -> None:
     assert requests.get(f"{url}/api/images/{photo.id}?size=huge", timeout=10).status_code == 422
 
 
+def test_an_image_named_in_bytes_that_are_not_utf8_is_served(tmp_path: Path, data: Data) -> None:
+    from gemsearch.image_refs import image_ref_of
+
+    root, photos = data
+    odd = tmp_path / "photos" / os.fsdecode(b"caf\xe9 \xff.jpg")
+    odd.parent.mkdir()
+    odd.write_bytes(photos[0].path.read_bytes())
+    outside = tmp_path / os.fsdecode(b"\xfe.jpg")
+    outside.write_bytes(photos[0].path.read_bytes())
+    embedder = OnnxEmbedder(root / "tiny.onnx")
+    vector = embedder.embed([Image.new("RGB", (32, 32))])[0]
+    with LocalStore(tmp_path / "store") as store:
+        store.ensure_index(embedder.manifest)
+        store.upsert(
+            [
+                Record(id="odd", vector=vector, image_ref=image_ref_of(odd)),
+                Record(id="out", vector=vector, image_ref=image_ref_of(outside)),
+            ]
+        )
+    config = ServeConfig(
+        models=(ModelSpec(path=root / "tiny.onnx", store=LocalStoreSpec(path=tmp_path / "store")),),
+        image_roots=(tmp_path / "photos",),
+    )
+    with serving(create_app(config)) as base:
+        full = requests.get(f"{base}/api/images/odd?size=full", timeout=10)
+        assert full.status_code == 200 and full.content == odd.read_bytes()
+        assert requests.get(f"{base}/api/images/odd", timeout=10).status_code == 200
+        assert requests.get(f"{base}/api/images/out?size=full", timeout=10).status_code == 404
+
+
 def test_image_refs_leaving_the_roots_are_not_served(tmp_path: Path, data: Data) -> None:
     root, photos = data
     (tmp_path / "photos").mkdir()

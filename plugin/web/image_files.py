@@ -27,6 +27,7 @@ from typing import IO, BinaryIO
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ...errors import ImageError
+from ...image_refs import path_of_ref
 from .._image_files import _OPEN_FLAGS, resolve_inside
 from .._image_rgb import to_rgb
 from ..images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
@@ -79,10 +80,11 @@ class ImageFiles:
         self._lock = threading.Lock()
 
     def path_of(self, image_ref: str) -> Path:
-        """The file ``image_ref`` names: an absolute path, or one relative to a root."""
+        """The file ``image_ref`` names: an absolute path (or a ``file://`` URI of one, as names that
+        are not UTF-8 are stored), or a path relative to a root."""
         if not self.roots:
             raise ImageError("this server serves no images (no image roots configured)", "outside_root")
-        ref = Path(image_ref)
+        ref = path_of_ref(image_ref)
         if ref.is_absolute():
             return ref
         for root in self.roots:
