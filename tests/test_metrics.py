@@ -213,3 +213,59 @@ def test_compute_ap_matches_the_oracle(relevant: list[bool], missing: int) -> No
     ok = set(ranks) | {len(relevant) + i for i in range(missing)}
     expected, _ = _oracle(list(range(len(relevant))), ok, set(), (1,))
     assert compute_ap(ranks, n_pos) == pytest.approx(expected, abs=1e-12)
+
+
+# --- argument checks and bookkeeping, at their boundaries -----------------------------------------
+
+
+def test_compute_ap_refuses_ranks_that_cannot_be_positives() -> None:
+    assert compute_ap([], 1) == 0.0 and compute_ap([0], 1) == 1.0
+    for ranks, n_positives in [
+        ([], 0),  # no positive at all
+        ([0, 1, 2], 2),  # more found than there are
+        ([-1, 2], 2),  # a negative rank
+        ([3, 1], 2),  # not ascending
+        ([1, 1], 2),  # the same rank twice
+    ]:
+        with pytest.raises(EvaluationError):
+            compute_ap(ranks, n_positives)
+
+
+def test_kappas_and_top_k_of_one_are_valid_and_below_refused() -> None:
+    score = compute_map([np.array(PLAIN[0])], [PLAIN[1]], kappas=(1,))
+    assert score.mp_at == {1: 0.0}
+    with pytest.raises(EvaluationError, match="kappas must be positive"):
+        compute_map([np.array(PLAIN[0])], [PLAIN[1]], kappas=(0, 5))
+    assert rank_by_similarity([[0.1, 0.9, 0.5]], top_k=1).tolist() == [[1]]
+
+
+def test_inner_product_ranking_checks_the_descriptor_dimension() -> None:
+    q = np.array([[1.0, 0.0, 0.0]])  # 1 query of dimension 3
+    db = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    assert rank_by_inner_product(q, db).tolist() == [[1, 2, 0, 3]]
+    with pytest.raises(EvaluationError, match="query dimension 2 != database dimension 3"):
+        rank_by_inner_product(np.ones((3, 2)), db)
+
+
+def test_queries_without_positives_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    rankings = [np.array(PLAIN[0]), np.array(JUNK[0]), np.array([0, 1])]
+    gnd = [PLAIN[1], JUNK[1], QueryGroundTruth(ok=())]
+    with caplog.at_level("INFO", logger="gemsearch.metrics"):
+        score = compute_map(rankings, gnd)
+    assert score.n_evaluated == 2 and score.ap[2] is None
+    assert "1 of 3 queries have no positive image" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="gemsearch.metrics"):
+        compute_map(rankings[:2], gnd[:2])
+    assert "no positive image" not in caplog.text
+
+
+def test_scores_and_ground_truth_are_immutable_and_eval_results_single_scale_by_default() -> None:
+    score = compute_map([np.array(PLAIN[0])], [PLAIN[1]])
+    revisited = compute_map_revisited(RANKING, [REVISITED])
+    for model, field in [(score, "mean_ap"), (revisited, "easy"), (PLAIN[1], "ok"), (REVISITED, "junk")]:
+        with pytest.raises(ValueError):
+            setattr(model, field, getattr(model, field))
+    result = score.as_eval_result("oxford5k")
+    assert (result.protocol, result.multiscale) == ("standard", False)
+    assert score.as_eval_result("roxford5k", "medium", multiscale=True).multiscale is True
