@@ -34,7 +34,7 @@ def test_quickstart_runs_every_step_and_reuses_its_work(tmp_path: Path) -> None:
     n = int(re.search(r"(\d+) images: \d+ photos", first.output).group(1))  # type: ignore[union-attr]
     assert count == n > 0
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 0 and f"skipped {n} (already present)" in again.output
+    assert again.exit_code == 0 and f"skipped {n} (present: {n})" in again.output
 
 
 @pytest.mark.slow
