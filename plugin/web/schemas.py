@@ -20,7 +20,7 @@ class ErrorResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    version: str = Field(description="sha256 of the weights and of everything else that shapes the descriptors")
+    version: str = Field(description="sha256 of the weights and of all else that shapes the descriptors")
     backbone: str
     pooling: str
     whitening: str | None
