@@ -7,7 +7,7 @@
 
 Writes each benchmark's ``<name>.json`` and ``<name>.md`` into ``--out-dir`` (default
 ``benchmarks/results/``), then ``summary.md`` / ``summary.json``: the machine, the targets of
-DESIGN.md ("Performance targets") with the measured value and whether it is met, and every table.
+docs/architecture.md ("Performance targets") with the measured value and whether it is met, and every table.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 def targets(out_dir: Path, embed_name: str = "embed_throughput_cpu") -> list[dict[str, Any]]:
-    """DESIGN.md's targets with the measured values (None where the benchmark did not run)."""
+    """The targets of docs/architecture.md with the measured values (None where the benchmark did not run)."""
     rows: list[dict[str, Any]] = []
     embed = _load(out_dir, embed_name)
     results = (embed or {}).get("results", [])
