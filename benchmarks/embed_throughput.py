@@ -114,7 +114,7 @@ def run_torch(name: str, mode: str, paths: Sequence[Path], workers: int, max_sid
     import torch
     from torch.utils.data import DataLoader
 
-    from gemsearch.trainer.extraction import describe_batch
+    from gemsearch.trainer.models.extraction import describe_batch
 
     device = "cuda" if "cuda" in runner else "cpu"
     if runner == "torch-1thread":  # one intra-op thread: no OpenMP oversubscription next to the workers

@@ -33,13 +33,13 @@ from PIL import Image
 from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
 from gemsearch.preprocess import Box
 from gemsearch.samples import SampleSet, available_clusters, build_multiview_set
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.train_config import DataSource, TrainConfig
-from gemsearch.trainer.train_data import load_source
-from gemsearch.trainer.training import train
-from gemsearch.trainer.whitening_fit import fit_whitening
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.training.config import DataSource, TrainConfig
+from gemsearch.trainer.training.data import load_source
+from gemsearch.trainer.training.loop import train
+from gemsearch.trainer.training.whitening_fit import fit_whitening
 
 DEFAULT_CACHE = Path.home() / ".cache" / "gemsearch" / "samples"
 

@@ -21,8 +21,8 @@ from gemsearch.errors import ConfigError
 from gemsearch.manifest import ModelManifest
 from gemsearch.onnx_manifest import manifest_of_session
 from gemsearch.preprocess import Preprocessing, load_rgb, prepare, shrink
-from gemsearch.trainer.extraction import SINGLE_SCALE, extract_descriptors
-from gemsearch.trainer.model import RetrievalModel
+from gemsearch.trainer.models.extraction import SINGLE_SCALE, extract_descriptors
+from gemsearch.trainer.models.model import RetrievalModel
 
 from .export import INPUT_NAME, WhiteningChoice, pick_whitening
 

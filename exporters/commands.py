@@ -128,7 +128,7 @@ def export_onnx_command(
     require("onnx", "train")
     from gemsearch import __version__
     from gemsearch.manifest import Provenance
-    from gemsearch.trainer.loading import load_model
+    from gemsearch.trainer.models.loading import load_model
 
     from .export import export_onnx
 
@@ -252,7 +252,7 @@ def check_command(
 
     require("torch", "train")
     require("onnx", "train")
-    from gemsearch.trainer.loading import load_model
+    from gemsearch.trainer.models.loading import load_model
 
     from .check import check_export, check_images
 

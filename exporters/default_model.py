@@ -50,7 +50,7 @@ def export_default_model(path: Path) -> None:
     require("torch", "train")
     from gemsearch import __version__
     from gemsearch.manifest import Provenance
-    from gemsearch.trainer.loading import load_model
+    from gemsearch.trainer.models.loading import load_model
 
     from .export import export_onnx
 

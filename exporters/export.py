@@ -24,11 +24,11 @@ from gemsearch.manifest import (
     Provenance,
     WhiteningSpec,
 )
-from gemsearch.trainer.extraction import SINGLE_SCALE
-from gemsearch.trainer.learned_whitening import Whitening
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.network import RetrievalNet
-from gemsearch.trainer.pooling import GeM
+from gemsearch.trainer.models.extraction import SINGLE_SCALE
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.models.network import RetrievalNet
+from gemsearch.trainer.models.pooling import GeM
+from gemsearch.trainer.models.whitening import Whitening
 
 from ._torch_onnx import INPUT_NAME, OUTPUT_NAME, Exporter, write_graph
 from .folding import F32, fold_whitening

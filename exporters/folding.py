@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gemsearch.errors import ConfigError
-from gemsearch.trainer.learned_whitening import Whitening
+from gemsearch.trainer.models.whitening import Whitening
 
 F32 = npt.NDArray[np.float32]
 

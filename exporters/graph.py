@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gemsearch.trainer.extraction import SINGLE_SCALE, power_mean, rescale
-from gemsearch.trainer.network import RetrievalNet
-from gemsearch.trainer.pooling import l2n
+from gemsearch.trainer.models.extraction import SINGLE_SCALE, power_mean, rescale
+from gemsearch.trainer.models.network import RetrievalNet
+from gemsearch.trainer.models.pooling import l2n
 
 from .folding import F32
 

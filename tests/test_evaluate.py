@@ -18,16 +18,16 @@ from gemsearch.cli import main
 from gemsearch.errors import EvaluationError
 from gemsearch.metrics import RetrievalScore, RevisitedScore, compute_map, compute_map_revisited
 from gemsearch.preprocess import prepare_file
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.evaluation import (
+from gemsearch.trainer.evaluation.benchmarks import (
     EvalDataset,
     describe_dataset,
     evaluate_dataset,
     load_dataset,
 )
-from gemsearch.trainer.extraction import extract_descriptors
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.model import RetrievalModel
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.extraction import extract_descriptors
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.model import RetrievalModel
 
 MODEL = "efficientnet_lite0-gem"
 MAX_SIDE = 96

@@ -18,10 +18,10 @@ from gemsearch.exporters import DEFAULT_MODEL_NAME, ensure_default_model, export
 from gemsearch.exporters.check import CheckReport, check_export, check_images
 from gemsearch.exporters.export import weights_sha256
 from gemsearch.manifest import METADATA_KEY, ModelManifest, model_version
-from gemsearch.trainer.efficientnet_lite import LITE_PREPROCESSING
-from gemsearch.trainer.extraction import MULTISCALE
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.model import RetrievalModel
+from gemsearch.trainer.models.efficientnet_lite import LITE_PREPROCESSING
+from gemsearch.trainer.models.extraction import MULTISCALE
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.model import RetrievalModel
 
 pytestmark = pytest.mark.slow
 

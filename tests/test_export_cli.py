@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from gemsearch.cli import main
-from gemsearch.trainer.checkpoint import save_checkpoint
-from gemsearch.trainer.learned_whitening import Whitening
-from gemsearch.trainer.loading import load_model
+from gemsearch.trainer.models.checkpoint import save_checkpoint
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.whitening import Whitening
 
 SUBCOMMANDS = ("onnx", "inspect", "check", "default")
 

@@ -26,14 +26,14 @@ from gemsearch.plugin.onnx_embedder import OnnxEmbedder
 from gemsearch.plugin.query import Searcher
 from gemsearch.preprocess import Preprocessing
 from gemsearch.protocols import Record
-from gemsearch.trainer.checkpoint import save_checkpoint
-from gemsearch.trainer.efficientnet_lite import SameConv2d
-from gemsearch.trainer.extraction import MULTISCALE
-from gemsearch.trainer.learned_whitening import Whitening
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.network import NetworkConfig, RetrievalNet
-from gemsearch.trainer.pooling import PoolingName, create_pooling
+from gemsearch.trainer.models.checkpoint import save_checkpoint
+from gemsearch.trainer.models.efficientnet_lite import SameConv2d
+from gemsearch.trainer.models.extraction import MULTISCALE
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.models.network import NetworkConfig, RetrievalNet
+from gemsearch.trainer.models.pooling import PoolingName, create_pooling
+from gemsearch.trainer.models.whitening import Whitening
 
 DIM = 1280
 

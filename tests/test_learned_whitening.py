@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gemsearch.trainer.learned_whitening import cholesky_with_jitter, learn_pca_whitening, learn_whitening
+from gemsearch.trainer.models.whitening import cholesky_with_jitter, learn_pca_whitening, learn_whitening
 
 
 def _pairs(n: int = 400, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

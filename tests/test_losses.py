@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from gemsearch.trainer.losses import ContrastiveLoss, TripletLoss, contrastive_loss, make_loss, triplet_loss
+from gemsearch.trainer.training.losses import (
+    ContrastiveLoss,
+    TripletLoss,
+    contrastive_loss,
+    make_loss,
+    triplet_loss,
+)
 
 
 def _tuple() -> torch.Tensor:

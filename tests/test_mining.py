@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gemsearch.trainer.mining import mine_hard_negatives
+from gemsearch.trainer.training.mining import mine_hard_negatives
 
 
 def test_worked_example() -> None:

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError
-from gemsearch.trainer import pooling
-from gemsearch.trainer.train_config import DataSource, PoolingName, TrainConfig, load_config
+from gemsearch.trainer.models import pooling
+from gemsearch.trainer.training.config import DataSource, PoolingName, TrainConfig, load_config
 
 
 def _yaml(tmp_path: Path, **values: object) -> Path:
@@ -108,8 +108,7 @@ def test_load_source_reads_each_layout_and_checks_files(tmp_path: Path) -> None:
     import json
     import pickle
 
-    from gemsearch.trainer.train_data import load_source
-    from gemsearch.trainer.training_data import cid_to_path
+    from gemsearch.trainer.training.data import cid_to_path, load_source
 
     cids = ["aaaaaa000001", "aaaaaa000002", "bbbbbb000003"]
     db = {

@@ -11,10 +11,10 @@ import torch
 import torch.multiprocessing as mp
 
 from gemsearch.samples import build_multiview_set
-from gemsearch.trainer.distributed import DistContext
-from gemsearch.trainer.train_config import TrainConfig
-from gemsearch.trainer.train_setup import build_model
-from gemsearch.trainer.training import train
+from gemsearch.trainer.training.config import TrainConfig
+from gemsearch.trainer.training.distributed import DistContext
+from gemsearch.trainer.training.loop import train
+from gemsearch.trainer.training.setup import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def test_shards_cover_every_index_once() -> None:
 
 def test_device_choice_falls_back_to_cpu_without_a_gpu() -> None:
     from gemsearch.errors import ConfigError
-    from gemsearch.trainer.distributed import init_distributed, pick_device
+    from gemsearch.trainer.training.distributed import init_distributed, pick_device
 
     if torch.cuda.is_available():
         assert pick_device("auto", local_rank=0) == torch.device("cuda", 0)

@@ -9,12 +9,11 @@ import pytest
 
 from gemsearch.errors import ConfigError
 from gemsearch.samples import build_multiview_set
-from gemsearch.trainer.distributed import DistContext
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.train_config import DataSource
-from gemsearch.trainer.train_data import load_source
-from gemsearch.trainer.training_data import TrainingSet
-from gemsearch.trainer.tuples import TupleImages, TupleMiner, TupleSizes, fit_sizes
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.training.config import DataSource
+from gemsearch.trainer.training.data import TrainingSet, load_source
+from gemsearch.trainer.training.distributed import DistContext
+from gemsearch.trainer.training.tuples import TupleImages, TupleMiner, TupleSizes, fit_sizes
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,13 @@ import torch
 from torch import nn
 
 from gemsearch.errors import ConfigError, ModelError, WeightsUnavailableError
-from gemsearch.trainer._weights import OFFLINE_ENV, cached_path, fetch
-from gemsearch.trainer.backbones import backbone_spec, create_backbone, create_classifier, list_backbones
+from gemsearch.trainer.models.backbones import (
+    backbone_spec,
+    create_backbone,
+    create_classifier,
+    list_backbones,
+)
+from gemsearch.trainer.models.weights import OFFLINE_ENV, cached_path, fetch
 
 EXPECTED_DIMS = {
     "vgg16": 512,

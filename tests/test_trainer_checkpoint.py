@@ -11,13 +11,13 @@ import torch
 
 from gemsearch.errors import ModelError
 from gemsearch.preprocess import Preprocessing
-from gemsearch.trainer.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.extraction import MULTISCALE
-from gemsearch.trainer.learned_whitening import learn_pca_whitening
-from gemsearch.trainer.loading import load_model, off_the_shelf_config
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.network import NetworkConfig, build_network
+from gemsearch.trainer.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.extraction import MULTISCALE
+from gemsearch.trainer.models.loading import load_model, off_the_shelf_config
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.models.network import NetworkConfig, build_network
+from gemsearch.trainer.models.whitening import learn_pca_whitening
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_checkpoints_are_written_with_the_umask_permissions(tmp_path: Path) -> N
     import os
     import stat
 
-    from gemsearch.trainer.checkpoint import atomic_torch_save
+    from gemsearch.trainer.models.checkpoint import atomic_torch_save
 
     old = os.umask(0o022)
     try:

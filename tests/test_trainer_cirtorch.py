@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from gemsearch.errors import ModelError
-from gemsearch.trainer.backbones import create_classifier
-from gemsearch.trainer.cirtorch_import import load_cirtorch, model_from_cirtorch, read_cirtorch
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.network import NetworkConfig, build_network
+from gemsearch.trainer.models.backbones import create_classifier
+from gemsearch.trainer.models.cirtorch import load_cirtorch, model_from_cirtorch, read_cirtorch
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.network import NetworkConfig, build_network
 
 # cirtorch's ResNet trunk is nn.Sequential(*list(resnet.children())[:-2]): the children by position
 RESNET_CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]

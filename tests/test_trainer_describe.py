@@ -15,12 +15,12 @@ from PIL import Image
 
 from gemsearch.cli import main
 from gemsearch.preprocess import Preprocessing
-from gemsearch.trainer.checkpoint import save_checkpoint
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.extraction import MULTISCALE
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.network import NetworkConfig, build_network
+from gemsearch.trainer.models.checkpoint import save_checkpoint
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.extraction import MULTISCALE
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.models.network import NetworkConfig, build_network
 
 SIZES = [(70, 50), (40, 64), (70, 50)]  # two of the same size: batched together
 

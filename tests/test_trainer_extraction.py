@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from gemsearch.errors import ConfigError
-from gemsearch.trainer.extraction import (
+from gemsearch.trainer.models.extraction import (
     MULTISCALE,
     extract_descriptors,
     power_mean,
     rescale,
     same_size_batches,
 )
-from gemsearch.trainer.network import RetrievalNet
-from gemsearch.trainer.pooling import GeM
+from gemsearch.trainer.models.network import RetrievalNet
+from gemsearch.trainer.models.pooling import GeM
 
 
 def _net(p: float = 3.0, whiten: bool = False) -> RetrievalNet:

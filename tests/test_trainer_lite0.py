@@ -9,14 +9,14 @@ from PIL import Image
 
 from gemsearch.errors import ModelError
 from gemsearch.preprocess import prepare
-from gemsearch.trainer._weights import load_state_file
-from gemsearch.trainer.backbones import backbone_spec, create_backbone, create_classifier
-from gemsearch.trainer.efficientnet_lite import (
+from gemsearch.trainer.models.backbones import backbone_spec, create_backbone, create_classifier
+from gemsearch.trainer.models.efficientnet_lite import (
     EfficientNetLite0,
     SameConv2d,
     lite0_weights_path,
     lukemelas_to_ours,
 )
+from gemsearch.trainer.models.weights import load_state_file
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

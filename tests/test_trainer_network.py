@@ -11,10 +11,10 @@ from torch import nn
 
 from gemsearch.preprocess import Preprocessing, prepare
 from gemsearch.protocols import Embedder
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.model import RetrievalModel
-from gemsearch.trainer.network import NetworkConfig, RetrievalNet, build_network
-from gemsearch.trainer.pooling import MAC, GeM
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.model import RetrievalModel
+from gemsearch.trainer.models.network import NetworkConfig, RetrievalNet, build_network
+from gemsearch.trainer.models.pooling import MAC, GeM
 
 
 def _tiny(whiten: int | None = None, pool: nn.Module | None = None) -> RetrievalNet:

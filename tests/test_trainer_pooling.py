@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from gemsearch.trainer._rmac_regions import rmac_regions
-from gemsearch.trainer.network import RetrievalNet
-from gemsearch.trainer.pooling import GeM, create_pooling, gem, l2n, mac, rmac, spoc
+from gemsearch.trainer.models.network import RetrievalNet
+from gemsearch.trainer.models.pooling import GeM, create_pooling, gem, l2n, mac, rmac, spoc
+from gemsearch.trainer.models.rmac_regions import rmac_regions
 
 
 def _features(

@@ -12,10 +12,10 @@ import torch
 
 from gemsearch.errors import ConfigError
 from gemsearch.samples import build_multiview_set
-from gemsearch.trainer.checkpoint import load_checkpoint
-from gemsearch.trainer.train_config import TrainConfig
-from gemsearch.trainer.train_setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
-from gemsearch.trainer.training import train
+from gemsearch.trainer.models.checkpoint import load_checkpoint
+from gemsearch.trainer.training.config import TrainConfig
+from gemsearch.trainer.training.loop import train
+from gemsearch.trainer.training.setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
 
 pytestmark = pytest.mark.slow
 

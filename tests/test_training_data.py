@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gemsearch.errors import ConfigError
-from gemsearch.trainer.training_data import cid_to_path, load_folders, load_pairs, load_sfm_database
+from gemsearch.trainer.training.data import cid_to_path, load_folders, load_pairs, load_sfm_database
 
 
 def _touch(path: Path) -> Path:

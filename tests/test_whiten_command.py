@@ -11,16 +11,15 @@ from click.testing import CliRunner
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError
 from gemsearch.samples import build_multiview_set
-from gemsearch.trainer import whitening_fit
-from gemsearch.trainer.checkpoint import load_checkpoint, save_checkpoint
-from gemsearch.trainer.embedder import TorchEmbedder
-from gemsearch.trainer.extraction import MULTISCALE
-from gemsearch.trainer.learned_whitening import learn_whitening
-from gemsearch.trainer.loading import load_model
-from gemsearch.trainer.train_config import DataSource
-from gemsearch.trainer.train_data import load_source
-from gemsearch.trainer.training_data import TrainingSet
-from gemsearch.trainer.whitening_fit import fit_whitening
+from gemsearch.trainer.models.checkpoint import load_checkpoint, save_checkpoint
+from gemsearch.trainer.models.embedder import TorchEmbedder
+from gemsearch.trainer.models.extraction import MULTISCALE
+from gemsearch.trainer.models.loading import load_model
+from gemsearch.trainer.models.whitening import learn_whitening
+from gemsearch.trainer.training import whitening_fit
+from gemsearch.trainer.training.config import DataSource
+from gemsearch.trainer.training.data import TrainingSet, load_source
+from gemsearch.trainer.training.whitening_fit import fit_whitening
 
 pytestmark = pytest.mark.slow
 SIDE = 64

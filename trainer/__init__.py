@@ -11,32 +11,32 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .backbones import backbone_spec, create_backbone, create_classifier, list_backbones
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .cirtorch_import import load_cirtorch
-    from .embedder import TorchEmbedder
-    from .extraction import MULTISCALE, extract_descriptors
-    from .loading import load_model
-    from .model import RetrievalModel
-    from .network import NetworkConfig, RetrievalNet, build_network
-    from .pooling import L2N, MAC, RMAC, GeM, SPoC, gem, l2n, mac, rmac, spoc
-    from .train_config import TrainConfig, load_config
-    from .training import TrainResult, train
-    from .whitening_fit import fit_whitening, with_whitening
+    from .models.backbones import backbone_spec, create_backbone, create_classifier, list_backbones
+    from .models.checkpoint import load_checkpoint, save_checkpoint
+    from .models.cirtorch import load_cirtorch
+    from .models.embedder import TorchEmbedder
+    from .models.extraction import MULTISCALE, extract_descriptors
+    from .models.loading import load_model
+    from .models.model import RetrievalModel
+    from .models.network import NetworkConfig, RetrievalNet, build_network
+    from .models.pooling import L2N, MAC, RMAC, GeM, SPoC, gem, l2n, mac, rmac, spoc
+    from .training.config import TrainConfig, load_config
+    from .training.loop import TrainResult, train
+    from .training.whitening_fit import fit_whitening, with_whitening
 
 _EXPORTS = {
-    "backbones": ("backbone_spec", "create_backbone", "create_classifier", "list_backbones"),
-    "checkpoint": ("load_checkpoint", "save_checkpoint"),
-    "cirtorch_import": ("load_cirtorch",),
-    "embedder": ("TorchEmbedder",),
-    "extraction": ("MULTISCALE", "extract_descriptors"),
-    "loading": ("load_model",),
-    "model": ("RetrievalModel",),
-    "network": ("NetworkConfig", "RetrievalNet", "build_network"),
-    "pooling": ("GeM", "L2N", "MAC", "RMAC", "SPoC", "gem", "l2n", "mac", "rmac", "spoc"),
-    "train_config": ("TrainConfig", "load_config"),
-    "training": ("TrainResult", "train"),
-    "whitening_fit": ("fit_whitening", "with_whitening"),
+    "models.backbones": ("backbone_spec", "create_backbone", "create_classifier", "list_backbones"),
+    "models.checkpoint": ("load_checkpoint", "save_checkpoint"),
+    "models.cirtorch": ("load_cirtorch",),
+    "models.embedder": ("TorchEmbedder",),
+    "models.extraction": ("MULTISCALE", "extract_descriptors"),
+    "models.loading": ("load_model",),
+    "models.model": ("RetrievalModel",),
+    "models.network": ("NetworkConfig", "RetrievalNet", "build_network"),
+    "models.pooling": ("GeM", "L2N", "MAC", "RMAC", "SPoC", "gem", "l2n", "mac", "rmac", "spoc"),
+    "training.config": ("TrainConfig", "load_config"),
+    "training.loop": ("TrainResult", "train"),
+    "training.whitening_fit": ("fit_whitening", "with_whitening"),
 }
 __all__ = [
     "L2N",

@@ -53,8 +53,8 @@ def describe(
     from gemsearch._deps import require
 
     require("torch", "train")  # an install hint instead of a traceback on a runtime-only install
-    from .embedder import TorchEmbedder
-    from .loading import load_model
+    from .models.embedder import TorchEmbedder
+    from .models.loading import load_model
 
     model = load_model(model_spec, lw=lw)
     embedder = TorchEmbedder(

@@ -53,9 +53,9 @@ def evaluate(
     from gemsearch.metrics import format_score, format_table
 
     require("torch", "train")  # an install hint instead of a traceback on a runtime-only install
-    from .embedder import TorchEmbedder
-    from .evaluation import EvaluationReport, evaluate_dataset, load_dataset
-    from .loading import load_model
+    from .evaluation.benchmarks import EvaluationReport, evaluate_dataset, load_dataset
+    from .models.embedder import TorchEmbedder
+    from .models.loading import load_model
 
     loaded = [load_dataset(root) for root in datasets]  # fail on a bad folder before any extraction
     model = load_model(model_spec, lw=lw)

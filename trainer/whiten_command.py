@@ -11,7 +11,7 @@ from typing import get_args
 import click
 
 from ._cli_options import model_option, parse_scales
-from .train_config import DataFormat
+from .training.config import DataFormat
 
 
 @click.command()
@@ -75,11 +75,11 @@ def whiten(
     from gemsearch._deps import require
 
     require("torch", "train")
-    from .checkpoint import save_checkpoint
-    from .loading import load_model
-    from .train_config import DataSource
-    from .train_data import load_source
-    from .whitening_fit import fit_whitening, whitening_key, with_whitening
+    from .models.checkpoint import save_checkpoint
+    from .models.loading import load_model
+    from .training.config import DataSource
+    from .training.data import load_source
+    from .training.whitening_fit import fit_whitening, whitening_key, with_whitening
 
     source = DataSource.model_validate(
         {"path": data_path, "format": data_format, "images_root": images_root, "split": split}

@@ -24,10 +24,10 @@ from tqdm import tqdm
 from gemsearch.errors import ConfigError
 from gemsearch.preprocess import Preprocessing, prepare_file
 
+from ..models.network import RetrievalNet
+from .data import TrainingSet
 from .distributed import DistContext, gather_rows
 from .mining import mine_hard_negatives
-from .network import RetrievalNet
-from .training_data import TrainingSet
 
 log = logging.getLogger(__name__)
 Tuple = tuple[int, ...]

@@ -18,11 +18,11 @@ import numpy.typing as npt
 
 from gemsearch.errors import ConfigError
 
-from .embedder import TorchEmbedder
-from .extraction import SINGLE_SCALE
-from .learned_whitening import Whitening, learn_pca_whitening, learn_whitening
-from .model import RetrievalModel
-from .training_data import TrainingSet
+from ..models.embedder import TorchEmbedder
+from ..models.extraction import SINGLE_SCALE
+from ..models.model import RetrievalModel
+from ..models.whitening import Whitening, learn_pca_whitening, learn_whitening
+from .data import TrainingSet
 
 log = logging.getLogger(__name__)
 WhiteningMethod = Literal["learned", "pca"]

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from gemsearch.errors import ModelError
 
-from ._weights import safe_load
-from .checkpoint import atomic_torch_save
+from ..models.checkpoint import atomic_torch_save
+from ..models.weights import safe_load
 
 STATE_FILE = "train_state.pt"
 FORMAT = "gemsearch.train-state"

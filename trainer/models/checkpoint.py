@@ -19,10 +19,10 @@ from pydantic import ValidationError
 
 from gemsearch.errors import ModelError
 
-from ._weights import safe_load
-from .learned_whitening import Whitening
 from .model import RetrievalModel
 from .network import NetworkConfig, build_network
+from .weights import safe_load
+from .whitening import Whitening
 
 FORMAT = "gemsearch.retrieval-net"
 VERSION = 1

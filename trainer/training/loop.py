@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -30,17 +31,17 @@ from tqdm import tqdm
 
 from gemsearch.errors import ConfigError
 
-from .checkpoint import save_checkpoint
+from ..evaluation.during_training import test_maps, validation_map
+from ..models.checkpoint import save_checkpoint
+from ..models.model import RetrievalModel
+from ..models.network import RetrievalNet
+from ..models.pooling import GeM
+from .config import TrainConfig, dump_config
+from .data import load_source
 from .distributed import DistContext, barrier, init_distributed, mean_over_ranks, shutdown
 from .losses import make_loss
-from .model import RetrievalModel
-from .network import RetrievalNet
-from .pooling import GeM
-from .train_config import TrainConfig, dump_config
-from .train_data import load_source
-from .train_eval import test_maps, validation_map
-from .train_setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
-from .train_state import Progress, load_state, restore, save_state, seed_everything
+from .setup import build_model, freeze_batchnorm, make_optimizer, set_epoch_lr
+from .state import Progress, load_state, restore, save_state, seed_everything
 from .tuples import Tuple, TupleImages, TupleMiner, autocast, fit_sizes, keep_lists
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,10 @@ class _Run:
     def _evaluate(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.val_miner is not None:
-            out["val_map"] = validation_map(self.val_miner, self.model, self.ctx, self._show())
+            data = self.val_miner.data
+            images = np.arange(len(data.images), dtype=np.int64)
+            vecs = self.val_miner.describe(self.model.net, images, self.ctx, self._show())
+            out["val_map"] = validation_map(vecs, data.qidxs, data.clusters)
         if self.config.test_datasets and self.ctx.is_main:
             tests = test_maps(
                 self.model, self.config.test_datasets, self.config.test_image_size, str(self.ctx.device)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from gemsearch.errors import ConfigError
 
-from .extraction import resolve_device
+from ..models.extraction import resolve_device
 
 log = logging.getLogger(__name__)
 

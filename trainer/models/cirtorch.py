@@ -20,11 +20,11 @@ import numpy as np
 from gemsearch.errors import ConfigError, ModelError
 from gemsearch.preprocess import Preprocessing
 
-from ._weights import fetch, safe_load
 from .checkpoint import load_strict
-from .learned_whitening import Whitening
 from .model import RetrievalModel
 from .network import NetworkConfig, build_network
+from .weights import fetch, safe_load
+from .whitening import Whitening
 
 log = logging.getLogger(__name__)
 

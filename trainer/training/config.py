@@ -18,7 +18,7 @@ PoolingName = Literal["gem", "mac", "spoc", "rmac"]  # = pooling.PoolingName, wh
 
 
 class DataSource(BaseModel):
-    """Where training images come from, in one of three layouts (``training_data``).
+    """Where training images come from, in one of three layouts (``training.data``).
 
     ``auto``: a ``.pkl`` file is cirtorch's SfM database, a folder is one sub-folder per object,
     a ``.jsonl``/``.csv`` file is a list of matching pairs.
@@ -98,7 +98,7 @@ class TrainConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from .backbones import list_backbones
+        from ..models.backbones import list_backbones
 
         if name not in list_backbones():
             raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")

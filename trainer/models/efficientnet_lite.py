@@ -22,8 +22,8 @@ from gemsearch._deps import require
 from gemsearch.errors import ModelError
 from gemsearch.preprocess import Preprocessing
 
-from ._registry import Backbone, BackboneSpec, StateDict, register
-from ._weights import load_state_file
+from .registry import Backbone, BackboneSpec, StateDict, register
+from .weights import load_state_file
 
 # (repeats, kernel, stride, expand ratio, output channels) per stage, from TF's efficientnet_lite_builder
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

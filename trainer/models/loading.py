@@ -15,7 +15,7 @@ from gemsearch.errors import ModelError
 
 from .backbones import list_backbones
 from .checkpoint import is_checkpoint, model_from_checkpoint
-from .cirtorch_import import (
+from .cirtorch import (
     CIRTORCH_PRETRAINED,
     is_cirtorch,
     load_cirtorch,

@@ -12,26 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from gemsearch.metrics import QueryGroundTruth, RevisitedScore, compute_map, rank_by_similarity
 
-from .distributed import DistContext
-from .model import RetrievalModel
-from .tuples import TupleMiner
+from ..models.model import RetrievalModel
 
 log = logging.getLogger(__name__)
 
 
-def validation_map(miner: TupleMiner, model: RetrievalModel, ctx: DistContext, progress: bool) -> float:
-    """mAP of the validation set's queries against its other images (single-scale, training size)."""
-    data = miner.data
-    images = np.arange(len(data.images), dtype=np.int64)
-    vecs = miner.describe(model.net, images, ctx, progress)
-    queries = sorted(set(data.qidxs))
-    clusters = np.asarray(data.clusters)
+def validation_map(vecs: npt.NDArray[np.float32], qidxs: Sequence[int], clusters: Sequence[int]) -> float:
+    """mAP of the queries ``qidxs`` against all other rows of ``vecs``; positives: the same cluster."""
+    queries = sorted(set(qidxs))
+    cluster_of = np.asarray(clusters)
     ranks = rank_by_similarity(vecs[queries] @ vecs.T)
     gt = [
-        QueryGroundTruth(ok=[int(j) for j in np.flatnonzero(clusters == clusters[q]) if j != q], junk=[q])
+        QueryGroundTruth(ok=[int(j) for j in np.flatnonzero(cluster_of == cluster_of[q]) if j != q], junk=[q])
         for q in queries
     ]
     return compute_map(ranks, gt).mean_ap
@@ -39,8 +35,8 @@ def validation_map(miner: TupleMiner, model: RetrievalModel, ctx: DistContext, p
 
 def test_maps(model: RetrievalModel, roots: Sequence[Path], image_size: int, device: str) -> dict[str, float]:
     """mAP per test dataset (cirtorch's layout; revisited: the Medium protocol), single-scale."""
-    from .embedder import TorchEmbedder
-    from .evaluation import evaluate_dataset, load_dataset
+    from ..models.embedder import TorchEmbedder
+    from .benchmarks import evaluate_dataset, load_dataset
 
     embedder = TorchEmbedder(model, max_side=image_size, device=device, whiten=False)
     out: dict[str, float] = {}

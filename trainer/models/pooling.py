@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ._rmac_regions import rmac_regions
+from .rmac_regions import rmac_regions
 
 PoolingName = Literal["gem", "mac", "spoc", "rmac"]
 

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
-from .model import RetrievalModel
-from .network import NetworkConfig, RetrievalNet, build_network
-from .train_config import TrainConfig
+from ..models.checkpoint import load_checkpoint
+from ..models.model import RetrievalModel
+from ..models.network import NetworkConfig, RetrievalNet, build_network
+from .config import TrainConfig
 
 
 def build_model(config: TrainConfig) -> RetrievalModel:

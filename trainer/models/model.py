@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .learned_whitening import Whitening
 from .network import NetworkConfig, RetrievalNet
+from .whitening import Whitening
 
 
 @dataclass

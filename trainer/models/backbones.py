@@ -11,9 +11,9 @@ from pathlib import Path
 
 from torch import nn
 
-from . import _torchvision_backbones, efficientnet_lite  # noqa: F401 (they register themselves)
-from ._registry import Backbone, BackboneSpec, backbone_spec, build_backbone, list_backbones, register
-from ._weights import load_state_file
+from . import efficientnet_lite, torchvision_backbones  # noqa: F401 (they register themselves)
+from .registry import Backbone, BackboneSpec, backbone_spec, build_backbone, list_backbones, register
+from .weights import load_state_file
 
 
 def create_backbone(

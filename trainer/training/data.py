@@ -5,6 +5,7 @@ Three layouts load into one ``TrainingSet``:
   ``cluster``, ``qidxs``, ``pidxs``; image files at ``ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>``);
 - a folder per object or landmark (positives: same folder; negatives: other folders);
 - a JSONL or CSV list of matching pairs with the cluster id of each pair.
+``load_source`` opens the data a ``DataSource`` names, in whichever layout it is.
 
 The ``.pkl`` database is a Python pickle: it is only ever read from a path the user names, since
 unpickling a file runs code it contains.
@@ -23,7 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
-from ..errors import ConfigError
+from gemsearch.errors import ConfigError
+
+from .config import DataSource
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -171,3 +174,22 @@ def load_pairs(path: Path, images_root: Path | None = None) -> TrainingSet:
             qidxs.append(q)
             pidxs.append(add(str(row["positive"]), cluster, where))
     return _validated(images=list(index), clusters=clusters, qidxs=qidxs, pidxs=pidxs, name=str(path))
+
+
+def load_source(source: DataSource, check_files: bool = True) -> TrainingSet:
+    """The ``TrainingSet`` of ``source``; ``ConfigError`` on bad data or (``check_files``) missing images."""
+    kind = source.resolved_format()
+    if kind == "sfm":
+        root = source.images_root or source.path.parent / "ims"
+        data = load_sfm_database(source.path, root, source.split)
+    elif kind == "pairs":
+        data = load_pairs(source.path, source.images_root)
+    else:
+        data = load_folders(source.path)
+    if check_files:
+        data.check_files()
+    log.info(
+        "%s: %d images, %d clusters, %d pairs",
+        data.name, len(data.images), len(set(data.clusters)), len(data.qidxs),
+    )  # fmt: skip
+    return data

@@ -16,8 +16,8 @@ from torch import nn
 
 from gemsearch._deps import require
 
-from ._registry import Backbone, BackboneSpec, StateDict, register
-from ._weights import fetch, load_state_file
+from .registry import Backbone, BackboneSpec, StateDict, register
+from .weights import fetch, load_state_file
 
 _CIRTORCH_FEATURES = "http://cmp.felk.cvut.cz/cnnimageretrieval/data/networks/imagenet/"
 CIRTORCH_FEATURES = {
