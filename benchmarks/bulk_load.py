@@ -37,9 +37,9 @@ from _common import (
     write_results,
 )
 
-from gemsearch.plugin._index_checks import VECTOR_FIELD, IndexOptions, index_body
-from gemsearch.plugin.bulk import BulkOptions
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.stores.opensearch.bulk import BulkOptions
+from gemsearch.plugin.stores.opensearch.index_checks import VECTOR_FIELD, IndexOptions, index_body
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.protocols import Record
 
 BATCH = 1000  # vectors generated at a time, so memory stays flat however many are loaded

@@ -7,7 +7,7 @@
 The PyTorch baseline is cirtorch's ``extract_vectors``: a ``DataLoader`` with batch size 1 and
 ``--workers`` worker processes, each loading, shrinking (PIL LANCZOS) and normalising one image,
 and the network in eval mode, one forward per image (per scale for multi-scale). The plugin path is
-``gemsearch.plugin.ingest.ingest`` with the same images into a store that keeps nothing: read and
+``gemsearch.plugin.ingest.pipeline.ingest`` with the same images into a store that keeps nothing: read and
 decode threads run ahead of onnxruntime, images of one shape share a batch. Both use the same
 network (the ONNX file is exported from it, multi-scale inside the graph), the same images and the
 same shrinking; the ONNX graph normalises uint8 pixels itself.
@@ -185,9 +185,9 @@ def onnx_providers(runner: str) -> list[str] | None:
 def run_onnx(name: str, mode: str, paths: Sequence[Path], workers: int, max_side: int, runner: str) -> Any:
     from PIL import Image
 
-    from gemsearch.plugin.ingest import IngestOptions, ingest
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder, bulk_parallel_runs
-    from gemsearch.plugin.sources import SourceItem
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
+    from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+    from gemsearch.plugin.inputs.sources import SourceItem
 
     precision = "fp16" if runner.endswith("fp16") else "fp32"
     providers = onnx_providers(runner)

@@ -3,7 +3,7 @@
     python benchmarks/ingest_throughput.py                          # 200 images, Lite0-GeM, 2 rounds
     python benchmarks/ingest_throughput.py --images 500 --opensearch http://host:9200
 
-All three runs use the same pipeline, ``gemsearch.plugin.ingest.ingest``, with the same exported
+All three runs use the same pipeline, ``gemsearch.plugin.ingest.pipeline.ingest``, with the same exported
 model and images: into a store that keeps the vectors in memory (embed-only: no store cost), into a
 fresh LocalStore folder, and into a fresh OpenSearch index (``OpenSearchStore``, bulk writes on the
 pipeline's writer thread; creating the index and the final refresh are part of the run). The
@@ -31,8 +31,8 @@ TARGET = 0.8
 
 
 def _ingest(embedder: Any, store: Any, paths: list[Path], workers: int) -> dict[str, Any]:
-    from gemsearch.plugin.ingest import IngestOptions, ingest
-    from gemsearch.plugin.sources import SourceItem
+    from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+    from gemsearch.plugin.inputs.sources import SourceItem
 
     tag = uuid.uuid4().hex[:6]  # fresh ids every run: nothing is skipped as already stored
     items = [SourceItem(path=p, id=f"{tag}-{i}") for i, p in enumerate(paths)]
@@ -44,10 +44,10 @@ def _ingest(embedder: Any, store: Any, paths: list[Path], workers: int) -> dict[
 
 
 def run(args: argparse.Namespace, client: Any) -> dict[str, list[dict[str, Any]]]:
-    from gemsearch.plugin._index_checks import IndexOptions
-    from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder, bulk_parallel_runs
-    from gemsearch.plugin.opensearch_store import OpenSearchStore
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
+    from gemsearch.plugin.stores.local.store import LocalStore
+    from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+    from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
     embedder = OnnxEmbedder(  # as `gemsearch ingest` runs it
         onnx_model("lite0-gem", "single-scale", args.max_side), parallel_runs=bulk_parallel_runs()

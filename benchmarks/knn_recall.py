@@ -47,9 +47,9 @@ from opensearchpy.exceptions import TransportError
 
 from gemsearch.errors import StoreError
 from gemsearch.metrics import QueryGroundTruth, compute_map, rank_by_similarity
-from gemsearch.plugin._index_checks import IndexOptions, index_body
-from gemsearch.plugin.bulk import BulkOptions
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.stores.opensearch.bulk import BulkOptions
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions, index_body
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.protocols import Record
 
 SETTINGS: dict[str, dict[str, Any]] = {

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gemsearch.manifest import ModelManifest, PoolingSpec
-from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import Record
 
 FILTERS: dict[str, dict[str, Any] | None] = {

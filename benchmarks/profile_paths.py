@@ -40,12 +40,12 @@ def profile_one(path: str, args: argparse.Namespace, client: Any) -> Any:
         run(*run_args)
         profiler.stop()
         return profiler
-    from gemsearch.plugin._index_checks import IndexOptions
-    from gemsearch.plugin.ingest import IngestOptions, ingest
-    from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-    from gemsearch.plugin.opensearch_store import OpenSearchStore
-    from gemsearch.plugin.sources import SourceItem
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+    from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+    from gemsearch.plugin.inputs.sources import SourceItem
+    from gemsearch.plugin.stores.local.store import LocalStore
+    from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+    from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
     embedder = OnnxEmbedder(onnx_model(args.model, args.mode, args.max_side))
     ingest([SourceItem(path=p, id=f"w{i}") for i, p in enumerate(images[:4])], embedder, _KeepVectors())

@@ -27,11 +27,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from gemsearch.exporters.default_model import ensure_default_model
     from gemsearch.metrics import compute_map
-    from gemsearch.plugin.ingest import ingest
-    from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+    from gemsearch.plugin.ingest.pipeline import ingest
+    from gemsearch.plugin.inputs.sources import SourceItem, document_id
     from gemsearch.plugin.query import QueryExpansion, Searcher
-    from gemsearch.plugin.sources import SourceItem, document_id
+    from gemsearch.plugin.stores.local.store import LocalStore
     from gemsearch.samples import available_clusters, build_multiview_set
 
     extra = sorted(p for p in args.extra_photos.iterdir() if p.is_file()) if args.extra_photos else []

@@ -54,8 +54,8 @@ def boxes(paths: Sequence[Path], n: int, seed: int = 0) -> list[Query]:
 
 def fill(store: Any, embedder: Any, paths: Sequence[Path], n_distractors: int) -> None:
     """The benchmark set through ingest, then the distractor vectors in batches."""
-    from gemsearch.plugin.ingest import ingest
-    from gemsearch.plugin.sources import SourceItem
+    from gemsearch.plugin.ingest.pipeline import ingest
+    from gemsearch.plugin.inputs.sources import SourceItem
     from gemsearch.protocols import Record
 
     ingest([SourceItem(path=p) for p in paths], embedder, store)
@@ -85,11 +85,11 @@ def measure_queries(searcher: Any, queries: list[Query]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, client: Any) -> dict[str, Any]:
-    from gemsearch.plugin._index_checks import IndexOptions
-    from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-    from gemsearch.plugin.opensearch_store import OpenSearchStore
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder
     from gemsearch.plugin.query import Searcher
+    from gemsearch.plugin.stores.local.store import LocalStore
+    from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+    from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
     embedder = OnnxEmbedder(onnx_model("lite0-gem", "single-scale", args.max_side))
     paths, _ = sample_paths()

@@ -129,7 +129,7 @@ def targets(out_dir: Path, embed_name: str = "embed_throughput_cpu") -> list[dic
 
 
 def _default_ef_search() -> int:
-    from gemsearch.plugin._index_checks import IndexOptions
+    from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
 
     return IndexOptions().ef_search
 

@@ -80,8 +80,8 @@ def prepare(root: Path, side: int, photos: int, png_side: int) -> dict[str, Any]
     sys.path.insert(0, str(REPO / "tests"))
     from onnx_models import make_tiny_model
 
-    from gemsearch.plugin.local_store import LocalStore
-    from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+    from gemsearch.plugin.stores.local.store import LocalStore
     from gemsearch.protocols import Record
 
     make_tiny_model(root / "tiny.onnx", dim=32, seed=1)

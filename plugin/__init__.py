@@ -11,28 +11,28 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .bulk import BulkWriter
-    from .connection import OpenSearchConfig, make_client
-    from .images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
-    from .ingest import IngestOptions, ingest_collection
-    from .ingest_report import IngestReport
-    from .local_store import LocalStore
-    from .onnx_embedder import OnnxEmbedder
-    from .onnx_model import read_manifest
-    from .opensearch_store import OpenSearchStore
-    from .sources import document_id, iter_sources, open_source, parse_shard
+    from .embedding.embedder import OnnxEmbedder
+    from .embedding.sessions import read_manifest
+    from .ingest.pipeline import IngestOptions, ingest_collection
+    from .ingest.report import IngestReport
+    from .inputs.images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
+    from .inputs.sources import document_id, iter_sources, open_source, parse_shard
+    from .stores.local.store import LocalStore
+    from .stores.opensearch.bulk import BulkWriter
+    from .stores.opensearch.connection import OpenSearchConfig, make_client
+    from .stores.opensearch.store import OpenSearchStore
 
 _EXPORTS = {
-    "bulk": ("BulkWriter",),
-    "connection": ("OpenSearchConfig", "make_client"),
-    "images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
-    "ingest": ("IngestOptions", "ingest_collection"),
-    "ingest_report": ("IngestReport",),
-    "local_store": ("LocalStore",),
-    "onnx_embedder": ("OnnxEmbedder",),
-    "onnx_model": ("read_manifest",),
-    "opensearch_store": ("OpenSearchStore",),
-    "sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
+    "embedding.embedder": ("OnnxEmbedder",),
+    "embedding.sessions": ("read_manifest",),
+    "ingest.pipeline": ("IngestOptions", "ingest_collection"),
+    "ingest.report": ("IngestReport",),
+    "inputs.images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
+    "inputs.sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
+    "stores.local.store": ("LocalStore",),
+    "stores.opensearch.bulk": ("BulkWriter",),
+    "stores.opensearch.connection": ("OpenSearchConfig", "make_client"),
+    "stores.opensearch.store": ("OpenSearchStore",),
 }
 __all__ = [
     "BulkWriter",

@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from .stores.factory import DEFAULT_STORE
 
-DEFAULT_STORE = Path("gemsearch-store")  # the LocalStore folder commands use when given no store
+__all__ = ["DEFAULT_STORE", "opensearch_options", "wants_opensearch"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def wants_opensearch(store_dir: Path | None, urls: Sequence[str], config_path: Path | None) -> bool:

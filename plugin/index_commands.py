@@ -18,8 +18,8 @@ from opensearchpy.exceptions import TransportError
 from ..errors import ModelError
 from ..manifest import ModelManifest
 from ..onnx_manifest import read_manifest
-from .connection import OpenSearchConfig, make_client
-from .index_admin import IndexOptions, drop_index, ensure_index, list_indices, swap_alias
+from .stores.opensearch.connection import OpenSearchConfig, make_client
+from .stores.opensearch.index_admin import IndexOptions, drop_index, ensure_index, list_indices, swap_alias
 
 F = TypeVar("F", bound=Callable[..., Any])
 

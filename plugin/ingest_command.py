@@ -14,10 +14,12 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..protocols import VectorStore
 from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
-from .ingest import IngestOptions, read_sources
-from .ingest import ingest as run_ingest
-from .ingest_report import IngestReport
+from .ingest.pipeline import IngestOptions, read_sources
+from .ingest.pipeline import ingest as run_ingest
+from .ingest.report import IngestReport
+from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 
 
 @click.command(name="ingest")
@@ -131,9 +133,9 @@ def ingest(
       gemsearch ingest photos/ --model lite0-gem.onnx --store ./store
       gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
     """
-    from .images import ImageLoadConfig
-    from .onnx_embedder import OnnxEmbedder, bulk_parallel_runs
-    from .sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
+    from .embedding.embedder import OnnxEmbedder, bulk_parallel_runs
+    from .inputs.images import ImageLoadConfig
+    from .inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
     use_opensearch = wants_opensearch(store_dir, opensearch_urls, opensearch_config)
     shard = parse_shard(shard_spec) if shard_spec else None
@@ -148,21 +150,12 @@ def ingest(
         batch_size=batch_size,
         parallel_runs=parallel_runs or bulk_parallel_runs(provider_list),
     )
-    store = (
-        _opensearch_store(
-            opensearch_urls,
-            opensearch_config,
-            prefix,
-            engine,
-            hnsw_m,
-            ef_construction,
-            replicas,
-            index_shards,
-            dead_letter,
-        )
-        if use_opensearch
-        else _local_store(store_dir or DEFAULT_STORE)
-    )
+    if use_opensearch:
+        index = {"engine": engine, "m": hnsw_m, "ef_construction": ef_construction}
+        sizes = {"replicas": replicas, "shards": index_shards}
+        store = _opensearch_store(opensearch_urls, opensearch_config, prefix, {**index, **sizes}, dead_letter)
+    else:
+        store = open_store(LocalStoreSpec(path=store_dir or DEFAULT_STORE))
     options = IngestOptions(
         **({"workers": workers} if workers else {}),
         write_batch=write_batch,
@@ -177,12 +170,8 @@ def ingest(
     click.echo(
         f"model {embedder.manifest.name}@{embedder.manifest.version8} on {embedder.providers[0]}", err=True
     )
-    try:
+    with store:
         report = _run(sources, shard, exts, embedder, store, options, total, show)
-    finally:
-        close = getattr(store, "close", None)
-        if close is not None:
-            close()
     _print(report, as_json)
     if not report.ok:
         sys.exit(1)
@@ -244,38 +233,16 @@ def _extensions(text: str | None, default: frozenset[str]) -> frozenset[str] | N
     return exts
 
 
-def _local_store(path: Path) -> Any:
-    from .local_store import LocalStore
-
-    return LocalStore(path)
-
-
 def _opensearch_store(
     urls: Sequence[str],
     config_path: Path | None,
     prefix: str,
-    engine: str,
-    m: int,
-    ef_construction: int,
-    replicas: int,
-    shards: int,
+    index: dict[str, Any],
     dead_letter: Path | None,
-) -> Any:
-    from .bulk import BulkOptions
-    from .connection import OpenSearchConfig, make_client
-    from .index_admin import IndexOptions
-    from .opensearch_store import OpenSearchStore
+) -> VectorStore:
+    from .stores.opensearch.bulk import BulkOptions
+    from .stores.opensearch.index_admin import IndexOptions
 
-    config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
-    return OpenSearchStore(
-        make_client(config),
-        options=IndexOptions(
-            prefix=prefix,
-            engine=engine,
-            m=m,
-            ef_construction=ef_construction,
-            replicas=replicas,
-            shards=shards,
-        ),
-        bulk=BulkOptions(dead_letter_path=dead_letter or Path("gemsearch-dead-letter.jsonl")),
-    )
+    spec = OpenSearchStoreSpec(prefix=prefix, urls=tuple(urls) or None, config=config_path)
+    dead = BulkOptions(dead_letter_path=dead_letter or Path("gemsearch-dead-letter.jsonl"))
+    return open_store(spec, index=IndexOptions(**index), bulk=dead)

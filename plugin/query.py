@@ -28,8 +28,8 @@ from ..errors import ConfigError, ModelError, StoreError
 from ..manifest import ModelManifest
 from ..preprocess import Box
 from ..protocols import FloatRows, Hit, VectorStore
-from ._query_checks import check_box, check_filters, check_k
-from .images import ImageLoadConfig, load_image, load_image_bytes
+from .inputs.images import ImageLoadConfig, load_image, load_image_bytes
+from .query_checks import check_box, check_filters, check_k
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Searcher:
 
 def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
     """Refuse a store made for another model (when the store knows its model or can tell)."""
-    theirs = getattr(store, "manifest", None)
+    theirs = store.manifest
     if theirs is None:
         _check_alias_versions(manifest, store)
     same = isinstance(theirs, ModelManifest) and theirs.version == manifest.version
@@ -236,8 +236,8 @@ def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
     indices it points at. A cluster that cannot be asked now is checked by the searches themselves."""
     from opensearchpy.exceptions import TransportError
 
-    from ._index_checks import gemsearch_meta
-    from .opensearch_store import OpenSearchStore
+    from .stores.opensearch.index_checks import gemsearch_meta
+    from .stores.opensearch.store import OpenSearchStore
 
     if not isinstance(store, OpenSearchStore):
         return
@@ -278,7 +278,7 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
 
 @lru_cache(maxsize=8)
 def _cached_embedder(path: str, mtime_ns: int, size: int) -> QueryEmbedder:
-    from .onnx_embedder import OnnxEmbedder
+    from .embedding.embedder import OnnxEmbedder
 
     return OnnxEmbedder(path)
 
@@ -295,14 +295,13 @@ def open_model(model: str | os.PathLike[str] | QueryEmbedder) -> QueryEmbedder:
 def open_store(store: VectorStore | str | os.PathLike[str] | None, manifest: ModelManifest) -> VectorStore:
     """``store`` itself, a read-only LocalStore for a folder, or (None) the model's OpenSearch alias
     with the connection from ``GEMSEARCH_OPENSEARCH_*``."""
+    from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec
+    from .stores.factory import open_store as open_spec
+
     if store is None:
-        from .opensearch_store import OpenSearchStore
-
-        return OpenSearchStore(model=manifest.name)
+        return open_spec(OpenSearchStoreSpec(), model=manifest.name)
     if isinstance(store, (str, os.PathLike)):
-        from .local_store import LocalStore
-
-        return LocalStore(store, read_only=True)
+        return open_spec(LocalStoreSpec(path=Path(store)), read_only=True)
     return store
 
 
@@ -352,9 +351,7 @@ def search_by_id(
 def _close_if_opened(opened: VectorStore, given: object) -> None:
     if opened is given:
         return
-    close = getattr(opened, "close", None)
-    if callable(close):
-        try:
-            close()
-        except StoreError as exc:  # closing a read-only handle; the query itself succeeded
-            log.warning("closing the store failed: %s", exc)
+    try:
+        opened.close()
+    except StoreError as exc:  # closing a read-only handle; the query itself succeeded
+        log.warning("closing the store failed: %s", exc)

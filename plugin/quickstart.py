@@ -74,11 +74,11 @@ def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> No
     4. one crop-and-search: a query photo's central region, ranked against the collection.
     """
     from ..samples import build_multiview_set
-    from .ingest import ingest
-    from .local_store import LocalStore
-    from .onnx_embedder import OnnxEmbedder
+    from .embedding.embedder import OnnxEmbedder
+    from .ingest.pipeline import ingest
+    from .inputs.sources import iter_sources
     from .query import Searcher
-    from .sources import iter_sources
+    from .stores.local.store import LocalStore
 
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -12,8 +12,8 @@ import click
 from ..errors import ConfigError
 from ..protocols import VectorStore
 from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
-from ._query_checks import check_filters, parse_crop
 from .index_commands import format_table
+from .query_checks import check_filters, parse_crop
 
 _OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
 
@@ -60,16 +60,12 @@ def _value(raw: str) -> Any:
 def _open_store(
     store_dir: Path | None, urls: Sequence[str], config_path: Path | None, prefix: str, model: str
 ) -> VectorStore:
+    from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
+
     if wants_opensearch(store_dir, urls, config_path):
-        from .connection import OpenSearchConfig
-        from .index_admin import IndexOptions
-        from .opensearch_store import OpenSearchStore
-
-        config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
-        return OpenSearchStore(model=model, options=IndexOptions(prefix=prefix), config=config)
-    from .local_store import LocalStore
-
-    return LocalStore(store_dir or DEFAULT_STORE, read_only=True)
+        remote = OpenSearchStoreSpec(prefix=prefix, urls=tuple(urls) or None, config=config_path)
+        return open_store(remote, model=model)
+    return open_store(LocalStoreSpec(path=store_dir or DEFAULT_STORE), read_only=True)
 
 
 @click.command(name="search")
@@ -145,9 +141,7 @@ def search(
             assert image is not None
             result = searcher.search(image, box, k, filters, qe)
     finally:
-        close = getattr(store, "close", None)
-        if callable(close):
-            close()
+        store.close()
     if as_json:
         click.echo(result.model_dump_json(indent=2))
         return

@@ -16,7 +16,7 @@ from onnx_models import make_tiny_model
 
 from gemsearch._sample_photos import cluster_sources, load_photos
 from gemsearch.manifest import ModelManifest
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.protocols import Record, VectorStore
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")

@@ -20,8 +20,8 @@ from PIL import Image
 from playwright.sync_api import expect
 from query_data import Photo, fill_store, tiny_model, write_photos
 
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.plugin.web.app import create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 

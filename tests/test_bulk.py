@@ -24,9 +24,16 @@ from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, SSLError, TransportError
 
 from gemsearch.manifest import ModelManifest, PoolingSpec
-from gemsearch.plugin.bulk import BulkDoc, BulkError, BulkOptions, BulkWriter, Outcome, RetryPolicy
-from gemsearch.plugin.connection import OpenSearchConfig, make_client
-from gemsearch.plugin.index_admin import IndexOptions, ensure_index
+from gemsearch.plugin.stores.opensearch.bulk import (
+    BulkDoc,
+    BulkError,
+    BulkOptions,
+    BulkWriter,
+    Outcome,
+    RetryPolicy,
+)
+from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, ensure_index
 
 DIMS = 8
 FAST_RETRY = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.5, max_total_s=60)

@@ -21,9 +21,9 @@ from gemsearch.exporters import apply_folded, export_onnx, fold_whitening, read_
 from gemsearch.exporters.check import check_export, check_images
 from gemsearch.exporters.onnx_file import write_atomically
 from gemsearch.manifest import WhiteningSpec, model_version
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.query import Searcher
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.preprocess import Preprocessing
 from gemsearch.protocols import Record
 from gemsearch.trainer.models.checkpoint import save_checkpoint

@@ -19,17 +19,18 @@ import pytest
 from click.testing import CliRunner
 from fault_proxy import FaultProxy
 from onnx import TensorProto, helper
+from onnx_models import make_tiny_model
 from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import SSLError
 
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError, MissingDependencyError
-from gemsearch.manifest import METADATA_KEY, ModelManifest, PoolingSpec
-from gemsearch.plugin.bulk import BulkDoc, BulkError, BulkWriter
-from gemsearch.plugin.connection import OpenSearchConfig, client_kwargs, make_client
-from gemsearch.plugin.index_admin import IndexOptions, alias_targets
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.manifest import ModelManifest, PoolingSpec
+from gemsearch.plugin.stores.opensearch.bulk import BulkDoc, BulkError, BulkWriter
+from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, client_kwargs, make_client
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, alias_targets
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.protocols import Record
 
 
@@ -105,22 +106,19 @@ def test_create_refuses_an_index_of_another_dimension(cli: CliRunner, prefix: st
 
 
 def test_create_reads_the_manifest_inside_an_onnx_model(cli: CliRunner, prefix: str, tmp_path: Path) -> None:
-    manifest = make_manifest(dims=4)
+    manifest = make_tiny_model(tmp_path / "m.onnx", dim=4)
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    helper.set_model_props(model, {METADATA_KEY: manifest.to_json()})
-    onnx.save(model, tmp_path / "m.onnx")
     code, out = run(cli, "create", str(tmp_path / "m.onnx"), "--prefix", prefix, "--json")
     assert code == 0, out
     assert json.loads(out)["index"] == manifest.index_name(prefix)
     onnx.save(helper.make_model(graph), tmp_path / "plain.onnx")  # no manifest
     code, out = run(cli, "create", str(tmp_path / "plain.onnx"), "--prefix", prefix)
-    assert code == 1 and "has no gemsearch.manifest metadata" in out
+    assert code == 1 and "no gemsearch manifest" in out
 
 
 def test_credentials_in_a_url_are_refused(cli: CliRunner) -> None:

@@ -22,12 +22,12 @@ from PIL import Image
 
 from gemsearch.cli import main
 from gemsearch.errors import ModelError
-from gemsearch.plugin.images import ImageLoadConfig
-from gemsearch.plugin.ingest import IngestOptions, ingest
-from gemsearch.plugin.ingest_report import Fate
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.sources import iter_sources
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+from gemsearch.plugin.ingest.report import Fate
+from gemsearch.plugin.inputs.images import ImageLoadConfig
+from gemsearch.plugin.inputs.sources import iter_sources
+from gemsearch.plugin.stores.local.store import LocalStore
 
 TESTS = Path(__file__).parent
 
@@ -197,10 +197,10 @@ def test_embedder_refuses_files_without_a_manifest(tmp_path: Path) -> None:
 _KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from gemsearch.plugin.ingest import IngestOptions, ingest
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.sources import iter_sources
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.inputs.sources import iter_sources
 seen = 0
 def tick(n):
     global seen
@@ -311,7 +311,7 @@ def test_crop_follows_the_evaluation_rule(embedder: OnnxEmbedder) -> None:
 
 
 def test_providers_are_chosen_and_checked() -> None:
-    from gemsearch.plugin.onnx_model import resolve_providers
+    from gemsearch.plugin.embedding.sessions import resolve_providers
 
     assert resolve_providers()[-1] == "CPUExecutionProvider"
     assert resolve_providers(["cpu"]) == ["CPUExecutionProvider"]
@@ -330,7 +330,7 @@ def test_embedder_satisfies_the_protocol(embedder: OnnxEmbedder) -> None:
 def test_bad_manifest_rows_are_failures_not_crashes(
     collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path
 ) -> None:
-    from gemsearch.plugin.ingest import ingest_collection
+    from gemsearch.plugin.ingest.pipeline import ingest_collection
 
     _, files = collection
     some = list(files.items())[:3]
@@ -359,8 +359,8 @@ def test_parallel_runs_give_the_same_descriptors_once_each(model: Path) -> None:
 
 
 def test_bulk_runs_default_to_one_per_two_cpus() -> None:
-    from gemsearch.plugin.onnx_embedder import bulk_parallel_runs
-    from gemsearch.plugin.onnx_model import default_threads
+    from gemsearch.plugin.embedding.embedder import bulk_parallel_runs
+    from gemsearch.plugin.embedding.sessions import default_threads
 
     runs = bulk_parallel_runs(["cpu"])
     cpus = default_threads()

@@ -23,15 +23,15 @@ from opensearchpy import OpenSearch, helpers
 from PIL import Image
 
 from gemsearch.errors import StoreError
-from gemsearch.plugin.bulk import BulkOptions, RetryPolicy
-from gemsearch.plugin.connection import OpenSearchConfig, make_client
-from gemsearch.plugin.index_admin import IndexOptions
-from gemsearch.plugin.ingest import IngestOptions, ingest
-from gemsearch.plugin.ingest_report import Fate
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.onnx_model import read_manifest
-from gemsearch.plugin.opensearch_store import OpenSearchStore
-from gemsearch.plugin.sources import iter_sources
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.sessions import read_manifest
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+from gemsearch.plugin.ingest.report import Fate
+from gemsearch.plugin.inputs.sources import iter_sources
+from gemsearch.plugin.stores.opensearch.bulk import BulkOptions, RetryPolicy
+from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
 pytestmark = pytest.mark.opensearch
 TESTS = Path(__file__).parent
@@ -156,14 +156,14 @@ def test_node_paused_longer_than_the_client_timeout_loses_nothing(
 
 _KILLER = """
 import os, signal, sys
-from gemsearch.plugin.bulk import BulkOptions
-from gemsearch.plugin.connection import OpenSearchConfig, make_client
-from gemsearch.plugin.index_admin import IndexOptions
-from gemsearch.plugin.ingest import IngestOptions, ingest
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.onnx_model import read_manifest
-from gemsearch.plugin.opensearch_store import OpenSearchStore
-from gemsearch.plugin.sources import iter_sources
+from gemsearch.plugin.stores.opensearch.bulk import BulkOptions
+from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.sessions import read_manifest
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
+from gemsearch.plugin.inputs.sources import iter_sources
 seen = 0
 def tick(n):
     global seen
@@ -337,7 +337,7 @@ def test_a_non_utf8_file_name_is_indexed_and_its_path_round_trips(
 def test_a_rejected_id_is_released_to_the_next_input_with_it(
     opensearch: OpenSearch, prefix: str, embedder: OnnxEmbedder, tmp_path: Path
 ) -> None:
-    from gemsearch.plugin.sources import iter_jsonl
+    from gemsearch.plugin.inputs.sources import iter_jsonl
 
     for i, colour in enumerate([(0, 0, 0), (90, 90, 90), (250, 250, 250)]):
         Image.new("RGB", (40, 30), colour).save(tmp_path / f"{i}.jpg", "JPEG")

@@ -26,9 +26,9 @@ from PIL import Image
 
 from gemsearch.cli import main
 from gemsearch.image_refs import image_ref_of, path_of_ref, printable_path
-from gemsearch.plugin.ingest import IngestOptions, ingest_collection
-from gemsearch.plugin.ingest_report import Fate, IngestReport
-from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest_collection
+from gemsearch.plugin.ingest.report import Fate, IngestReport
+from gemsearch.plugin.stores.local.store import LocalStore
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ def test_shards_split_the_left_out_entries_too(model: Path, tmp_path: Path) -> N
 _KILLED = """
 import os, signal, sys
 from pathlib import Path
-from gemsearch.plugin.ingest import IngestOptions, ingest_collection
+from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest_collection
 seen = 0
 def tick(n):
     global seen

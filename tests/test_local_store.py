@@ -19,7 +19,7 @@ import pytest
 
 from gemsearch.errors import StoreError
 from gemsearch.manifest import InputSpec, ModelManifest, PoolingSpec
-from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import Record, VectorStore
 
 DIM = 16
@@ -399,7 +399,7 @@ _WRITER = """
 import hashlib, sys
 import numpy as np
 from gemsearch.manifest import ModelManifest, PoolingSpec
-from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import Record
 
 folder, dim, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -464,7 +464,7 @@ def test_killed_between_vectors_and_commit_leaves_no_trace(tmp_path: Path) -> No
     # the second upsert dies after its vectors are on disk, before its rows are committed
     prelude = """
     import os, signal
-    from gemsearch.plugin import _local_db
+    from gemsearch.plugin.stores.local import db as _local_db
     real, calls = _local_db.write_state, []
     def dying(conn, state):
         calls.append(state)
@@ -498,7 +498,7 @@ def test_torn_trailing_write_is_cut_on_open(tmp_path: Path) -> None:
 
 
 def test_failed_commit_cuts_its_vectors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gemsearch.plugin import _local_db
+    from gemsearch.plugin.stores.local import db as _local_db
 
     vectors = _unit(np.random.default_rng(11), 2)
     with _open(tmp_path / "s") as store:
@@ -518,7 +518,7 @@ def test_failed_commit_cuts_its_vectors(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_interrupted_compaction_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gemsearch.plugin import _local_db
+    from gemsearch.plugin.stores.local import db as _local_db
 
     folder, vectors = tmp_path / "s", _unit(np.random.default_rng(12), 10)
     with _open(folder) as store:

@@ -19,8 +19,8 @@ from gemsearch.cli import main
 from gemsearch.errors import ModelError
 from gemsearch.manifest import METADATA_KEY, ModelManifest
 from gemsearch.onnx_manifest import read_manifest
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.index_commands import load_manifest
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
 
 DIM = 16
 

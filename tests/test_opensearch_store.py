@@ -15,9 +15,9 @@ from opensearchpy import OpenSearch, helpers
 from gemsearch.errors import StoreError
 from gemsearch.manifest import ModelManifest, PoolingSpec
 from gemsearch.opensearch_templates import knn_index_body
-from gemsearch.plugin.bulk import BulkOptions, Outcome, RetryPolicy
-from gemsearch.plugin.index_admin import IndexOptions, alias_targets, index_body, swap_alias
-from gemsearch.plugin.opensearch_store import OpenSearchStore, filter_clause, similarity
+from gemsearch.plugin.stores.opensearch.bulk import BulkOptions, Outcome, RetryPolicy
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, alias_targets, index_body, swap_alias
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore, filter_clause, similarity
 from gemsearch.protocols import Record, VectorStore
 
 COLORS = ("red", "green", "blue")

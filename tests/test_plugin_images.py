@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from gemsearch.errors import ConfigError, ImageError
-from gemsearch.plugin._image_rgb import to_rgb
-from gemsearch.plugin.images import (
+from gemsearch.plugin.inputs.images import (
     IMAGE_ERROR_REASONS,
     ImageLoadConfig,
     load_image,
@@ -24,6 +23,7 @@ from gemsearch.plugin.images import (
     load_image_file,
     read_image_file,
 )
+from gemsearch.plugin.inputs.rgb import to_rgb
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

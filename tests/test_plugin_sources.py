@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gemsearch.errors import ConfigError, SourceError
-from gemsearch.plugin.sources import (
+from gemsearch.plugin.inputs.sources import (
     Shard,
     SourceItem,
     doc_id_for,
@@ -76,7 +76,7 @@ def test_folder_symlinks_and_special_files(tmp_path: Path, caplog: pytest.LogCap
     (root / "dirlink").symlink_to(root)  # a cycle, if it were followed
     (root / "dangling.jpg").symlink_to(root / "gone.jpg")
     os.mkfifo(root / "pipe.jpg")
-    with caplog.at_level(logging.INFO, logger="gemsearch.plugin.sources"):
+    with caplog.at_level(logging.INFO, logger="gemsearch.plugin.inputs.sources"):
         keys = _keys(iter_directory(root))
     assert keys == ["alias.jpg", "real.jpg"]
     assert "escape.jpg: a symlink to" in caplog.text and "outside" in caplog.text

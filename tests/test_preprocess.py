@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gemsearch.errors import ConfigError, ImageError
-from gemsearch.plugin._query_checks import check_box, parse_crop
+from gemsearch.plugin.query_checks import check_box, parse_crop
 from gemsearch.preprocess import Preprocessing, crop_and_shrink, load_rgb, prepare, shrink, to_array
 from gemsearch.trainer._cli_options import parse_crop as describe_crop
 

@@ -13,12 +13,12 @@ from PIL import Image
 from query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.errors import ConfigError, ImageError, ModelError
-from gemsearch.plugin._index_checks import IndexOptions
-from gemsearch.plugin._query_checks import check_box, check_filters, parse_crop
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.query import QueryExpansion, Searcher, alpha_qe, expansion, search, search_by_id
+from gemsearch.plugin.query_checks import check_box, check_filters, parse_crop
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.protocols import VectorStore
 
 

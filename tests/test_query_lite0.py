@@ -11,11 +11,11 @@ from opensearchpy import OpenSearch
 from PIL import Image
 from query_data import PHOTOS, Photo, fill_store, write_photos
 
-from gemsearch.plugin._index_checks import IndexOptions
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.query import Searcher
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.protocols import VectorStore
 
 pytestmark = pytest.mark.slow

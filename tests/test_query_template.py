@@ -11,16 +11,16 @@ from PIL import Image
 from query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.errors import ConfigError
-from gemsearch.plugin._index_checks import IndexOptions
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.opensearch_store import OpenSearchStore
-from gemsearch.plugin.search_template import (
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+from gemsearch.plugin.stores.opensearch.search_template import (
     TEMPLATE_ID,
     put_search_template,
     search_with_template,
     template_params,
     template_source,
 )
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from onnx_models import make_tiny_model
 
 from gemsearch.cli import main
-from gemsearch.plugin.local_store import LocalStore
+from gemsearch.plugin.stores.local.store import LocalStore
 
 
 def _ranking(output: str) -> list[tuple[float, bool]]:

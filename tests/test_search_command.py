@@ -14,11 +14,11 @@ from query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError
-from gemsearch.plugin._index_checks import IndexOptions
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.search_command import parse_filters
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 
 
 @pytest.fixture(scope="module")

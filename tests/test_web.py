@@ -24,12 +24,12 @@ from opensearchpy import OpenSearch
 from PIL import Image, ImageFile
 from query_data import Photo, fill_store, tiny_model, write_photos
 
-from gemsearch.plugin._image_rgb import to_rgb
-from gemsearch.plugin._index_checks import IndexOptions
-from gemsearch.plugin.images import ImageLoadConfig
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
-from gemsearch.plugin.opensearch_store import OpenSearchStore
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.inputs.images import ImageLoadConfig
+from gemsearch.plugin.inputs.rgb import to_rgb
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
+from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.plugin.web.app import create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 from gemsearch.plugin.web.image_files import ImageFiles

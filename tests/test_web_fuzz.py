@@ -15,8 +15,8 @@ from live_server import serving
 from query_data import fill_store, tiny_model, write_photos
 from schemathesis import GenerationMode
 
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.plugin.web.app import create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, ServeConfig
 

@@ -15,8 +15,8 @@ from live_server import free_port
 from query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
-from gemsearch.plugin.local_store import LocalStore
-from gemsearch.plugin.onnx_embedder import OnnxEmbedder
+from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+from gemsearch.plugin.stores.local.store import LocalStore
 
 
 @pytest.fixture(scope="module")

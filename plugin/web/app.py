@@ -16,9 +16,9 @@ from urllib.parse import quote
 
 from ..._deps import require
 from ...errors import GemsearchError, ImageError, StoreError
-from .._query_checks import check_filters, parse_crop
-from ..images import ImageLoadConfig
+from ..inputs.images import ImageLoadConfig
 from ..query import QueryExpansion, SearchResult
+from ..query_checks import check_filters, parse_crop
 from .config import ServeConfig
 from .image_files import ImageFiles, OpenedFile
 from .limits import BodyDeadline, BodyLimit, RateLimiter, SearchRate, SecurityHeaders, parse_json_field

@@ -8,36 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import ConfigError
+from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, StoreSpec
+
+__all__ = ["Limits", "LocalStoreSpec", "ModelSpec", "OpenSearchStoreSpec", "ServeConfig", "StoreSpec"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class LocalStoreSpec(_Strict):
-    """A LocalStore folder (opened read-only)."""
-
-    kind: Literal["local"] = "local"
-    path: Path
-
-
-class OpenSearchStoreSpec(_Strict):
-    """The model's alias in OpenSearch; connection settings from ``config`` (a connection file),
-    ``urls`` and the ``GEMSEARCH_OPENSEARCH_*`` variables, as for ``gemsearch index``."""
-
-    kind: Literal["opensearch"] = "opensearch"
-    prefix: str = Field("gemsearch", pattern=r"^[a-z0-9][a-z0-9_\-]{0,100}$")
-    urls: tuple[str, ...] | None = None
-    config: Path | None = Field(None, description="YAML/JSON connection file")
-
-
-StoreSpec = Annotated[LocalStoreSpec | OpenSearchStoreSpec, Field(discriminator="kind")]
 
 
 class ModelSpec(_Strict):

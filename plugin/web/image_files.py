@@ -28,9 +28,9 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ...errors import ImageError
 from ...image_refs import path_of_ref
-from .._image_files import _OPEN_FLAGS, resolve_inside
-from .._image_rgb import to_rgb
-from ..images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
+from ..inputs.files import _OPEN_FLAGS, resolve_inside
+from ..inputs.images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
+from ..inputs.rgb import to_rgb
 from .memory import MemoryBudget, decode_cost, header_cost
 
 log = logging.getLogger(__name__)

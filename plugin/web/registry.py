@@ -9,9 +9,10 @@ from typing import Literal
 
 from ...errors import ConfigError, StoreError
 from ...protocols import VectorStore
-from ..images import ImageLoadConfig
+from ..inputs.images import ImageLoadConfig
 from ..query import Searcher
-from .config import LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+from ..stores.factory import LocalStoreSpec, open_store
+from .config import ModelSpec, ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,11 @@ class ModelRegistry:
 
     def close(self) -> None:
         for slot in self:
-            close = getattr(slot.searcher.store, "close", None)
-            if callable(close):
-                close()
+            slot.searcher.store.close()
 
 
 def _open(spec: ModelSpec, image_config: ImageLoadConfig, timeout_s: float) -> ModelSlot:
-    from ..onnx_embedder import OnnxEmbedder
+    from ..embedding.embedder import OnnxEmbedder
 
     embedder = OnnxEmbedder(spec.path)
     store, kind, index = _store(spec, embedder.manifest.name, timeout_s)
@@ -82,23 +81,13 @@ def _store(
     spec: ModelSpec, model: str, timeout_s: float
 ) -> tuple[VectorStore, Literal["local", "opensearch"], str]:
     if isinstance(spec.store, LocalStoreSpec):
-        from ..local_store import LocalStore
+        return open_store(spec.store, read_only=True), "local", spec.store.path.name
+    from ..stores.opensearch.bulk_models import BulkOptions, RetryPolicy
 
-        return LocalStore(spec.store.path, read_only=True), "local", spec.store.path.name
-    assert isinstance(spec.store, OpenSearchStoreSpec)
-    from .._bulk_models import BulkOptions, RetryPolicy
-    from ..connection import OpenSearchConfig
-    from ..index_admin import IndexOptions
-    from ..opensearch_store import OpenSearchStore
-
-    urls = list(spec.store.urls) if spec.store.urls else None
-    connection = OpenSearchConfig.load(spec.store.config, urls=urls)
-    # a paused cluster must not hold a worker for the connection's timeout (30 s by default)
-    connection = connection.model_copy(update={"timeout": min(connection.timeout, timeout_s)})
-    options = IndexOptions(prefix=spec.store.prefix)
-    # a search request must not hang for minutes on reads that ingest would rather keep retrying
+    # a search request must not hang for minutes on reads that ingest would rather keep retrying,
+    # nor a paused cluster hold a worker for the connection's timeout (30 s by default)
     reads = BulkOptions(
         retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.1, max_backoff_s=0.5, max_total_s=2)
     )
-    store = OpenSearchStore(model=model, options=options, bulk=reads, config=connection)
+    store = open_store(spec.store, model=model, bulk=reads, timeout_s=timeout_s)
     return store, "opensearch", f"{spec.store.prefix}-{model}"

@@ -6,6 +6,11 @@ Embeddings are ``(n, d)`` float32 rows, L2-normalised, everywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,15 +58,78 @@ class Embedder(Protocol):
         ...
 
 
+class Outcome(str, Enum):
+    """What became of one document a store was asked to write."""
+
+    INDEXED = "indexed"  # written and acknowledged
+    REJECTED = "rejected"  # refused for good (e.g. a mapping conflict); see the dead-letter file
+    PENDING = "pending"  # not acknowledged after retrying; writing it again is safe
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    id: str
+    outcome: Outcome
+    attempts: int
+    status: int | None = None
+    reason: str | None = None
+
+
+@dataclass
+class WriteReport:
+    """What became of every document of a write, in the order each outcome became final."""
+
+    items: list[ItemOutcome] = field(default_factory=list)
+    requests: int = 0
+
+    def ids(self, outcome: Outcome) -> list[str]:
+        return [i.id for i in self.items if i.outcome is outcome]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((o.value for o in Outcome), 0)
+        for item in self.items:
+            counts[item.outcome.value] += 1
+        return counts
+
+    @property
+    def complete(self) -> bool:
+        """Every document was indexed or rejected; nothing is left pending."""
+        return not any(i.outcome is Outcome.PENDING for i in self.items)
+
+
 @runtime_checkable
 class VectorStore(Protocol):
-    """Where descriptors live: ``LocalStore`` (embedded default) or ``OpenSearchStore``."""
+    """Where descriptors live: ``LocalStore`` (embedded default) or ``OpenSearchStore``.
+
+    A store is a context manager (``close`` on exit). ``write`` reports each document's outcome (a
+    cluster may refuse some and not others); ``upsert`` is the all-or-nothing form of it.
+    """
+
+    @property
+    def manifest(self) -> ModelManifest | None:
+        """The manifest of the model the store serves (None before ``ensure_index``)."""
+        ...
+
+    @property
+    def dead_letter_path(self) -> Path | None:
+        """Where refused documents are written, if the store can refuse some."""
+        ...
 
     def ensure_index(self, manifest: ModelManifest) -> None:
         """Create the index for this model version, or check that the existing one fits it."""
         ...
 
+    def write(self, records: Iterable[Record], *, refresh: bool | None = None) -> WriteReport: ...
+
     def upsert(self, records: Sequence[Record]) -> None: ...
+
+    def refresh(self) -> None:
+        """Make everything written so far visible to searches."""
+        ...
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """Settings for a long load by the store's only writer, restored on exit."""
+        ...
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]: ...
 
@@ -72,3 +140,11 @@ class VectorStore(Protocol):
     def count(self) -> int: ...
 
     def delete(self, ids: Iterable[str]) -> int: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> VectorStore: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import StoreError
+from ....errors import StoreError
+from ....protocols import ItemOutcome, Outcome, WriteReport
+
+__all__ = ["BulkDoc", "BulkError", "BulkOptions", "BulkReport", "ItemOutcome", "Outcome", "RetryPolicy"]
 
 
 class RetryPolicy(BaseModel):
@@ -43,12 +45,6 @@ class BulkOptions(BaseModel):
     request_timeout_s: float | None = Field(None, gt=0, description="client timeout per bulk request")
 
 
-class Outcome(str, Enum):
-    INDEXED = "indexed"
-    REJECTED = "rejected"
-    PENDING = "pending"
-
-
 @dataclass(frozen=True)
 class BulkDoc:
     """One document to index under ``id``."""
@@ -57,35 +53,7 @@ class BulkDoc:
     source: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class ItemOutcome:
-    id: str
-    outcome: Outcome
-    attempts: int
-    status: int | None = None
-    reason: str | None = None
-
-
-@dataclass
-class BulkReport:
-    """What became of every document the writer read, in the order each outcome became final."""
-
-    items: list[ItemOutcome] = field(default_factory=list)
-    requests: int = 0
-
-    def ids(self, outcome: Outcome) -> list[str]:
-        return [i.id for i in self.items if i.outcome is outcome]
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((o.value for o in Outcome), 0)
-        for item in self.items:
-            counts[item.outcome.value] += 1
-        return counts
-
-    @property
-    def complete(self) -> bool:
-        """Every document read was indexed or rejected; nothing is left pending."""
-        return not any(i.outcome is Outcome.PENDING for i in self.items)
+BulkReport = WriteReport  # the bulk writer's report is the store contract's
 
 
 class BulkError(StoreError):

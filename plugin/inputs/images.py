@@ -29,9 +29,9 @@ from typing import Literal, get_args
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import ConfigError, ImageError
-from ._image_files import read_file_capped
-from ._image_rgb import to_rgb
+from ...errors import ConfigError, ImageError
+from .files import read_file_capped
+from .rgb import to_rgb
 
 log = logging.getLogger(__name__)
 

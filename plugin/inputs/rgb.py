@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..errors import ImageError
+from ...errors import ImageError
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})

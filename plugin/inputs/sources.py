@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from ..errors import ConfigError, SourceError
-from ..image_refs import printable_path
-from ._source_item import SourceItem, doc_id_for, document_id
-from ._source_manifests import BadRowHandler, iter_csv, iter_jsonl
+from ...errors import ConfigError, SourceError
+from ...image_refs import printable_path
+from .items import SourceItem, doc_id_for, document_id
+from .manifests import BadRowHandler, iter_csv, iter_jsonl
 
 __all__ = [
     "DEFAULT_IMAGE_EXTENSIONS",

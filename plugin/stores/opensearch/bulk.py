@@ -28,8 +28,8 @@ from typing import Any
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import SSLError, TransportError
 
-from ._bulk_dead_letter import DeadLetterFile
-from ._bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
+from .bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
+from .dead_letter import DeadLetterFile
 from .index_admin import bulk_load_settings
 
 __all__ = [

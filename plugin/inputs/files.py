@@ -14,7 +14,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ImageError
+from ...errors import ImageError
 
 _OPEN_FLAGS = (
     os.O_RDONLY

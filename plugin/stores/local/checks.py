@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ..protocols import FloatRows, Record
-from ._local_filters import Term, flatten
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from ....protocols import FloatRows, Record
+from .filters import Term, flatten
 
 
 @dataclass(frozen=True)

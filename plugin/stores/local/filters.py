@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import StoreError
+from ....errors import StoreError
 
 BOOL, NUMBER, TEXT = 0, 1, 2  # the ``kind`` column: values of different kinds never match
 _RANGE_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ..protocols import FloatRows
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from ....protocols import FloatRows
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import SourceError
-from ..image_refs import is_utf8_text
-from ._source_item import SourceItem
+from ...errors import SourceError
+from ...image_refs import is_utf8_text
+from .items import SourceItem
 
 BadRowHandler = Callable[[SourceError], None]
 """Receives each entry a source cannot hand over as an item (a bad row, an unusable folder entry)."""

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ..protocols import FloatRows
-from . import _local_db as db
-from ._local_files import map_rows, vectors_path
-from ._local_search import Rows, Scores, top_k_rows, top_k_scan
+from ....protocols import FloatRows
+from . import db
+from .files import map_rows, vectors_path
+from .topk import Rows, Scores, top_k_rows, top_k_scan
 
 
 @dataclass(frozen=True)

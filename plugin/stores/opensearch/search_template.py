@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from opensearchpy.exceptions import TransportError
 
-from ..errors import StoreError
-from ..protocols import Filters, FloatRows, Hit
-from ._query_checks import check_filters
-from .opensearch_store import filter_clause, similarity
+from ....errors import StoreError
+from ....protocols import Filters, FloatRows, Hit
+from ...query_checks import check_filters
+from .store import filter_clause, similarity
 
 TEMPLATE_FILE = "knn_search.mustache"
 TEMPLATE_ID = "gemsearch-knn-search"

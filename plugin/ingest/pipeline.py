@@ -29,22 +29,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import GemsearchError, ImageError, SourceError, StoreError
-from ..image_refs import image_ref_of, printable_path
-from ..protocols import FloatRows, Record, VectorStore
-from ._bulk_models import Outcome
-from ._parallel import bounded_map
-from ._source_item import SourceItem, document_id
-from .images import ImageLoadConfig, load_image_bytes, read_image_file
-from .index_admin import bulk_load_settings
-from .ingest_report import Fate, IngestReport, Ledger
-from .onnx_embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
-from .onnx_model import default_threads
-from .sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard, shard_of
+from ...errors import GemsearchError, ImageError, SourceError, StoreError
+from ...image_refs import image_ref_of, printable_path
+from ...parallel import bounded_map
+from ...protocols import FloatRows, Outcome, Record, VectorStore
+from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
+from ..embedding.sessions import default_threads
+from ..inputs.images import ImageLoadConfig, load_image_bytes, read_image_file
+from ..inputs.items import SourceItem, document_id
+from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard, shard_of
+from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
+from .report import Fate, IngestReport, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +158,13 @@ def ingest(
     Returns the report; raises only for errors that stop the whole run (the store is unreachable,
     the index does not fit the model), after recording what was done."""
     opts = options or IngestOptions()
-    report = IngestReport(
-        dead_letter_path=getattr(getattr(store, "bulk_options", None), "dead_letter_path", None)
-    )
+    report = IngestReport(dead_letter_path=store.dead_letter_path)
     ledger = Ledger(report, opts.ledger_path, on_record=progress)
     start = time.perf_counter()
     try:
         store.ensure_index(embedder.manifest)
-        with _refresh_paused(store, opts):  # the writer finishes (and refreshes) before it is restored
+        paused = store.bulk_load() if opts.pause_refresh else contextlib.nullcontext()
+        with paused:  # the writer finishes (and refreshes) before the settings are restored
             _run_rounds(items, embedder, store, opts, report, ledger)
     except BaseException as exc:
         report.stopped_by = report.stopped_by or _stop_reason(exc)
@@ -184,12 +182,6 @@ def _stop_reason(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _refresh_paused(store: VectorStore, opts: IngestOptions) -> contextlib.AbstractContextManager[Any]:
-    if opts.pause_refresh and store_supports_bulk(store):
-        return bulk_load_settings(store.client, store.index)  # type: ignore[attr-defined]
-    return contextlib.nullcontext()
 
 
 def _run_rounds(
@@ -242,11 +234,6 @@ def _pipeline(inputs: Iterable[_Input], run: _Run) -> None:
 def _record(p: _Prepared, vector: FloatRows) -> tuple[Record, int]:
     ref = image_ref_of(p.item.path)
     return Record(id=p.id, vector=vector, image_ref=ref, metadata=dict(p.item.metadata)), p.input.seq
-
-
-def store_supports_bulk(store: Any) -> bool:
-    """Whether ``store`` reports per-document outcomes (``OpenSearchStore``) or only succeeds/fails."""
-    return hasattr(store, "write") and hasattr(store, "refresh")
 
 
 def _counted(items: Iterable[SourceItem | SourceError], run: _Run) -> Iterator[_Input]:
@@ -349,7 +336,6 @@ class _StoreWriter:
         self._aborted = False
         self._buffer: _Batch = []
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
-        self._bulk = store_supports_bulk(store)
         self._wrote = False
         self._thread = threading.Thread(target=self._loop, name="gemsearch-writer", daemon=True)
         self._thread.start()
@@ -382,9 +368,9 @@ class _StoreWriter:
             self._buffer = []
         self._queue.put(None)
         self._thread.join()
-        if self._bulk and self._wrote and self.error is None and not self._aborted:
+        if self._wrote and self.error is None and not self._aborted:
             try:
-                self.store.refresh()  # type: ignore[attr-defined]
+                self.store.refresh()
             except StoreError as exc:  # durable already; only visibility waits for the next refresh
                 log.warning("final refresh failed: %s", exc)
 
@@ -406,14 +392,8 @@ class _StoreWriter:
             self.error = StoreError(f"writing to the store failed: {exc!r}")
 
     def _write(self, batch: _Batch) -> None:
-        records = [r for r, _ in batch]
         self._wrote = True
-        if not self._bulk:
-            self.store.upsert(records)
-            for record, seq in batch:
-                self.ledger.record(seq, record.id, Fate.INDEXED)
-            return
-        outcome = self.store.write(records, refresh=False)  # type: ignore[attr-defined]
+        outcome = self.store.write([r for r, _ in batch], refresh=False)
         seq_of = {r.id: seq for r, seq in batch}
         for item in outcome.items:
             fate = _FATES[item.outcome]
@@ -465,7 +445,7 @@ def _in_shard(problem: SourceError, shard: Shard | None) -> bool:
 def ingest_collection(
     sources: Sequence[str],
     model: str | os.PathLike[str] | OnnxEmbedder,
-    store: VectorStore | str | os.PathLike[str],
+    store: VectorStore | LocalStoreSpec | OpenSearchStoreSpec | str | os.PathLike[str],
     *,
     shard: str | Shard | None = None,
     extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
@@ -474,15 +454,15 @@ def ingest_collection(
 ) -> IngestReport:
     """What ``gemsearch ingest`` does, for pipelines: ``sources`` are folders, JSONL/CSV manifests or
     path lists; ``model`` an ONNX file or an embedder; ``store`` a VectorStore or a LocalStore folder
-    (opened, and closed afterwards); ``shard`` e.g. ``"2/8"``."""
-    from .local_store import LocalStore
-
+    (opened, and closed afterwards) or a ``StoreSpec``; ``shard`` e.g. ``"2/8"``."""
     embedder = (
         model if isinstance(model, OnnxEmbedder) else OnnxEmbedder(model, parallel_runs=bulk_parallel_runs())
     )
     part = parse_shard(shard) if isinstance(shard, str) else shard
     items = read_sources(sources, part, extensions)
     if isinstance(store, (str, os.PathLike)):
-        with LocalStore(store) as local:
-            return ingest(items, embedder, local, options, progress=progress)
+        store = LocalStoreSpec(path=Path(store))
+    if isinstance(store, (LocalStoreSpec, OpenSearchStoreSpec)):
+        with open_store(store) as opened:
+            return ingest(items, embedder, opened, options, progress=progress)
     return ingest(items, embedder, store, options, progress=progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ..protocols import FloatRows
+from ....protocols import FloatRows
 
 Rows = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]

@@ -11,9 +11,9 @@ from typing import Any
 from opensearchpy.exceptions import TransportError
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ..opensearch_templates import Engine, SpaceType, knn_index_body
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from ....opensearch_templates import Engine, SpaceType, knn_index_body
 
 VECTOR_FIELD = "embedding"
 META_KEY = "gemsearch"

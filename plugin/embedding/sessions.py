@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from ..onnx_manifest import read_manifest as read_manifest  # re-exported: the runtime's reader
+from ...errors import ModelError
+from ...onnx_manifest import read_manifest as read_manifest  # re-exported: the runtime's reader
 
 log = logging.getLogger(__name__)
 

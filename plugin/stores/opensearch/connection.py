@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, field_validator
 
-from .._deps import require
-from ..errors import ConfigError
+from ...._deps import require
+from ....errors import ConfigError
 
 log = logging.getLogger(__name__)
 

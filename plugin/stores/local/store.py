@@ -21,6 +21,7 @@ commit at their next call; each call reads one consistent snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,14 +34,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ..protocols import Filters, FloatRows, Hit, Record
-from . import _local_db as db
-from . import _local_files as files
-from ._local_checks import check_same_model, prepare_batch, query_vector
-from ._local_filters import compile_filters
-from ._local_view import View, ViewCache
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from ....protocols import Filters, FloatRows, Hit, ItemOutcome, Outcome, Record, WriteReport
+from . import db, files
+from .checks import check_same_model, prepare_batch, query_vector
+from .filters import compile_filters
+from .view import View, ViewCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +73,11 @@ class LocalStore:
     def manifest(self) -> ModelManifest | None:
         """The manifest of the model this folder was created for (None before ensure_index)."""
         return self._manifest
+
+    @property
+    def dead_letter_path(self) -> Path | None:
+        """None: a LocalStore refuses a whole batch (StoreError), never single documents."""
+        return None
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -108,6 +113,19 @@ class LocalStore:
                 self._drop_uncommitted(conn, vectors, old.rows)
                 raise
             self._cache().after_write(old, new, dead)
+
+    def write(self, records: Iterable[Record], *, refresh: bool | None = None) -> WriteReport:
+        """``upsert`` with the store contract's report: every document indexed (or a StoreError)."""
+        batch = list(records)
+        self.upsert(batch)
+        return WriteReport([ItemOutcome(r.id, Outcome.INDEXED, attempts=1) for r in batch], requests=1)
+
+    def refresh(self) -> None:
+        """Nothing to do: a commit is visible to the next read."""
+
+    def bulk_load(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing to change for a long load: each batch is one durable commit."""
+        return contextlib.nullcontext()
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete these documents; the number that existed."""

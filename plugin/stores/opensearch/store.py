@@ -7,24 +7,27 @@ a store opened with ``model=`` only, to the model's alias, which is what queries
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 from opensearchpy.exceptions import ConnectionError, NotFoundError, TransportError
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ..protocols import Filters, FloatRows, Hit, Record
-from ._index_checks import VECTOR_FIELD, IndexOptions
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from ....protocols import Filters, FloatRows, Hit, Record
 from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
 from .connection import OpenSearchConfig, make_client
-from .index_admin import ensure_index
+from .index_admin import bulk_load_settings, ensure_index
+from .index_checks import VECTOR_FIELD, IndexOptions
 
 log = logging.getLogger(__name__)
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
@@ -46,6 +49,7 @@ class OpenSearchStore:
         config: OpenSearchConfig | None = None,
     ) -> None:
         self.client = client if client is not None else make_client(config)
+        self._owns_client = client is None  # a client the caller gave stays the caller's to close
         self.options = options or IndexOptions()
         self.bulk_options = bulk or BulkOptions()
         self.manifest: ModelManifest | None = None
@@ -86,6 +90,29 @@ class OpenSearchStore:
     def refresh(self) -> None:
         """Make everything written so far visible to searches."""
         self._call("indices.refresh", retry=True, index=self.read_target)
+
+    @property
+    def dead_letter_path(self) -> Path | None:
+        return self.bulk_options.dead_letter_path
+
+    def bulk_load(self) -> contextlib.AbstractContextManager[None]:
+        """``refresh_interval`` -1 on the index for a long load, restored after (its one writer)."""
+        if self.index is None:
+            raise StoreError("call ensure_index(manifest) before a bulk load")
+        return bulk_load_settings(self.client, self.index)
+
+    def close(self) -> None:
+        """Close the connections of the client this store made (not of one it was given)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> OpenSearchStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Index ``records``; StoreError if any was rejected or is still pending after retrying."""

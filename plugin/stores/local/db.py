@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import StoreError
+from ....errors import StoreError
 
 ID_CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
 

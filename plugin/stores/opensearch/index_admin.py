@@ -17,9 +17,9 @@ from typing import Any
 from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
 from pydantic import BaseModel
 
-from ..errors import StoreError
-from ..manifest import ModelManifest
-from ._index_checks import (
+from ....errors import StoreError
+from ....manifest import ModelManifest
+from .index_checks import (
     IndexOptions,
     field_engine_space,
     gemsearch_meta,

@@ -18,13 +18,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..errors import ImageError, ModelError
-from ..manifest import ModelManifest
-from ..onnx_manifest import manifest_of_session
-from ..preprocess import Box, crop_and_shrink, shrink, to_array
-from ..protocols import FloatRows
-from ._parallel import bounded_map
-from .onnx_model import default_threads, open_session, resolve_providers
+from ...errors import ImageError, ModelError
+from ...manifest import ModelManifest
+from ...onnx_manifest import manifest_of_session
+from ...parallel import bounded_map
+from ...preprocess import Box, crop_and_shrink, shrink, to_array
+from ...protocols import FloatRows
+from .sessions import default_threads, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]
 """One prepared image, ``(3, h, w)``: uint8 pixels or normalised float32, as the model's input wants."""

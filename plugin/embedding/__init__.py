@@ -1,0 +1,1 @@
+"""Embedding: onnxruntime sessions of an exported model and the embedder that runs them."""

@@ -1,0 +1,1 @@
+"""Inputs: the sources that name images (folders, manifests, path lists, shards) and safe image loading."""

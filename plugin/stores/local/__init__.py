@@ -1,0 +1,1 @@
+"""The ``LocalStore``: SQLite for documents and their filter index, a float32 file of vectors."""

@@ -1,0 +1,1 @@
+"""The ``OpenSearchStore``: connection, index administration, bulk writes and the k-NN search template."""
