@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
+from gemsearch.metrics import (
+    QueryGroundTruth,
+    RetrievalScore,
+    compute_map,
+    format_score_table,
+    rank_by_similarity,
+)
 from gemsearch.preprocess import prepare_file
 from gemsearch.samples import available_clusters, build_multiview_set
 from gemsearch.trainer import MULTISCALE, NetworkConfig, backbone_spec, build_network, extract_descriptors
@@ -93,7 +99,7 @@ def main() -> None:
             desc = extract_descriptors(net, images, scales=scales)
             timings[f"{label} {mode}"] = (time.perf_counter() - start) / len(images)
             rows[label][mode] = leave_one_out(clusters, desc)
-    print(format_table(rows, decimals=1))
+    print(format_score_table(rows, decimals=1))
     print("\nmP@1/5/10, ms per image:")
     for label, by_mode in rows.items():
         for mode, score in by_mode.items():

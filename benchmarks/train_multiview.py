@@ -30,7 +30,13 @@ import torch
 from _common import markdown_table, write_results
 from PIL import Image
 
-from gemsearch.metrics import QueryGroundTruth, RetrievalScore, compute_map, format_table, rank_by_similarity
+from gemsearch.metrics import (
+    QueryGroundTruth,
+    RetrievalScore,
+    compute_map,
+    format_score_table,
+    rank_by_similarity,
+)
 from gemsearch.preprocess import Box
 from gemsearch.samples import SampleSet, available_clusters, build_multiview_set
 from gemsearch.trainer.models.embedder import TorchEmbedder
@@ -187,7 +193,7 @@ def main() -> None:
 
     order = ["off-the-shelf", "off-the-shelf + Lw", "fine-tuned", "fine-tuned + Lw"]
     table = {f"Lite0-GeM {k}": rows[f"Lite0-GeM {k}"]["mAP"] for k in order}
-    print(format_table({k: {"mAP": v} for k, v in table.items()}, decimals=1))
+    print(format_score_table({k: {"mAP": v} for k, v in table.items()}, decimals=1))
     print("\nper epoch:", *(json.dumps(m) for m in result.metrics), sep="\n  ")
     print(f"\ntraining {timings['training']:.0f} s, Lw {timings['Lw (both models)']:.0f} s")
     markdown = markdown_table(

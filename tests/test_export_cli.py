@@ -38,7 +38,7 @@ def default_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_command_module_does_not_load_torch_or_onnx() -> None:
     code = (
-        "import sys, gemsearch.exporters.commands, gemsearch.exporters\n"
+        "import sys, gemsearch.cli.export, gemsearch.exporters\n"
         "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

@@ -15,7 +15,7 @@ from gemsearch.metrics import (
     compute_map,
     compute_map_revisited,
     format_score,
-    format_table,
+    format_score_table,
     rank_by_inner_product,
     rank_by_similarity,
 )
@@ -150,7 +150,9 @@ def test_formatting_in_the_papers_style() -> None:
         "Oxford5k: mAP 79.17",
         "Oxford5k: mP@1,5,10 100.00 66.67 66.67",
     ]
-    table = format_table({"GeM": {"Oxford5k": plain, "ROxf": revisited}, "GeM + Lw": {"Oxford5k": plain}})
+    table = format_score_table(
+        {"GeM": {"Oxford5k": plain, "ROxf": revisited}, "GeM + Lw": {"Oxford5k": plain}}
+    )
     assert table.splitlines() == [
         "| | Oxford5k | ROxf E | ROxf M | ROxf H |",
         "|---|---|---|---|---|",

@@ -16,11 +16,11 @@ from onnx_models import make_tiny_model
 from PIL import Image
 
 from gemsearch.cli import main
+from gemsearch.cli.index import load_manifest
 from gemsearch.errors import ModelError
 from gemsearch.manifest import METADATA_KEY, ModelManifest
 from gemsearch.onnx_manifest import read_manifest
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
-from gemsearch.plugin.index_commands import load_manifest
 
 DIM = 16
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gemsearch.cli.options import parse_crop as describe_crop
 from gemsearch.errors import ConfigError, ImageError
 from gemsearch.plugin.query_checks import check_box, parse_crop
 from gemsearch.preprocess import Preprocessing, crop_and_shrink, load_rgb, prepare, shrink, to_array
-from gemsearch.trainer._cli_options import parse_crop as describe_crop
 
 
 def _image(width: int, height: int, seed: int = 0) -> Image.Image:

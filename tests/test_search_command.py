@@ -13,9 +13,9 @@ from PIL import Image
 from query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
+from gemsearch.cli.search import parse_filters
 from gemsearch.errors import ConfigError
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
-from gemsearch.plugin.search_command import parse_filters
 from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
 from gemsearch.plugin.stores.opensearch.store import OpenSearchStore

@@ -246,7 +246,7 @@ def format_score(dataset: str, score: Score, decimals: int = 2, with_mp: bool = 
     return "\n".join(lines)
 
 
-def format_table(rows: Mapping[str, Mapping[str, Score]], decimals: int = 2) -> str:
+def format_score_table(rows: Mapping[str, Mapping[str, Score]], decimals: int = 2) -> str:
     """A markdown table of mAP in percent, laid out as the paper's tables.
 
     ``rows`` maps a method (``"ResNet101-GeM"``) to its results per column (``"Oxford5k"``,

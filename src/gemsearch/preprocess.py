@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .errors import ConfigError, ImageError
 from .manifest import IMAGENET_MEAN, IMAGENET_STD
 
+# cirtorch's multi-scale set; descriptors at these scales are combined as a power mean
+MULTISCALE: tuple[float, ...] = (1.0, 1 / math.sqrt(2), 0.5)
+
 Box = tuple[float, float, float, float]
 """A crop box ``(x1, y1, x2, y2)`` in pixels of the full image, as PIL's ``crop`` and cirtorch's bbx."""
 

@@ -19,11 +19,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gemsearch.errors import ConfigError
+from gemsearch.preprocess import MULTISCALE as MULTISCALE  # re-exported: the trainer API names it here
 
 from .network import RetrievalNet
 
 SINGLE_SCALE: tuple[float, ...] = (1.0,)
-MULTISCALE: tuple[float, ...] = (1.0, 1 / math.sqrt(2), 0.5)
 
 ImageInput = npt.NDArray[np.float32] | Tensor
 """One preprocessed image, ``(3, h, w)`` float32 (``gemsearch.preprocess.prepare``)."""

@@ -18,6 +18,7 @@ from gemsearch.preprocess import Preprocessing
 
 from .backbones import backbone_spec, create_backbone, list_backbones
 from .pooling import L2N, GeM, PoolingName, create_pooling
+from .registry import check_backbone
 
 
 class NetworkConfig(BaseModel):
@@ -37,9 +38,7 @@ class NetworkConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        if name not in list_backbones():
-            raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-        return name
+        return check_backbone(name)
 
     @model_validator(mode="before")
     @classmethod

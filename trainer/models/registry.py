@@ -71,6 +71,13 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_backbone(name: str) -> str:
+    """``name`` if it is a registered backbone; a ValueError naming the known ones otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+    return name
+
+
 def _entry(name: str) -> _Entry:
     try:
         return _REGISTRY[name]

@@ -98,11 +98,9 @@ class TrainConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from ..models.backbones import list_backbones
+        from ..models.registry import check_backbone
 
-        if name not in list_backbones():
-            raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-        return name
+        return check_backbone(name)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

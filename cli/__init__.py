@@ -1,6 +1,6 @@
 """The ``gemsearch`` command line: a thin layer over the Python API of each part.
 
-Subcommands live next to the code they drive (``gemsearch.trainer.commands``, ...) and are
+Subcommands live next to the code they drive (``gemsearch.cli.describe``, ...) and are
 imported only when used or listed, so ``gemsearch --help`` never loads torch or onnxruntime.
 """
 
@@ -12,21 +12,21 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import GemsearchError
+from .. import __version__
+from ..errors import GemsearchError
 
 # command name -> "module:attribute" of a click.Command; modules import heavy deps lazily.
 LAZY_COMMANDS: dict[str, str] = {
-    "index": "gemsearch.plugin.index_commands:index",
-    "describe": "gemsearch.trainer.commands:describe",
-    "evaluate": "gemsearch.trainer.evaluate_command:evaluate",
-    "train": "gemsearch.trainer.train_command:train",
-    "whiten": "gemsearch.trainer.whiten_command:whiten",
-    "export": "gemsearch.exporters.commands:export",
-    "ingest": "gemsearch.plugin.ingest_command:ingest",
-    "quickstart": "gemsearch.plugin.quickstart:quickstart",
-    "search": "gemsearch.plugin.search_command:search",
-    "serve": "gemsearch.plugin.serve_command:serve",
+    "index": "gemsearch.cli.index:index",
+    "describe": "gemsearch.cli.describe:describe",
+    "evaluate": "gemsearch.cli.evaluate:evaluate",
+    "train": "gemsearch.cli.train:train",
+    "whiten": "gemsearch.cli.whiten:whiten",
+    "export": "gemsearch.cli.export:export",
+    "ingest": "gemsearch.cli.ingest:ingest",
+    "quickstart": "gemsearch.cli.quickstart:quickstart",
+    "search": "gemsearch.cli.search:search",
+    "serve": "gemsearch.cli.serve:serve",
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._cli_options import extraction_options, model_option
+from .options import extraction_options, model_option
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ def evaluate(
     Loads each dataset's gnd_<name>.pkl pickle from the folder given: use trusted data only.
     """
     from gemsearch._deps import require
-    from gemsearch.metrics import format_score, format_table
+    from gemsearch.metrics import format_score, format_score_table
 
     require("torch", "train")  # an install hint instead of a traceback on a runtime-only install
-    from .evaluation.benchmarks import EvaluationReport, evaluate_dataset, load_dataset
-    from .models.embedder import TorchEmbedder
-    from .models.loading import load_model
+    from ..trainer.evaluation.benchmarks import EvaluationReport, evaluate_dataset, load_dataset
+    from ..trainer.models.embedder import TorchEmbedder
+    from ..trainer.models.loading import load_model
 
     loaded = [load_dataset(root) for root in datasets]  # fail on a bad folder before any extraction
     model = load_model(model_spec, lw=lw)
@@ -72,7 +72,7 @@ def evaluate(
     )
     for name, score in report.scores().items():
         click.echo(format_score(name, score, with_mp=True))
-    click.echo(format_table({model.origin: report.scores()}))
+    click.echo(format_score_table({model.origin: report.scores()}))
     if json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2) + "\n")
         click.echo(f"saved {json_out}", err=True)

@@ -18,8 +18,14 @@ from opensearchpy.exceptions import TransportError
 from ..errors import ModelError
 from ..manifest import ModelManifest
 from ..onnx_manifest import read_manifest
-from .stores.opensearch.connection import OpenSearchConfig, make_client
-from .stores.opensearch.index_admin import IndexOptions, drop_index, ensure_index, list_indices, swap_alias
+from ..plugin.stores.opensearch.connection import OpenSearchConfig, make_client
+from ..plugin.stores.opensearch.index_admin import (
+    IndexOptions,
+    drop_index,
+    ensure_index,
+    list_indices,
+    swap_alias,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

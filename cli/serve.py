@@ -11,7 +11,7 @@ import click
 
 from .._deps import require
 from ..errors import ConfigError
-from ._cli_options import opensearch_options
+from .options import opensearch_options
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def build_config(
     limits: dict[str, Any],
 ) -> Any:
     """A ServeConfig from ``--config`` or from the flags (one ``--store`` per ``--model``, or OpenSearch)."""
-    from .query import resolve_model
-    from .web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+    from ..plugin.query import resolve_model
+    from ..plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 
     given = {k: v for k, v in limits.items() if v is not None}
     if config_path is not None:
@@ -128,10 +128,10 @@ def serve(
       gemsearch serve --config serve.yaml --host 0.0.0.0 --port 8080
     """
     uvicorn = require("uvicorn", "web")
-    from .web.memory import limit_arenas
+    from ..plugin.web.memory import limit_arenas
 
     limit_arenas()  # before the model's and the server's threads start
-    from .web.app import create_app
+    from ..plugin.web.app import create_app
 
     limits = {
         "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,

@@ -73,12 +73,12 @@ def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> No
     3. ingest into a LocalStore folder;
     4. one crop-and-search: a query photo's central region, ranked against the collection.
     """
+    from ..plugin.embedding.embedder import OnnxEmbedder
+    from ..plugin.ingest.pipeline import ingest
+    from ..plugin.inputs.sources import iter_sources
+    from ..plugin.query import Searcher
+    from ..plugin.stores.local.store import LocalStore
     from ..samples import build_multiview_set
-    from .embedding.embedder import OnnxEmbedder
-    from .ingest.pipeline import ingest
-    from .inputs.sources import iter_sources
-    from .query import Searcher
-    from .stores.local.store import LocalStore
 
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

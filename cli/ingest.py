@@ -14,12 +14,12 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..plugin.ingest.pipeline import IngestOptions, read_sources
+from ..plugin.ingest.pipeline import ingest as run_ingest
+from ..plugin.ingest.report import IngestReport
+from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..protocols import VectorStore
-from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
-from .ingest.pipeline import IngestOptions, read_sources
-from .ingest.pipeline import ingest as run_ingest
-from .ingest.report import IngestReport
-from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
+from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
 
 
 @click.command(name="ingest")
@@ -133,9 +133,9 @@ def ingest(
       gemsearch ingest photos/ --model lite0-gem.onnx --store ./store
       gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
     """
-    from .embedding.embedder import OnnxEmbedder, bulk_parallel_runs
-    from .inputs.images import ImageLoadConfig
-    from .inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
+    from ..plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
+    from ..plugin.inputs.images import ImageLoadConfig
+    from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
     use_opensearch = wants_opensearch(store_dir, opensearch_urls, opensearch_config)
     shard = parse_shard(shard_spec) if shard_spec else None
@@ -240,8 +240,8 @@ def _opensearch_store(
     index: dict[str, Any],
     dead_letter: Path | None,
 ) -> VectorStore:
-    from .stores.opensearch.bulk import BulkOptions
-    from .stores.opensearch.index_admin import IndexOptions
+    from ..plugin.stores.opensearch.bulk import BulkOptions
+    from ..plugin.stores.opensearch.index_admin import IndexOptions
 
     spec = OpenSearchStoreSpec(prefix=prefix, urls=tuple(urls) or None, config=config_path)
     dead = BulkOptions(dead_letter_path=dead_letter or Path("gemsearch-dead-letter.jsonl"))

@@ -10,10 +10,10 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..plugin.query_checks import check_filters, parse_crop
 from ..protocols import VectorStore
-from ._cli_options import DEFAULT_STORE, opensearch_options, wants_opensearch
-from .index_commands import format_table
-from .query_checks import check_filters, parse_crop
+from .index import format_table
+from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
 
 _OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
 
@@ -60,7 +60,7 @@ def _value(raw: str) -> Any:
 def _open_store(
     store_dir: Path | None, urls: Sequence[str], config_path: Path | None, prefix: str, model: str
 ) -> VectorStore:
-    from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
+    from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 
     if wants_opensearch(store_dir, urls, config_path):
         remote = OpenSearchStoreSpec(prefix=prefix, urls=tuple(urls) or None, config=config_path)
@@ -122,7 +122,7 @@ def search(
       gemsearch search query.jpg --model m.onnx --crop 120,40,300,200 -k 20 --filter camera=x100
       gemsearch search --id 3f2a...e1 --model m.onnx --opensearch https://search:9200 --json
     """
-    from .query import QueryExpansion, Searcher, open_model
+    from ..plugin.query import QueryExpansion, Searcher, open_model
 
     if (image is None) == (doc_id is None):
         raise click.UsageError("give either IMAGE or --id")

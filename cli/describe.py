@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ._cli_options import extraction_options, model_option, parse_crop
+from .options import extraction_options, model_option, parse_crop
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def describe(
     from gemsearch._deps import require
 
     require("torch", "train")  # an install hint instead of a traceback on a runtime-only install
-    from .models.embedder import TorchEmbedder
-    from .models.loading import load_model
+    from ..trainer.models.embedder import TorchEmbedder
+    from ..trainer.models.loading import load_model
 
     model = load_model(model_spec, lw=lw)
     embedder = TorchEmbedder(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import click
 from pydantic.fields import FieldInfo
 
-from .training.config import TrainConfig, load_config
+from ..trainer.training.config import TrainConfig, load_config
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool, bool]:
@@ -82,7 +82,7 @@ def train(config_file: Path | None, print_config: bool, **options: Any) -> None:
         click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
         return
     require("torch", "train")
-    from .training.loop import train as run_training
+    from ..trainer.training.loop import train as run_training
 
     result = run_training(config)
     if result.metrics and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks

@@ -10,8 +10,8 @@ from typing import get_args
 
 import click
 
-from ._cli_options import model_option, parse_scales
-from .training.config import DataFormat
+from ..trainer.training.config import DataFormat
+from .options import model_option, parse_scales
 
 
 @click.command()
@@ -75,11 +75,11 @@ def whiten(
     from gemsearch._deps import require
 
     require("torch", "train")
-    from .models.checkpoint import save_checkpoint
-    from .models.loading import load_model
-    from .training.config import DataSource
-    from .training.data import load_source
-    from .training.whitening_fit import fit_whitening, whitening_key, with_whitening
+    from ..trainer.models.checkpoint import save_checkpoint
+    from ..trainer.models.loading import load_model
+    from ..trainer.training.config import DataSource
+    from ..trainer.training.data import load_source
+    from ..trainer.training.whitening_fit import fit_whitening, whitening_key, with_whitening
 
     source = DataSource.model_validate(
         {"path": data_path, "format": data_format, "images_root": images_root, "split": split}

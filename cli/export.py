@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gemsearch.trainer._cli_options import MULTISCALE, parse_scales
+from gemsearch.cli.options import MULTISCALE, parse_scales
 
 _MODEL_HELP = (
     "A checkpoint (gemsearch's or cirtorch's), a released cirtorch network name, or BACKBONE-POOLING "
@@ -130,7 +130,7 @@ def export_onnx_command(
     from gemsearch.manifest import Provenance
     from gemsearch.trainer.models.loading import load_model
 
-    from .export import export_onnx
+    from ..exporters.export import export_onnx
 
     model = load_model(model_spec, lw=lw)
     if multiscale:
@@ -158,7 +158,7 @@ def export_onnx_command(
     click.echo(json.dumps(json.loads(manifest.to_json()), indent=2))
     click.echo(f"wrote {output} ({_size(output)}, version {manifest.version8})", err=True)
     if run_check:
-        from .check import check_export
+        from ..exporters.check import check_export
 
         whitening_choice = None if whitening == "none" else whitening
         _verdict(check_export(output, model, whitening=whitening_choice))  # type: ignore[arg-type]
@@ -254,7 +254,7 @@ def check_command(
     require("onnx", "train")
     from gemsearch.trainer.models.loading import load_model
 
-    from .check import check_export, check_images
+    from ..exporters.check import check_export, check_images
 
     report = check_export(
         file,
@@ -291,7 +291,7 @@ def check_command(
 def default_command(output_dir: Path | None) -> None:
     """Export the default model (EfficientNet-Lite0 ImageNet + GeM, off the shelf) unless a valid
     copy exists, and print its path."""
-    from .default_model import ensure_default_model
+    from ..exporters.default_model import ensure_default_model
 
     click.echo(str(ensure_default_model(output_dir)))
 
