@@ -1,7 +1,7 @@
 """``gemsearch index``: list, create, swap-alias and drop the OpenSearch indices of gemsearch models.
 
-Connection settings come from ``GEMSEARCH_OPENSEARCH_*`` variables or ``--config FILE``; ``--url``
-only names nodes (credentials inside it are refused), so no secret lands in the process list.
+Connection settings come from ``GEMSEARCH_OPENSEARCH_*`` variables or ``--opensearch-config FILE``;
+``--opensearch`` only names nodes (credentials inside it are refused), so no secret lands in the process list.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from opensearchpy.exceptions import TransportError
 
 from ..errors import ModelError
 from ..manifest import ModelManifest
+from ..models_cache import resolve_model
 from ..onnx_manifest import read_manifest
 from ..plugin.stores.opensearch.connection import OpenSearchConfig, make_client
 from ..plugin.stores.opensearch.index_admin import (
@@ -26,6 +27,7 @@ from ..plugin.stores.opensearch.index_admin import (
     list_indices,
     swap_alias,
 )
+from .options import index_build_options, opensearch_options, renamed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,24 +43,15 @@ class _IndexGroup(click.Group):
 
 
 def connection_options(func: F) -> F:
-    """``--url``/``--config``/``--prefix``, shared by every index command."""
+    """The cluster options of every runtime command (--opensearch, --opensearch-config, --prefix; the
+    old --url/--config still work, with a warning); the command gets a client and the prefix."""
 
-    @click.option(
-        "--url",
-        "urls",
-        multiple=True,
-        help="OpenSearch URL; repeat it for every node. Default: $GEMSEARCH_OPENSEARCH_URL.",
-    )
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="YAML/JSON connection file (URLs, user, password, CA bundle, AWS region).",
-    )
-    @click.option("--prefix", default="gemsearch", show_default=True, help="Index name prefix.")
+    @opensearch_options("OpenSearch URL", legacy=True)
     @functools.wraps(func)
-    def wrapper(urls: Sequence[str], config_path: Path | None, prefix: str, **kwargs: Any) -> Any:
-        config = OpenSearchConfig.load(config_path, urls=list(urls) or None)
+    def wrapper(
+        opensearch_urls: Sequence[str], opensearch_config: Path | None, prefix: str, **kwargs: Any
+    ) -> Any:
+        config = OpenSearchConfig.load(opensearch_config, urls=list(opensearch_urls) or None)
         return func(client=make_client(config), prefix=prefix, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -70,7 +63,7 @@ def index() -> None:
 
     Queries use the alias; switching a model means building the new version's index, then moving
     the alias with `gemsearch index swap-alias` (atomic). Credentials come from
-    GEMSEARCH_OPENSEARCH_USER/_PASSWORD/_CA_CERTS/_AWS_REGION or a --config file.
+    GEMSEARCH_OPENSEARCH_USER/_PASSWORD/_CA_CERTS/_AWS_REGION or an --opensearch-config file.
     """
 
 
@@ -106,32 +99,19 @@ def list_command(client: Any, prefix: str, as_json: bool) -> None:
 
 
 @index.command(name="create")
-@click.argument(
-    "manifest_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("model", metavar="MODEL")
 @connection_options
-@click.option("--engine", type=click.Choice(["lucene", "faiss"]), default="lucene", show_default=True)
-@click.option(
-    "--space-type",
-    type=click.Choice(["innerproduct", "cosinesimil", "l2"]),
-    default="innerproduct",
-    show_default=True,
-)
-@click.option("--hnsw-m", "m", type=int, default=16, show_default=True, help="HNSW links per node.")
-@click.option("--ef-construction", type=int, default=128, show_default=True)
-@click.option("--ef-search", type=int, default=100, show_default=True)
-@click.option("--shards", type=int, default=1, show_default=True)
-@click.option("--replicas", type=int, default=0, show_default=True)
+@index_build_options
+@renamed("--shards", "shards", "--index-shards", kind=click.IntRange(min=1))
 @click.option("--alias/--no-alias", default=True, help="Create the model's alias if it does not exist yet.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def create_command(
-    client: Any, prefix: str, manifest_path: Path, alias: bool, as_json: bool, **params: Any
-) -> None:
-    """Create the index of a model version from its manifest (an .onnx model or a .json manifest).
+def create_command(client: Any, prefix: str, model: str, alias: bool, as_json: bool, **params: Any) -> None:
+    """Create the index of a model version from its manifest: MODEL is an exported model (an .onnx
+    file or the name of one in $GEMSEARCH_CACHE/models) or a .json manifest.
 
     An existing index is checked instead (dimension, engine, space type, k-NN setting, version).
     """
-    manifest = load_manifest(manifest_path)
+    manifest = load_manifest(model)
     options = IndexOptions(prefix=prefix, **params)
     name = ensure_index(client, manifest, options, alias=alias)
     result = {"index": name, "alias": manifest.alias_name(prefix), "dims": manifest.output_dim}
@@ -168,11 +148,12 @@ def drop_command(client: Any, prefix: str, index_name: str, yes: bool, force: bo
     click.echo(f"dropped {index_name}")
 
 
-def load_manifest(path: Path) -> ModelManifest:
-    """The manifest in a ``.json`` file, or embedded in an exported ``.onnx`` model's metadata (and
+def load_manifest(model: str | Path) -> ModelManifest:
+    """The manifest in a ``.json`` file, or embedded in an exported model (a path or a cached name;
     checked against its graph, so the index gets the dimension the model really gives)."""
-    if path.suffix.lower() == ".onnx":
-        return read_manifest(path)
+    path = Path(model)
+    if path.suffix.lower() != ".json":
+        return read_manifest(resolve_model(model))
     try:
         return ModelManifest.from_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

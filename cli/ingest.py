@@ -19,18 +19,18 @@ from ..plugin.ingest.pipeline import ingest as run_ingest
 from ..plugin.ingest.report import IngestReport
 from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..protocols import VectorStore
-from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
+from .options import (
+    DEFAULT_STORE,
+    exported_model_option,
+    index_build_options,
+    opensearch_options,
+    wants_opensearch,
+)
 
 
 @click.command(name="ingest")
 @click.argument("sources", nargs=-1, required=True)
-@click.option(
-    "--model",
-    "model_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Exported model (.onnx from `gemsearch export onnx`); its manifest sets preprocessing and dims.",
-)
+@exported_model_option(more="; its manifest sets preprocessing and dims")
 @click.option(
     "--store",
     "store_dir",
@@ -38,17 +38,7 @@ from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
     help=f"LocalStore folder (the embedded default; created if missing). Default: ./{DEFAULT_STORE}.",
 )
 @opensearch_options("Write into OpenSearch at this URL instead of a LocalStore")
-@click.option(
-    "--engine",
-    type=click.Choice(["lucene", "faiss"]),
-    default="lucene",
-    show_default=True,
-    help="k-NN engine.",
-)
-@click.option("--hnsw-m", default=16, show_default=True, help="HNSW graph degree (m).")
-@click.option("--ef-construction", default=128, show_default=True, help="HNSW ef_construction.")
-@click.option("--replicas", default=0, show_default=True, help="Replicas of a new index.")
-@click.option("--index-shards", default=1, show_default=True, help="Primary shards of a new index.")
+@index_build_options
 @click.option("--shard", "shard_spec", help="Only this part of the input, e.g. 2/8 (workers 0/8..7/8).")
 @click.option("--batch-size", default=8, show_default=True, help="Most same-size images per model run.")
 @click.option("--workers", type=int, help="Read/decode threads. Default: the CPUs available.")
@@ -89,31 +79,10 @@ from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
 def ingest(
     sources: Sequence[str],
     model_path: Path,
-    store_dir: Path | None,
-    opensearch_urls: Sequence[str],
-    opensearch_config: Path | None,
-    prefix: str,
-    engine: str,
-    hnsw_m: int,
-    ef_construction: int,
-    replicas: int,
-    index_shards: int,
     shard_spec: str | None,
-    batch_size: int,
-    workers: int | None,
-    threads: int | None,
-    parallel_runs: int | None,
-    providers: str | None,
-    write_batch: int,
-    max_pixels: int | None,
-    max_bytes: int | None,
-    extensions: str | None,
-    ledger: Path | None,
-    dead_letter: Path | None,
-    no_skip_existing: bool,
-    pause_refresh: bool,
     as_json: bool,
     progress: bool | None,
+    **params: Any,
 ) -> None:
     """Embed the images of SOURCES and write them into a store.
 
@@ -130,40 +99,15 @@ def ingest(
 
     \b
     Examples:
-      gemsearch ingest photos/ --model lite0-gem.onnx --store ./store
+      gemsearch ingest photos/ --model lite0-gem --store ./store
       gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
     """
-    from ..plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
-    from ..plugin.inputs.images import ImageLoadConfig
     from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
-    use_opensearch = wants_opensearch(store_dir, opensearch_urls, opensearch_config)
+    store = _store(params)  # usage errors (both stores) before the model loads
     shard = parse_shard(shard_spec) if shard_spec else None
-    exts = _extensions(extensions, DEFAULT_IMAGE_EXTENSIONS)
-    limits = {"max_pixels": max_pixels, "max_bytes": max_bytes}
-    image_cfg = ImageLoadConfig(**{k: v for k, v in limits.items() if v is not None})
-    provider_list = providers.split(",") if providers else None
-    embedder = OnnxEmbedder(
-        model_path,
-        providers=provider_list,
-        threads=threads,
-        batch_size=batch_size,
-        parallel_runs=parallel_runs or bulk_parallel_runs(provider_list),
-    )
-    if use_opensearch:
-        index = {"engine": engine, "m": hnsw_m, "ef_construction": ef_construction}
-        sizes = {"replicas": replicas, "shards": index_shards}
-        store = _opensearch_store(opensearch_urls, opensearch_config, prefix, {**index, **sizes}, dead_letter)
-    else:
-        store = open_store(LocalStoreSpec(path=store_dir or DEFAULT_STORE))
-    options = IngestOptions(
-        **({"workers": workers} if workers else {}),
-        write_batch=write_batch,
-        skip_existing=not no_skip_existing,
-        image=image_cfg,
-        ledger_path=ledger,
-        pause_refresh=pause_refresh,
-    )
+    exts = _extensions(params["extensions"], DEFAULT_IMAGE_EXTENSIONS)
+    embedder = _embedder(model_path, params)
     # the same reader as the run, so bad rows and skipped entries count as the inputs they are
     total = None if "-" in sources else sum(1 for _ in read_sources(sources, shard, exts))
     show = sys.stderr.isatty() if progress is None else progress
@@ -171,10 +115,51 @@ def ingest(
         f"model {embedder.manifest.name}@{embedder.manifest.version8} on {embedder.providers[0]}", err=True
     )
     with store:
-        report = _run(sources, shard, exts, embedder, store, options, total, show)
+        report = _run(sources, shard, exts, embedder, store, _options(params), total, show)
     _print(report, as_json)
     if not report.ok:
         sys.exit(1)
+
+
+def _embedder(model_path: Path, params: dict[str, Any]) -> Any:
+    from ..plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
+
+    providers = params["providers"].split(",") if params["providers"] else None
+    return OnnxEmbedder(
+        model_path,
+        providers=providers,
+        threads=params["threads"],
+        batch_size=params["batch_size"],
+        parallel_runs=params["parallel_runs"] or bulk_parallel_runs(providers),
+    )
+
+
+def _store(params: dict[str, Any]) -> VectorStore:
+    from ..plugin.stores.opensearch.bulk import BulkOptions
+    from ..plugin.stores.opensearch.index_admin import IndexOptions
+
+    urls, config = params["opensearch_urls"], params["opensearch_config"]
+    if not wants_opensearch(params["store_dir"], urls, config):
+        return open_store(LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE))
+    spec = OpenSearchStoreSpec(prefix=params["prefix"], urls=tuple(urls) or None, config=config)
+    names = ("engine", "space_type", "m", "ef_construction", "ef_search", "shards", "replicas")
+    index = IndexOptions(**{name: params[name] for name in names})
+    dead = BulkOptions(dead_letter_path=params["dead_letter"] or Path("gemsearch-dead-letter.jsonl"))
+    return open_store(spec, index=index, bulk=dead)
+
+
+def _options(params: dict[str, Any]) -> IngestOptions:
+    from ..plugin.inputs.images import ImageLoadConfig
+
+    limits = {name: params[name] for name in ("max_pixels", "max_bytes") if params[name] is not None}
+    return IngestOptions(
+        **({"workers": params["workers"]} if params["workers"] else {}),
+        write_batch=params["write_batch"],
+        skip_existing=not params["no_skip_existing"],
+        image=ImageLoadConfig(**limits),
+        ledger_path=params["ledger"],
+        pause_refresh=params["pause_refresh"],
+    )
 
 
 def _run(
@@ -231,18 +216,3 @@ def _extensions(text: str | None, default: frozenset[str]) -> frozenset[str] | N
     if not exts:
         raise ConfigError("--extensions is empty")
     return exts
-
-
-def _opensearch_store(
-    urls: Sequence[str],
-    config_path: Path | None,
-    prefix: str,
-    index: dict[str, Any],
-    dead_letter: Path | None,
-) -> VectorStore:
-    from ..plugin.stores.opensearch.bulk import BulkOptions
-    from ..plugin.stores.opensearch.index_admin import IndexOptions
-
-    spec = OpenSearchStoreSpec(prefix=prefix, urls=tuple(urls) or None, config=config_path)
-    dead = BulkOptions(dead_letter_path=dead_letter or Path("gemsearch-dead-letter.jsonl"))
-    return open_store(spec, index=IndexOptions(**index), bulk=dead)

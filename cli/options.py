@@ -6,18 +6,28 @@ Runtime commands (ingest, search, serve, index) share the store and cluster opti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ..errors import ConfigError
+from ..models_cache import resolve_model
 from ..plugin.query_checks import parse_crop as query_crop
 from ..plugin.stores.factory import DEFAULT_STORE
 from ..preprocess import MULTISCALE as MULTISCALE
 
-__all__ = ["DEFAULT_STORE", "opensearch_options", "wants_opensearch"]
+__all__ = [
+    "DEFAULT_STORE",
+    "exported_model_option",
+    "index_build_options",
+    "opensearch_options",
+    "renamed",
+    "wants_opensearch",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,11 +41,15 @@ def wants_opensearch(store_dir: Path | None, urls: Sequence[str], config_path: P
     return remote
 
 
-def opensearch_options(what: str) -> Callable[[F], F]:
+def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:
     """``--opensearch URL`` (repeatable), ``--opensearch-config FILE`` and ``--prefix``; ``what`` says
-    what the command does with the cluster, e.g. "Write into OpenSearch at this URL"."""
+    what the command does with the cluster, e.g. "Write into OpenSearch at this URL". ``legacy``
+    also takes ``gemsearch index``'s old spellings ``--url``/``--config``, with a warning."""
 
     def decorate(func: F) -> F:
+        if legacy:
+            func = renamed("--url", "opensearch_urls", "--opensearch", multiple=True)(func)
+            func = renamed("--config", "opensearch_config", "--opensearch-config", path=True)(func)
         func = click.option(
             "--prefix", default="gemsearch", show_default=True, help="OpenSearch index name prefix."
         )(func)
@@ -48,11 +62,95 @@ def opensearch_options(what: str) -> Callable[[F], F]:
             "--opensearch",
             "opensearch_urls",
             multiple=True,
-            help=f"{what} (repeat for more nodes). Credentials and TLS come from "
-            "$GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
+            help=f"{what} (repeat for more nodes). Default: $GEMSEARCH_OPENSEARCH_URL. Credentials "
+            "and TLS come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
         )(func)
 
     return decorate
+
+
+def renamed(
+    old: str, dest: str, new: str, *, multiple: bool = False, path: bool = False, kind: Any = None
+) -> Callable[[F], F]:
+    """A hidden ``old`` spelling of option ``new`` that still works for one release, with a warning
+    on stderr; its values join ``dest``'s."""
+    if kind is None:
+        kind = click.Path(exists=True, dir_okay=False, path_type=Path) if path else click.STRING
+
+    def moved(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value in (None, ()):
+            return
+        click.echo(
+            f"warning: {old} is deprecated, use {new} (the old spelling goes in the next release)", err=True
+        )
+        ctx.meta.setdefault("gemsearch.renamed", {})[dest] = value
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            value = ctx.meta.get("gemsearch.renamed", {}).pop(dest, None)
+            if isinstance(value, tuple):
+                kwargs[dest] = (*(kwargs.get(dest) or ()), *value)
+            elif value is not None and ctx.get_parameter_source(dest) in (None, ParameterSource.DEFAULT):
+                kwargs[dest] = value  # the new spelling, if given too, wins
+            return func(*args, **kwargs)
+
+        option = click.option(
+            old, multiple=multiple, type=kind, hidden=True, expose_value=False, callback=moved
+        )
+        return option(wrapper)  # type: ignore[return-value]
+
+    return decorate
+
+
+def exported_model_option(
+    *, multiple: bool = False, required: bool = True, more: str = ""
+) -> Callable[[F], F]:
+    """``--model``: an exported model, as a path to its .onnx file or the name of one in the models
+    cache (``lite0-gem``); the command gets the file's path."""
+
+    def resolve(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        # a ModelError, like every library error, becomes the CLI's one-line error (exit 1)
+        if multiple:
+            return tuple(resolve_model(v) for v in value)
+        return None if value is None else resolve_model(value)
+
+    return click.option(
+        "--model",
+        "model_path" if not multiple else "model_paths",
+        required=required,
+        multiple=multiple,
+        callback=resolve,
+        help=f"Exported model: an .onnx file or the name of one in {MODELS_HELP} (e.g. lite0-gem){more}.",
+    )
+
+
+MODELS_HELP = "$GEMSEARCH_CACHE/models"
+
+
+def index_build_options(func: F) -> F:
+    """How a new OpenSearch index is built: --engine, --space-type, --hnsw-m, --ef-construction,
+    --ef-search, --index-shards, --replicas (an existing index is checked, not changed)."""
+    options = (
+        click.option("--engine", type=click.Choice(["lucene", "faiss"]), default="lucene", show_default=True,
+                     help="k-NN engine."),
+        click.option("--space-type", type=click.Choice(["innerproduct", "cosinesimil", "l2"]),
+                     default="innerproduct", show_default=True, help="k-NN space."),
+        click.option("--hnsw-m", "m", type=click.IntRange(2, 512), default=16, show_default=True,
+                     help="HNSW links per node (m)."),
+        click.option("--ef-construction", type=click.IntRange(min=2), default=128, show_default=True,
+                     help="HNSW ef_construction."),
+        click.option("--ef-search", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="HNSW ef_search."),
+        click.option("--index-shards", "shards", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Primary shards of a new index."),
+        click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Replicas of a new index."),
+    )  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def parse_crop(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..preprocess import Box
+from .options import exported_model_option
 
 DEFAULT_DIR = Path("gemsearch-quickstart")
 
@@ -56,12 +57,7 @@ def central_box(width: int, height: int, fraction: float = 0.6) -> Box:
     show_default=True,
     help="Where the sample collection and the LocalStore go (reused when run again).",
 )
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An exported model. Default: the EfficientNet-Lite0-GeM model, exported on first use.",
-)
+@exported_model_option(required=False, more=". Default: EfficientNet-Lite0 + GeM, exported on first use")
 @click.option("-k", "k", default=5, show_default=True, help="Results to show.")
 @click.option("--views", default=8, show_default=True, help="Transformed copies made of each photo.")
 def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> None:

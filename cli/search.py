@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..plugin.query_checks import check_filters, parse_crop
 from ..protocols import VectorStore
 from .index import format_table
-from .options import DEFAULT_STORE, opensearch_options, wants_opensearch
+from .options import DEFAULT_STORE, exported_model_option, opensearch_options, wants_opensearch
 
 _OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
 
@@ -70,13 +70,7 @@ def _open_store(
 
 @click.command(name="search")
 @click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--model",
-    "model_path",
-    required=True,
-    help="Exported model the store was built with: an .onnx file, or the name of one in "
-    "$GEMSEARCH_CACHE/models (e.g. lite0-gem).",
-)
+@exported_model_option(more="; the one the store was built with")
 @click.option("--crop", help="Search for this region only: x,y,w,h in pixels of the full (upright) image.")
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
 @click.option(
@@ -98,7 +92,7 @@ def _open_store(
 @click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
 def search(
     image: Path | None,
-    model_path: str,
+    model_path: Path,
     crop: str | None,
     k: int,
     filter_specs: Sequence[str],

@@ -11,7 +11,7 @@ import click
 
 from .._deps import require
 from ..errors import ConfigError
-from .options import opensearch_options
+from .options import exported_model_option, opensearch_options
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,7 @@ def build_config(
 
 
 @click.command(name="serve")
-@click.option(
-    "--model",
-    "model_paths",
-    multiple=True,
-    help="Exported model: an .onnx file or the name of one in $GEMSEARCH_CACHE/models; repeat for "
-    "several (the first is the default).",
-)
+@exported_model_option(multiple=True, required=False, more="; repeat for several (the first is the default)")
 @click.option(
     "--store", "stores", multiple=True, help="LocalStore folder of the --model in the same position."
 )

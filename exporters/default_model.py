@@ -7,22 +7,19 @@ needs onnxruntime only, exporting needs the ``train`` extra.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from gemsearch.errors import ModelError
+from gemsearch.models_cache import models_dir
 from gemsearch.onnx_manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "lite0-gem"
 DEFAULT_MODEL_SPEC = "efficientnet_lite0-gem"  # load_model's BACKBONE-POOLING
-CACHE_ENV = "GEMSEARCH_CACHE"
 
 
-def default_model_dir() -> Path:
-    """``${GEMSEARCH_CACHE:-~/.cache/gemsearch}/models``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/gemsearch").expanduser() / "models"
+default_model_dir = models_dir  # the models cache: a model exported here is found by its name
 
 
 def ensure_default_model(directory: Path | None = None) -> Path:

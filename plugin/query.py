@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, ModelError, StoreError
 from ..manifest import ModelManifest
+from ..models_cache import models_dir as models_dir
+from ..models_cache import resolve_model as resolve_model
 from ..preprocess import Box
 from ..protocols import FloatRows, Hit, VectorStore
 from .inputs.images import ImageLoadConfig, load_image, load_image_bytes
@@ -258,22 +260,6 @@ def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
 
 
 # ----------------------------------------------------------------------------- one-call API
-
-
-def models_dir() -> Path:
-    """Where exported models are cached by name: ``${GEMSEARCH_CACHE:-~/.cache/gemsearch}/models``."""
-    return Path(os.environ.get("GEMSEARCH_CACHE") or "~/.cache/gemsearch").expanduser() / "models"
-
-
-def resolve_model(model: str | os.PathLike[str]) -> Path:
-    """An ONNX file: the path itself, or a model name found as ``models_dir()/<name>.onnx``."""
-    path = Path(model)
-    if path.is_file():
-        return path
-    named = models_dir() / f"{model}.onnx"
-    if path.suffix != ".onnx" and os.sep not in str(model) and named.is_file():
-        return named
-    raise ModelError(f"{model}: no such model file (nor a model named so in {models_dir()})")
 
 
 @lru_cache(maxsize=8)

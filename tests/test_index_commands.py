@@ -122,8 +122,41 @@ def test_create_reads_the_manifest_inside_an_onnx_model(cli: CliRunner, prefix: 
 
 
 def test_credentials_in_a_url_are_refused(cli: CliRunner) -> None:
-    code, out = run(cli, "list", "--url", "http://admin:secret@127.0.0.1:9200")
+    code, out = run(cli, "list", "--opensearch", "http://admin:secret@127.0.0.1:9200")
     assert code == 1 and "credentials inside a URL" in out and "secret" not in out.replace("secret@", "")
+
+
+def test_old_option_spellings_still_work_with_a_warning(
+    opensearch_node: OpenSearchNode, prefix: str, tmp_path: Path
+) -> None:
+    cli = CliRunner(env={"GEMSEARCH_OPENSEARCH_URL": "", "GEMSEARCH_OPENSEARCH_CONFIG": ""})
+    connection = tmp_path / "os.yaml"
+    connection.write_text(f"urls: [{opensearch_node.url}]\n")
+    model = make_tiny_model(tmp_path / "m.onnx", dim=4)
+    code, out = run(cli, "create", str(tmp_path / "m.onnx"), "--config", str(connection), "--prefix", prefix,
+                    "--shards", "2", "--json")  # fmt: skip
+    assert code == 0, out
+    assert "--config is deprecated, use --opensearch-config" in out and "--shards is deprecated" in out
+    index = json.loads(out.splitlines()[-1])["index"]
+    settings = OpenSearch(hosts=[opensearch_node.url]).indices.get_settings(index=index)
+    assert settings[index]["settings"]["index"]["number_of_shards"] == "2"
+    code, out = run(cli, "list", "--url", opensearch_node.url, "--prefix", prefix, "--json")
+    assert code == 0 and "--url is deprecated, use --opensearch" in out
+    assert index in {i["name"] for i in json.loads(out[out.index("[") :])}
+    code, out = run(cli, "list", "--opensearch", opensearch_node.url, "--prefix", prefix)
+    assert code == 0 and "deprecated" not in out and model.index_name(prefix) in out
+
+
+def test_create_takes_a_model_by_its_name_in_the_models_cache(
+    cli: CliRunner, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMSEARCH_CACHE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    manifest = make_tiny_model(tmp_path / "models" / "tiny-named.onnx", dim=4)
+    code, out = run(cli, "create", "tiny-named", "--prefix", prefix, "--json")
+    assert code == 0 and json.loads(out)["index"] == manifest.index_name(prefix), out
+    code, out = run(cli, "create", "no-such-model", "--prefix", prefix)
+    assert code == 1 and "no such model file" in out
 
 
 def test_config_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:

@@ -269,6 +269,20 @@ def test_cli_shards_split_the_collection_exactly(
     assert sum(len(s) for s in ids) == len(files)
 
 
+def test_cli_ingest_takes_a_model_by_its_name_in_the_models_cache(
+    collection: tuple[Path, dict[str, Path]], model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, files = collection
+    monkeypatch.setenv("GEMSEARCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / "tiny-named.onnx").write_bytes(model.read_bytes())
+    args = ["ingest", str(root), "--model", "tiny-named", "--store", str(tmp_path / "s"), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    with LocalStore(tmp_path / "s", read_only=True) as store:
+        assert store.count() == len(files)
+
+
 def test_cli_refuses_both_stores(model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
