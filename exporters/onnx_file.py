@@ -6,12 +6,11 @@ reads here reads there.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gemsearch.files import atomic_write
 from gemsearch.manifest import METADATA_KEY, ModelManifest
 from gemsearch.onnx_manifest import read_manifest as read_manifest  # the public name of this package
 
@@ -30,14 +29,4 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
     A killed export never leaves a half-written model where a reader would pick it up.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    # created with the umask's permissions (mkstemp's 0600 would hide the model from other users)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)

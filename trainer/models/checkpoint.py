@@ -8,8 +8,6 @@ A ``torch.save`` dict of plain types and tensors only, so it loads with ``weight
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from gemsearch.errors import ModelError
+from gemsearch.files import atomic_write
 
 from .model import RetrievalModel
 from .network import NetworkConfig, build_network
@@ -44,17 +43,7 @@ def save_checkpoint(model: RetrievalModel, path: str | Path) -> Path:
 def atomic_torch_save(payload: Any, path: Path) -> Path:
     """``torch.save`` into a temporary file renamed into place, so a killed process never leaves a
     truncated file; created with the umask's permissions (mkstemp's 0600 would hide it from others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def is_checkpoint(payload: object) -> bool:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from ....errors import StoreError
+from ....files import atomic_write
+from ....files import fsync_dir as fsync_dir
 from ....manifest import ModelManifest
 from ....protocols import FloatRows
 
@@ -40,7 +42,9 @@ def vectors_path(folder: Path, generation: int) -> Path:
 
 
 def is_ours(name: str) -> bool:
-    return name in OUR_NAMES or (name.startswith("vectors.") and name.endswith(".f32"))
+    vectors = name.startswith("vectors.") and name.endswith(".f32")
+    left_by_a_killed_write = name.startswith(f".{STORE_JSON}.") and name.endswith(".part")
+    return name in OUR_NAMES or vectors or left_by_a_killed_write
 
 
 def read_store_json(folder: Path) -> tuple[int, ModelManifest] | None:
@@ -60,21 +64,7 @@ def read_store_json(folder: Path) -> tuple[int, ModelManifest] | None:
 def write_store_json(folder: Path, manifest: ModelManifest) -> None:
     """Atomically: a reader sees either no store.json or a complete one."""
     data = {"format": FORMAT, "dim": manifest.output_dim, "manifest": manifest.model_dump(mode="json")}
-    tmp = folder / f"{STORE_JSON}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / STORE_JSON)
-    fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(folder / STORE_JSON, lambda tmp: tmp.write_text(json.dumps(data, indent=2)), durable=True)
 
 
 def take_write_lock(folder: Path) -> int:
