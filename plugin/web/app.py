@@ -8,6 +8,7 @@ when the store cannot be reached.
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,7 @@ from ...errors import GemsearchError, ImageError, StoreError
 from ..inputs.images import ImageLoadConfig
 from ..query import QueryExpansion, SearchResult
 from ..query_checks import check_filters, parse_crop
-from .config import ServeConfig
+from .config import Limits, ServeConfig
 from .image_files import ImageFiles, OpenedFile
 from .limits import BodyDeadline, BodyLimit, RateLimiter, SearchRate, SecurityHeaders, parse_json_field
 from .memory import MemoryBudget, header_cost, trim_after
@@ -86,25 +87,78 @@ def library_error(exc: GemsearchError) -> ApiError:
     return ApiError(400, "bad_request", str(exc))
 
 
+@dataclass
+class _Serving:
+    """What the routes of one app share: the models, the image files and the limiters."""
+
+    config: ServeConfig
+    models: ModelRegistry
+    files: ImageFiles
+    budget: MemoryBudget
+    workers: anyio.CapacityLimiter  # searches running at once
+    image_workers: anyio.CapacityLimiter  # stored images read at once
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.limits
+
+    def slot_for(self, name: str | None) -> ModelSlot:
+        slot = self.models.get(name)
+        if slot is None:
+            raise ApiError(404, "unknown_model", f"no model named {name!r}; see /api/models")
+        return slot
+
+    def image_urls(self, slot: ModelSlot, doc_id: str) -> tuple[str | None, str | None]:
+        if not self.config.image_roots:
+            return None, None
+        base = f"/api/images/{quote(doc_id, safe='')}?model={quote(slot.name, safe='')}"
+        return base + "&size=full", base + "&size=thumb"
+
+    def image_of(self, slot: ModelSlot, doc_id: str, size: str) -> OpenedFile | tuple[bytes, str]:
+        record = slot.searcher.store.get(doc_id) if len(doc_id) <= 512 else None
+        if record is None or not record.image_ref:
+            raise ApiError(404, "not_found", f"no image for document {doc_id!r}")
+        try:
+            if size == "full":
+                return self.files.full(record.image_ref)
+            return self.files.thumbnail(record.image_ref), "image/jpeg"
+        except ImageError as exc:  # missing, outside the roots, unreadable: never say where it is
+            log.warning("image of %s: %s", doc_id, exc)
+            raise ApiError(404, "not_found", f"the image of document {doc_id!r} is not available") from exc
+
+    async def search_upload(self, image: UploadFile, run: Callable[[bytes], SearchResult]) -> SearchResult:
+        """Read and search the upload once the memory its decode takes fits in the budget; until
+        then it waits unread in its spooled file."""
+        limits = self.limits
+        size = limits.max_upload_bytes if image.size is None else image.size
+        cost = await anyio.to_thread.run_sync(header_cost, image.file, size, limits.max_pixels)
+        # not cancellable: a client that leaves while it waits still gets (then frees) its share
+        reserved = await anyio.to_thread.run_sync(self.budget.acquire, cost)
+        try:
+            data = await _read_upload(image, limits.max_upload_bytes)
+            return await anyio.to_thread.run_sync(_then_trim, run, data, reserved, limiter=self.workers)
+        finally:
+            self.budget.release(reserved)
+
+    def response(
+        self, slot: ModelSlot, result: SearchResult, k: int, box: Any, expand: int
+    ) -> SearchResponse:
+        hits = []
+        for rank, hit in enumerate(result.hits, 1):
+            full, thumb = self.image_urls(slot, hit.id)
+            hits.append(HitOut(rank=rank, id=hit.id, score=hit.score, metadata=hit.metadata, image_url=full,
+                               thumbnail_url=thumb))  # fmt: skip
+        return SearchResponse(
+            model=slot.name, k=k, crop=box, expand=expand, hits=hits, timings=result.timings
+        )
+
+
 def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> Any:
     """The ASGI app (FastAPI, wrapped in the middleware that limits requests before they are parsed).
 
     ``registry``: the opened models (default: opened from ``config``); the app closes it on shutdown.
     """
-    limits = config.limits
-    upload_config = ImageLoadConfig(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
-    models = registry or ModelRegistry.from_config(config, upload_config)
-    for slot in models:
-        slot.searcher.image_config = upload_config
-    budget = MemoryBudget(limits.decode_memory_mb * 2**20)
-    files = ImageFiles(
-        config.image_roots,
-        ImageLoadConfig(max_bytes=limits.max_image_file_bytes, max_pixels=limits.max_pixels),
-        limits.thumbnail_side,
-        budget=budget,
-    )
-    workers = anyio.CapacityLimiter(limits.concurrent_searches)
-    image_workers = anyio.CapacityLimiter(limits.concurrent_images)
+    serving = _serving(config, registry)
     app = FastAPI(
         title=f"{config.title} image search",
         version="1",
@@ -112,22 +166,35 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         docs_url=None,  # the interactive docs load scripts from a CDN; the schema is at /openapi.json
         redoc_url=None,
     )
-    app.router.add_event_handler("shutdown", models.close)
+    app.router.add_event_handler("shutdown", serving.models.close)
     _install_error_handlers(app)
+    _service_routes(app, serving)
+    _search_route(app, serving)
+    _image_route(app, serving)
+    _page_routes(app)
+    _plain_file_schema(app)
+    limits = config.limits
+    body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
+    rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
+    limited = SearchRate(BodyLimit(app, body_limit), rate, frozenset({"/api/search"}))
+    return SecurityHeaders(BodyDeadline(limited, limits.body_timeout_s))
 
-    model_enum: dict[str, Any] = {"enum": [slot.name for slot in models]}
 
-    def slot_for(name: str | None) -> ModelSlot:
-        slot = models.get(name)
-        if slot is None:
-            raise ApiError(404, "unknown_model", f"no model named {name!r}; see /api/models")
-        return slot
+def _serving(config: ServeConfig, registry: ModelRegistry | None) -> _Serving:
+    limits = config.limits
+    upload_config = ImageLoadConfig(max_bytes=limits.max_upload_bytes, max_pixels=limits.max_pixels)
+    models = registry or ModelRegistry.from_config(config, upload_config)
+    for slot in models:
+        slot.searcher.image_config = upload_config
+    budget = MemoryBudget(limits.decode_memory_mb * 2**20)
+    stored = ImageLoadConfig(max_bytes=limits.max_image_file_bytes, max_pixels=limits.max_pixels)
+    files = ImageFiles(config.image_roots, stored, limits.thumbnail_side, budget=budget)
+    workers = anyio.CapacityLimiter(limits.concurrent_searches)
+    return _Serving(config, models, files, budget, workers, anyio.CapacityLimiter(limits.concurrent_images))
 
-    def image_urls(slot: ModelSlot, doc_id: str) -> tuple[str | None, str | None]:
-        if not config.image_roots:
-            return None, None
-        base = f"/api/images/{quote(doc_id, safe='')}?model={quote(slot.name, safe='')}"
-        return base + "&size=full", base + "&size=thumb"
+
+def _service_routes(app: FastAPI, serving: _Serving) -> None:
+    models, config, limits = serving.models, serving.config, serving.limits
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     async def healthz() -> Any:
@@ -155,6 +222,11 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
             images=bool(config.image_roots),
         )
 
+
+def _search_route(app: FastAPI, serving: _Serving) -> None:
+    limits = serving.limits
+    model_enum: dict[str, Any] = {"enum": [slot.name for slot in serving.models]}
+
     @app.post("/api/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search(
         image: Annotated[
@@ -180,7 +252,7 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         alpha: Annotated[float, Form(ge=0, le=100, description="alpha-QE exponent")] = 3.0,
     ) -> SearchResponse:
         """Search with an uploaded image (optionally a region of it) or an indexed document id."""
-        slot = slot_for(model)
+        slot = serving.slot_for(model)
         box = parse_crop(crop) if crop and crop.strip() else None
         parsed = _parse_filters(filters)
         qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
@@ -190,19 +262,16 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
             if box is not None:
                 raise ApiError(400, "bad_request", "crop applies to an uploaded image, not to an id")
             run = partial(slot.searcher.search_by_id, doc_id, k, parsed, qe)
-            result: SearchResult = await anyio.to_thread.run_sync(run, limiter=workers)
+            result: SearchResult = await anyio.to_thread.run_sync(run, limiter=serving.workers)
         else:
             assert image is not None
             run_upload = partial(slot.searcher.search, crop=box, k=k, filters=parsed, expand=qe)
-            result = await search_upload(image, run_upload)
-        hits = []
-        for rank, hit in enumerate(result.hits, 1):
-            full, thumb = image_urls(slot, hit.id)
-            hits.append(HitOut(rank=rank, id=hit.id, score=hit.score, metadata=hit.metadata, image_url=full,
-                               thumbnail_url=thumb))  # fmt: skip
-        return SearchResponse(
-            model=slot.name, k=k, crop=box, expand=expand, hits=hits, timings=result.timings
-        )
+            result = await serving.search_upload(image, run_upload)
+        return serving.response(slot, result, k, box, expand)
+
+
+def _image_route(app: FastAPI, serving: _Serving) -> None:
+    model_enum: dict[str, Any] = {"enum": [slot.name for slot in serving.models]}
 
     @app.get(
         "/api/images/{doc_id:path}",
@@ -216,39 +285,17 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
         size: Annotated[str, Query(pattern="^(thumb|full)$")] = "thumb",
     ) -> Response:
         """The stored image of a document (``size=full``) or a JPEG thumbnail; only from the image roots."""
-        slot = slot_for(model)
-        found = await anyio.to_thread.run_sync(partial(image_of, slot, doc_id, size), limiter=image_workers)
+        slot = serving.slot_for(model)
+        read = partial(serving.image_of, slot, doc_id, size)
+        found = await anyio.to_thread.run_sync(read, limiter=serving.image_workers)
         cache = {"Cache-Control": "private, max-age=3600"}
         if isinstance(found, OpenedFile):
             headers = {**cache, "Content-Length": str(found.size)}
             return StreamingResponse(found.chunks(), media_type=found.media_type, headers=headers)
         return Response(found[0], media_type=found[1], headers=cache)
 
-    def image_of(slot: ModelSlot, doc_id: str, size: str) -> OpenedFile | tuple[bytes, str]:
-        record = slot.searcher.store.get(doc_id) if len(doc_id) <= 512 else None
-        if record is None or not record.image_ref:
-            raise ApiError(404, "not_found", f"no image for document {doc_id!r}")
-        try:
-            if size == "full":
-                return files.full(record.image_ref)
-            return files.thumbnail(record.image_ref), "image/jpeg"
-        except ImageError as exc:  # missing, outside the roots, unreadable: never say where it is
-            log.warning("image of %s: %s", doc_id, exc)
-            raise ApiError(404, "not_found", f"the image of document {doc_id!r} is not available") from exc
 
-    async def search_upload(image: UploadFile, run: Callable[[bytes], SearchResult]) -> SearchResult:
-        """Read and search the upload once the memory its decode takes fits in the budget; until
-        then it waits unread in its spooled file."""
-        size = limits.max_upload_bytes if image.size is None else image.size
-        cost = await anyio.to_thread.run_sync(header_cost, image.file, size, limits.max_pixels)
-        # not cancellable: a client that leaves while it waits still gets (then frees) its share
-        reserved = await anyio.to_thread.run_sync(budget.acquire, cost)
-        try:
-            data = await _read_upload(image, limits.max_upload_bytes)
-            return await anyio.to_thread.run_sync(_then_trim, run, data, reserved, limiter=workers)
-        finally:
-            budget.release(reserved)
-
+def _page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -256,11 +303,6 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     # The page's files ship inside the package; an editable install links them from the source tree,
     # so links are followed (nothing user-controlled lives in this folder).
     app.mount("/static", StaticFiles(directory=STATIC, follow_symlink=True), name="static")
-    _plain_file_schema(app)
-    body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
-    rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
-    limited = SearchRate(BodyLimit(app, body_limit), rate, frozenset({"/api/search"}))
-    return SecurityHeaders(BodyDeadline(limited, limits.body_timeout_s))
 
 
 def _plain_file_schema(app: FastAPI) -> None:
