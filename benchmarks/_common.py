@@ -190,7 +190,7 @@ def opensearch(url: str | None, heap: str = "2g") -> Iterator[tuple[Any, dict[st
     node = None
     if url is None:
         sys.path.insert(0, str(REPO / "tests"))
-        from opensearch_harness import start_node
+        from support.opensearch_harness import start_node
 
         print(f"starting an OpenSearch node (heap {heap}) ...", file=sys.stderr, flush=True)
         node = start_node(heap=heap)

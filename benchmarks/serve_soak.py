@@ -78,7 +78,7 @@ def jpeg(image: Image.Image) -> bytes:
 def prepare(root: Path, side: int, photos: int, png_side: int) -> dict[str, Any]:
     """The model, the photos (for thumbnails now and later), the store and the upload payloads."""
     sys.path.insert(0, str(REPO / "tests"))
-    from onnx_models import make_tiny_model
+    from support.onnx_models import make_tiny_model
 
     from gemsearch.plugin.embedding.embedder import OnnxEmbedder
     from gemsearch.plugin.stores.local.store import LocalStore

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 gemsearch_env "train,samples"
-python tests/opensearch_harness.py prepare
+python tests/support/opensearch_harness.py prepare
 exec python benchmarks/run_all.py "$@"

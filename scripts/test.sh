@@ -10,7 +10,7 @@ start=$(date +%s)
 gemsearch_env "train,web,samples,dev" || { echo "error: setting up the Python environment failed" >&2; exit 1; }
 
 echo "==> preparing the OpenSearch test node"
-python tests/opensearch_harness.py prepare || { echo "error: the OpenSearch test node could not be prepared" >&2; exit 1; }
+python tests/support/opensearch_harness.py prepare || { echo "error: the OpenSearch test node could not be prepared" >&2; exit 1; }
 
 echo "==> Debian's chromium for the browser tests"
 bash scripts/install_chromium.sh || { echo "error: chromium could not be installed" >&2; exit 1; }

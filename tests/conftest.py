@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opensearch_harness import OpenSearchNode, start_node
 from opensearchpy import OpenSearch
+from support.opensearch_harness import OpenSearchNode, start_node
 
 _NODES: list[OpenSearchNode] = []
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from opensearch_harness import OpenSearchNode
+from support.opensearch_harness import OpenSearchNode
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_server import free_port, serving
 from PIL import Image
 from playwright.sync_api import expect
-from query_data import Photo, fill_store, tiny_model, write_photos
+from support.live_server import free_port, serving
+from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.stores.local.store import LocalStore

@@ -1,6 +1,6 @@
 """The bulk writer under faults: 429s, 503s, a paused node, a killed node. Nothing lost, nothing twice.
 
-Faults are real: a proxy in front of the real node rewrites answers (``fault_proxy.py``), the node
+Faults are real: a proxy in front of the real node rewrites answers (``support/fault_proxy.py``), the node
 is paused with SIGSTOP, a node of a real 2-node cluster is killed.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fault_proxy import FaultProxy
-from opensearch_harness import OpenSearchNode, start_cluster
 from opensearchpy import OpenSearch, helpers
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 from opensearchpy.exceptions import ConnectionTimeout, SSLError, TransportError
+from support.fault_proxy import FaultProxy
+from support.opensearch_harness import OpenSearchNode, start_cluster
 
 from gemsearch.manifest import ModelManifest, PoolingSpec
 from gemsearch.plugin.stores.opensearch.bulk import (

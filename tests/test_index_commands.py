@@ -17,12 +17,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from fault_proxy import FaultProxy
 from onnx import TensorProto, helper
-from onnx_models import make_tiny_model
-from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import SSLError
+from support.fault_proxy import FaultProxy
+from support.onnx_models import make_tiny_model
+from support.opensearch_harness import OpenSearchNode
 
 from gemsearch.cli import main
 from gemsearch.errors import ConfigError, MissingDependencyError

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_helpers import photo, write_collection
-from onnx_models import make_tiny_model
 from PIL import Image
+from support.ingest_helpers import photo, write_collection
+from support.onnx_models import make_tiny_model
 
 from gemsearch.cli import main
 from gemsearch.errors import ModelError

@@ -15,12 +15,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from fault_proxy import FaultProxy
-from ingest_helpers import write_collection
-from onnx_models import make_tiny_model
-from opensearch_harness import OpenSearchNode, start_cluster
 from opensearchpy import OpenSearch, helpers
 from PIL import Image
+from support.fault_proxy import FaultProxy
+from support.ingest_helpers import write_collection
+from support.onnx_models import make_tiny_model
+from support.opensearch_harness import OpenSearchNode, start_cluster
 
 from gemsearch.errors import StoreError
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder

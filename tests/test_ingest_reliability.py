@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_helpers import photo
-from onnx_models import make_tiny_model
 from PIL import Image
+from support.ingest_helpers import photo
+from support.onnx_models import make_tiny_model
 
 from gemsearch.cli import main
 from gemsearch.image_refs import image_ref_of, path_of_ref, printable_path

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import helper, numpy_helper
-from onnx_models import make_tiny_model
 from PIL import Image
+from support.onnx_models import make_tiny_model
 
 from gemsearch.cli import main
 from gemsearch.cli.index import load_manifest

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opensearch_harness import (
+from opensearchpy import OpenSearch
+from support.opensearch_harness import (
     DEFAULT_VERSION,
     HarnessError,
     _fetch_artifacts,
@@ -14,7 +15,6 @@ from opensearch_harness import (
     prepare,
     start_cluster,
 )
-from opensearchpy import OpenSearch
 
 
 def test_missing_java_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

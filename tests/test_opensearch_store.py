@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fault_proxy import FaultProxy
 from opensearchpy import OpenSearch, helpers
+from support.fault_proxy import FaultProxy
 
 from gemsearch.errors import StoreError
 from gemsearch.manifest import ModelManifest, PoolingSpec

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from opensearchpy import OpenSearch
 from PIL import Image
-from query_data import Photo, fill_store, tiny_model, write_photos
+from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.errors import ConfigError, ImageError, ModelError
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder

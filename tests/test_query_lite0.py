@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from opensearchpy import OpenSearch
 from PIL import Image
-from query_data import PHOTOS, Photo, fill_store, write_photos
+from support.query_data import PHOTOS, Photo, fill_store, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.query import Searcher

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from opensearchpy import OpenSearch
 from PIL import Image
-from query_data import fill_store, tiny_model, write_photos
+from support.query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.errors import ConfigError
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from onnx_models import make_tiny_model
+from support.onnx_models import make_tiny_model
 
 from gemsearch.cli import main
 from gemsearch.plugin.stores.local.store import LocalStore

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
 from PIL import Image
-from query_data import Photo, fill_store, tiny_model, write_photos
+from support.opensearch_harness import OpenSearchNode
+from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
 from gemsearch.cli.search import parse_filters

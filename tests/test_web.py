@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from live_server import free_port, serving
-from opensearch_harness import OpenSearchNode
 from opensearchpy import OpenSearch
 from PIL import Image, ImageFile
-from query_data import Photo, fill_store, tiny_model, write_photos
+from support.live_server import free_port, serving
+from support.opensearch_harness import OpenSearchNode
+from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.inputs.images import ImageLoadConfig

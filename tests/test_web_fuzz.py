@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from live_server import serving
-from query_data import fill_store, tiny_model, write_photos
 from schemathesis import GenerationMode
+from support.live_server import serving
+from support.query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.stores.local.store import LocalStore

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from live_server import free_port
-from query_data import fill_store, tiny_model, write_photos
+from support.live_server import free_port
+from support.query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder

@@ -10,8 +10,8 @@ created on demand.
 
 By hand::
 
-    python tests/opensearch_harness.py start             # one node, prints its URL
-    python tests/opensearch_harness.py start --nodes 2   # a 2-node cluster
+    python tests/support/opensearch_harness.py start             # one node, prints its URL
+    python tests/support/opensearch_harness.py start --nodes 2   # a 2-node cluster
 
 Environment: ``GEMSEARCH_OPENSEARCH_VERSION`` (default 2.19.1), ``GEMSEARCH_OPENSEARCH_CACHE``
 (where the node home is kept), ``GEMSEARCH_OPENSEARCH_HEAP`` (default 512m), ``JAVA_HOME``.

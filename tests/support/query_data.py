@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onnx_models import make_tiny_model
-
 from gemsearch._sample_photos import cluster_sources, load_photos
 from gemsearch.manifest import ModelManifest
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.protocols import Record, VectorStore
+from support.onnx_models import make_tiny_model
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
 
