@@ -145,9 +145,9 @@ def export_onnx_command(
         name=name or output.stem.lower(),
         scales=scales,
         multiscale_in_graph=len(scales) > 1 and not client_side_scales,
-        whitening=None if whitening == "none" else whitening,  # type: ignore[arg-type]
+        whitening=None if whitening == "none" else whitening,
         dims=dims,
-        input_dtype=input_dtype,  # type: ignore[arg-type]  # click.Choice checked it
+        input_dtype=input_dtype,  # click.Choice checked it
         precision="fp16" if fp16 else "fp32",
         max_side=max_side,
         opset=opset,

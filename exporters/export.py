@@ -8,10 +8,10 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gemsearch import __version__
 from gemsearch.errors import ConfigError, ModelError
@@ -41,28 +41,42 @@ WhiteningChoice = Literal["auto", "ss", "ms"] | None
 InputDtype = Literal["uint8", "float32"]
 Precision = Literal["fp32", "fp16"]
 DEFAULT_OPSET = 18
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Exporter", "export_onnx", "pick_whitening", "weights_sha256"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "ExportSettings",
+    "Exporter",
+    "export_onnx",
+    "pick_whitening",
+    "weights_sha256",
+]
+
+
+class ExportSettings(BaseModel):
+    """What an export makes of a model (see ``export_onnx`` for each field's meaning)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    scales: tuple[float, ...] = SINGLE_SCALE
+    multiscale_in_graph: bool = False
+    whitening: WhiteningChoice = "auto"
+    dims: int | None = None
+    input_dtype: InputDtype = "uint8"
+    precision: Precision = "fp32"
+    max_side: int = 1024
+    opset: int = DEFAULT_OPSET
+    msp: float | None = None
+    exporter: Exporter = "torchscript"
+    provenance: Provenance | None = None
+    evaluation: tuple[EvalResult, ...] = ()
 
 
 def export_onnx(
-    model: RetrievalModel,
-    path: str | Path,
-    *,
-    name: str,
-    scales: Sequence[float] = SINGLE_SCALE,
-    multiscale_in_graph: bool = False,
-    whitening: WhiteningChoice = "auto",
-    dims: int | None = None,
-    input_dtype: InputDtype = "uint8",
-    precision: Precision = "fp32",
-    max_side: int = 1024,
-    opset: int = DEFAULT_OPSET,
-    msp: float | None = None,
-    exporter: Exporter = "torchscript",
-    provenance: Provenance | None = None,
-    evaluation: Sequence[EvalResult] = (),
+    model: RetrievalModel, path: str | Path, settings: ExportSettings | None = None, **fields: Any
 ) -> ModelManifest:
-    """Export ``model`` to ``path`` and return the manifest embedded in it.
+    """Export ``model`` to ``path`` and return the manifest embedded in it. The export is described by
+    ``settings`` or by its fields given as keywords (``name=...``, ``scales=...``):
 
     ``scales``: the scales the descriptors are taken at; with more than one, ``multiscale_in_graph``
     puts the rescaling and the power mean (``msp``, default the network's) into the graph, otherwise
@@ -73,78 +87,79 @@ def export_onnx(
     input. ``precision="fp16"``: the backbone in half precision (input and output as for fp32).
     ``exporter``: torch's TorchScript-based ONNX exporter (fast) or its ``torch.export``-based one.
     """
-    scales = _checked_scales(scales)
-    if model.config.pooling == "rmac":
-        raise ConfigError(
-            "R-MAC's region grid is computed in Python from the feature map size, which a traced graph "
-            "freezes to one image size: R-MAC networks cannot be exported with dynamic sizes"
-        )
-    lw = pick_whitening(model, whitening, scales)
-    if lw is not None and len(scales) > 1 and not multiscale_in_graph:
-        raise ConfigError(
-            "the whitening applies to the combined multi-scale descriptor, which only the graph can "
-            "compute: export with multiscale_in_graph=True (--multiscale), or without whitening"
-        )
-    if dims is not None and lw is None:
-        raise ConfigError("dims reduces a learned whitening, and this export has none")
-    folded = fold_whitening(lw, dims) if lw is not None else None
-    power = model.net.multiscale_power if msp is None else float(msp)
     try:
-        manifest = _manifest(
-            model, name, folded, lw, scales, multiscale_in_graph, power, input_dtype, precision, max_side,
-            opset, provenance, evaluation,
-        )  # fmt: skip
+        run = settings.model_copy(update=fields) if settings is not None else ExportSettings(**fields)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid export settings: {exc}") from exc
+    run = run.model_copy(update={"scales": _checked_scales(run.scales)})
+    lw = _checked_whitening(model, run)
+    folded = fold_whitening(lw, run.dims) if lw is not None else None
+    power = model.net.multiscale_power if run.msp is None else float(run.msp)
+    try:
+        manifest = _manifest(model, run, folded, lw, power)
     except ValidationError as exc:
         raise ConfigError(f"invalid export settings: {exc}") from exc
     graph = DescriptorGraph(
         model.net,
         mean=model.config.preprocessing.mean,
         std=model.config.preprocessing.std,
-        uint8_input=input_dtype == "uint8",
-        scales=scales if multiscale_in_graph else SINGLE_SCALE,
+        uint8_input=run.input_dtype == "uint8",
+        scales=run.scales if run.multiscale_in_graph else SINGLE_SCALE,
         msp=power,
         whitening=folded,
-        half=precision == "fp16",
+        half=run.precision == "fp16",
     )
-    write_atomically(Path(path), lambda tmp: write_graph(graph, tmp, manifest, exporter))
-    log.info("exported %s (%s, %d dims) to %s", name, manifest.version8, manifest.output_dim, path)
+    write_atomically(Path(path), lambda tmp: write_graph(graph, tmp, manifest, run.exporter))
+    log.info("exported %s (%s, %d dims) to %s", run.name, manifest.version8, manifest.output_dim, path)
     return manifest
+
+
+def _checked_whitening(model: RetrievalModel, run: ExportSettings) -> Whitening | None:
+    """The learned whitening the export uses, after refusing what a graph cannot hold."""
+    if model.config.pooling == "rmac":
+        raise ConfigError(
+            "R-MAC's region grid is computed in Python from the feature map size, which a traced graph "
+            "freezes to one image size: R-MAC networks cannot be exported with dynamic sizes"
+        )
+    lw = pick_whitening(model, run.whitening, run.scales)
+    if lw is not None and len(run.scales) > 1 and not run.multiscale_in_graph:
+        raise ConfigError(
+            "the whitening applies to the combined multi-scale descriptor, which only the graph can "
+            "compute: export with multiscale_in_graph=True (--multiscale), or without whitening"
+        )
+    if run.dims is not None and lw is None:
+        raise ConfigError("dims reduces a learned whitening, and this export has none")
+    return lw
 
 
 def _manifest(
     model: RetrievalModel,
-    name: str,
+    run: ExportSettings,
     folded: tuple[F32, F32] | None,
     lw: Whitening | None,
-    scales: tuple[float, ...],
-    multiscale_in_graph: bool,
     power: float,
-    input_dtype: InputDtype,
-    precision: Precision,
-    max_side: int,
-    opset: int,
-    provenance: Provenance | None,
-    evaluation: Sequence[EvalResult],
 ) -> ModelManifest:
     weights = weights_sha256(model.net, folded)
+    in_graph = run.multiscale_in_graph and len(run.scales) > 1
     return ModelManifest(
-        name=name,
+        name=run.name,
         version=weights,  # a placeholder of the right form, replaced by with_version below
         backbone=model.config.backbone,
         pooling=_pooling_spec(model),
         whitening=_whitening_spec(model.net, lw, folded),
         output_dim=folded[0].shape[0] if folded is not None else model.net.output_dim,
         input=InputSpec(
-            dtype=input_dtype,
+            dtype=run.input_dtype,
             mean=model.config.preprocessing.mean,
             std=model.config.preprocessing.std,
-            max_side=max_side,
+            max_side=run.max_side,
         ),
-        multiscale=MultiScaleSpec(scales=scales, msp=power, in_graph=multiscale_in_graph and len(scales) > 1),
-        precision=precision,
-        opset=opset,
-        provenance=provenance or Provenance(base_weights=model.origin or None, gemsearch_version=__version__),
-        evaluation=tuple(evaluation),
+        multiscale=MultiScaleSpec(scales=run.scales, msp=power, in_graph=in_graph),
+        precision=run.precision,
+        opset=run.opset,
+        provenance=run.provenance
+        or Provenance(base_weights=model.origin or None, gemsearch_version=__version__),
+        evaluation=run.evaluation,
     ).with_version(weights)
 
 
