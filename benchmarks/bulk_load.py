@@ -16,6 +16,7 @@ at its defaults (the baseline; its time includes the same final refresh). Then k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -57,13 +58,12 @@ def _meta(i: int) -> dict[str, int]:
 
 
 def load_ours(client: Any, prefix: str, size: int, dim: int, manage_refresh: bool) -> dict[str, Any]:
-    store = OpenSearchStore(
-        client, options=IndexOptions(prefix=prefix), bulk=BulkOptions(manage_refresh_interval=manage_refresh)
-    )
+    store = OpenSearchStore(client, options=IndexOptions(prefix=prefix), bulk=BulkOptions())
     store.ensure_index(bench_manifest(dim))
     records = (Record(id=f"doc-{i}", vector=v, metadata=_meta(i)) for i, v in _vectors(size, dim))
     t0 = time.perf_counter()
-    report = store.write(records)
+    with store.bulk_load() if manage_refresh else contextlib.nullcontext():
+        report = store.write(records)
     seconds = time.perf_counter() - t0
     counts = report.counts()
     if counts["indexed"] != size:

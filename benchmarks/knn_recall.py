@@ -97,9 +97,10 @@ def build_index(client: Any, coll: Collection, prefix: str, setting: dict[str, A
         body = index_body(manifest, options)
         body["mappings"]["properties"]["embedding"]["method"]["parameters"]["encoder"] = {"name": "sq"}
         client.indices.create(index=manifest.index_name(prefix), body=body)
-    store = OpenSearchStore(client, options=options, bulk=BulkOptions(manage_refresh_interval=True))
+    store = OpenSearchStore(client, options=options, bulk=BulkOptions())
     store.ensure_index(manifest)
-    report = store.write(Record(id=i, vector=v) for i, v in zip(coll.ids(), coll.vectors, strict=True))
+    with store.bulk_load():
+        report = store.write(Record(id=i, vector=v) for i, v in zip(coll.ids(), coll.vectors, strict=True))
     if report.counts()["indexed"] != len(coll.vectors):
         raise RuntimeError(f"indexed {report.counts()} of {len(coll.vectors)}")
     return store

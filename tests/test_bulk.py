@@ -33,7 +33,7 @@ from gemsearch.plugin.stores.opensearch.bulk import (
     RetryPolicy,
 )
 from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
-from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, ensure_index
+from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, bulk_load_settings, ensure_index
 
 DIMS = 8
 FAST_RETRY = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.5, max_total_s=60)
@@ -271,8 +271,8 @@ def test_refresh_interval_is_managed_and_restored_even_on_error(opensearch: Open
         during.append(interval())
         raise RuntimeError("source broke")
 
-    options = BulkOptions(max_docs=2, manage_refresh_interval=True)
-    with pytest.raises(RuntimeError, match="source broke"):
+    options = BulkOptions(max_docs=2)
+    with pytest.raises(RuntimeError, match="source broke"), bulk_load_settings(opensearch, index):
         BulkWriter(opensearch, index, options).write(failing())
     assert during == ["-1"] and interval() == "1s"
 
@@ -716,7 +716,7 @@ def test_options_defaults_are_the_documented_policy_and_bounds_are_checked() -> 
     # 500 documents or 5 MB per request; 12 tries over at most 300 s, backoff from 0.2 s up to 10 s
     assert BulkOptions() == BulkOptions(
         max_docs=500, max_bytes=5_000_000, dead_letter_path=None, dead_letter_source=True, refresh=True,
-        manage_refresh_interval=False, request_timeout_s=None,
+        request_timeout_s=None,
         retry=RetryPolicy(max_attempts=12, initial_backoff_s=0.2, max_backoff_s=10.0, max_total_s=300.0),
     )  # fmt: skip
     assert BulkOptions(max_docs=1, max_bytes=1, request_timeout_s=0.5).request_timeout_s == 0.5

@@ -30,7 +30,6 @@ from opensearchpy.exceptions import SSLError, TransportError
 
 from .bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
 from .dead_letter import DeadLetterFile
-from .index_admin import bulk_load_settings
 
 __all__ = [
     "BulkDoc",
@@ -78,11 +77,7 @@ class BulkWriter:
     def write(self, docs: Iterable[BulkDoc]) -> BulkReport:
         """Index ``docs``; stops reading them once a request stays failing past the retry policy."""
         report = BulkReport()
-        if self.options.manage_refresh_interval:
-            with bulk_load_settings(self.client, self.index):
-                self._write_all(docs, report)
-        else:
-            self._write_all(docs, report)
+        self._write_all(docs, report)
         if self.options.refresh and report.requests:
             self._refresh()
         counts = report.counts()

@@ -41,7 +41,6 @@ class BulkOptions(BaseModel):
     dead_letter_path: Path | None = Field(None, description="JSONL file for rejected documents")
     dead_letter_source: bool = Field(True, description="keep the rejected document in the file")
     refresh: bool = Field(True, description="refresh the index once the write is over")
-    manage_refresh_interval: bool = Field(False, description="refresh_interval -1 while writing")
     request_timeout_s: float | None = Field(None, gt=0, description="client timeout per bulk request")
 
 
