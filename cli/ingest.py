@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from ..plugin.ingest.pipeline import IngestOptions, read_sources
+from ..plugin.ingest.pipeline import IngestOptions
 from ..plugin.ingest.pipeline import ingest as run_ingest
 from ..plugin.ingest.report import IngestReport
+from ..plugin.inputs.sources import read_sources
 from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..protocols import VectorStore
 from .options import (

@@ -21,29 +21,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import GemsearchError, ImageError, SourceError, StoreError
+from ...errors import GemsearchError, ImageError, SourceError
 from ...image_refs import image_ref_of, printable_path
 from ...parallel import bounded_map
-from ...protocols import FloatRows, Outcome, Record, VectorStore
+from ...protocols import FloatRows, Record, VectorStore
 from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from ..embedding.sessions import default_threads
 from ..inputs.images import ImageLoadConfig, load_image_bytes, read_image_file
 from ..inputs.items import SourceItem, document_id
-from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, iter_sources, parse_shard, shard_of
+from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, parse_shard, read_sources
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
-from .report import Fate, IngestReport, Ledger
+from .claims import Claims
+from .ledger import Ledger
+from .report import Fate, IngestReport
+from .writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -97,39 +97,6 @@ class _Prepared:
     array: InputArray
 
 
-class _Claims:
-    """The ids taken in this run. The first input with an id takes it; a later one with the same id
-    waits until the first one's fate is known: if that failed (or the store rejected it) the id is
-    released and a waiting input gets its turn in the next round, so a failure never claims an id."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._taken: set[str] = set()
-        self._waiting: dict[str, list[_Input]] = {}
-
-    def take(self, doc_id: str, inp: _Input) -> bool:
-        with self._lock:
-            if doc_id in self._taken:
-                self._waiting.setdefault(doc_id, []).append(inp)
-                return False
-            self._taken.add(doc_id)
-            return True
-
-    def release(self, doc_id: str) -> None:
-        with self._lock:
-            self._taken.discard(doc_id)
-
-    def settle(self) -> tuple[list[_Input], list[_Input]]:
-        """After a round: (inputs to retry, as their id was released; duplicates of a stored id)."""
-        with self._lock:
-            retry: list[_Input] = []
-            duplicates: list[_Input] = []
-            for doc_id, waiting in self._waiting.items():
-                (duplicates if doc_id in self._taken else retry).extend(waiting)
-            self._waiting.clear()
-            return sorted(retry, key=lambda i: i.seq), duplicates
-
-
 @dataclass
 class _Run:
     """What every stage of one ingest run shares."""
@@ -139,8 +106,8 @@ class _Run:
     opts: IngestOptions
     report: IngestReport
     ledger: Ledger
-    claims: _Claims
-    writer: _StoreWriter
+    claims: Claims[_Input]
+    writer: StoreWriter
 
 
 def ingest(
@@ -193,8 +160,8 @@ def _run_rounds(
     ledger: Ledger,
 ) -> None:
     """Round one takes every input; each later round, the inputs whose id a failure released."""
-    claims = _Claims()
-    writer = _StoreWriter(store, ledger, opts.write_batch, claims)
+    claims = Claims[_Input]()
+    writer = StoreWriter(store, ledger, opts.write_batch, claims)
     run = _Run(embedder, store, opts, report, ledger, claims, writer)
     inputs: Iterable[_Input] = _counted(items, run)
     try:
@@ -319,127 +286,6 @@ def _arrays(
             continue
         waiting[key] = entry
         yield key, entry.array
-
-
-_Batch = list[tuple[Record, int]]  # records with the ledger seq of their input
-
-
-class _StoreWriter:
-    """Writes record batches on its own thread; the bounded queue makes embedding wait for a slow
-    store instead of piling up vectors. The first store error stops the run. Ids the store rejects
-    are released (another input with that id may still be good)."""
-
-    def __init__(self, store: VectorStore, ledger: Ledger, batch: int, claims: _Claims | None = None) -> None:
-        self.store, self.ledger, self.batch = store, ledger, batch
-        self.claims = claims
-        self.error: GemsearchError | None = None
-        self._aborted = False
-        self._buffer: _Batch = []
-        self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
-        self._wrote = False
-        self._thread = threading.Thread(target=self._loop, name="gemsearch-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, records: _Batch) -> None:
-        if self.error is not None:
-            raise self.error
-        self._buffer.extend(records)
-        if len(self._buffer) >= self.batch:
-            self._queue.put(self._buffer)
-            self._buffer = []
-
-    def drain(self) -> None:
-        """Write what is buffered and wait until every queued batch has its outcome."""
-        if self._buffer:
-            self._queue.put(self._buffer)
-            self._buffer = []
-        self._queue.join()
-        if self.error is not None:
-            raise self.error
-
-    def abort(self) -> None:
-        """The run is stopping: batches not yet written are left pending, not written."""
-        self._aborted = True
-        self._buffer = []
-
-    def close(self) -> None:
-        if self._buffer:
-            self._queue.put(self._buffer)
-            self._buffer = []
-        self._queue.put(None)
-        self._thread.join()
-        if self._wrote and self.error is None and not self._aborted:
-            try:
-                self.store.refresh()
-            except StoreError as exc:  # durable already; only visibility waits for the next refresh
-                log.warning("final refresh failed: %s", exc)
-
-    def _loop(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            try:
-                if self.error is None and not self._aborted:
-                    self._write_batch(batch)
-            finally:
-                self._queue.task_done()  # left-over inputs get their pending line from the ledger
-        self._queue.task_done()
-
-    def _write_batch(self, batch: _Batch) -> None:
-        try:
-            self._write(batch)
-        except GemsearchError as exc:
-            self.error = exc
-        except BaseException as exc:  # a store bug must not hang the pipeline: stop it with the cause
-            self.error = StoreError(f"writing to the store failed: {exc!r}")
-
-    def _write(self, batch: _Batch) -> None:
-        self._wrote = True
-        outcome = self.store.write([r for r, _ in batch], refresh=False)
-        seq_of = {r.id: seq for r, seq in batch}
-        for item in outcome.items:
-            fate = _FATES[item.outcome]
-            if item.id in seq_of:
-                self.ledger.record(seq_of.pop(item.id), item.id, fate, item.reason)
-            if fate is Fate.REJECTED and self.claims is not None:
-                self.claims.release(item.id)
-        if not outcome.complete or seq_of:
-            raise StoreError(
-                f"the cluster did not acknowledge {outcome.counts()['pending'] + len(seq_of)} documents "
-                "after retrying; stopping (rerun the same command to resume)"
-            )
-
-
-_FATES = {Outcome.INDEXED: Fate.INDEXED, Outcome.REJECTED: Fate.REJECTED, Outcome.PENDING: Fate.PENDING}
-
-
-def read_sources(
-    specs: Sequence[str],
-    shard: Shard | None = None,
-    extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
-    stdin: TextIO | None = None,
-) -> Iterator[SourceItem | SourceError]:
-    """The items of ``specs`` (see ``iter_sources``) with the entries a source cannot hand over (bad
-    manifest rows, unusable folder entries) passed along as ``SourceError`` so the ingest records
-    them instead of stopping. A folder entry belongs to the shard of its path; a bad row has no
-    shard key, so only shard 0 (or an unsharded run) reports it and N workers count each once."""
-    problems: list[SourceError] = []
-
-    def keep(problem: SourceError) -> None:
-        if _in_shard(problem, shard):
-            problems.append(problem)
-
-    for item in iter_sources(specs, shard, extensions, on_bad_row=keep, stdin=stdin):
-        yield from problems
-        problems.clear()
-        yield item
-    yield from problems
-
-
-def _in_shard(problem: SourceError, shard: Shard | None) -> bool:
-    if shard is None or shard.count == 1:
-        return True
-    if problem.key is None:
-        return shard.index == 0
-    return shard_of(problem.key, shard.count) == shard.index
 
 
 def ingest_collection(

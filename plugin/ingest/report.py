@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -89,68 +85,3 @@ class IngestReport:
         if self.stopped_by:
             lines.append(f"stopped early: {self.stopped_by}")
         return "\n".join(lines)
-
-
-class Ledger:
-    """Records each input's fate once, in the report and, if a path is given, as a JSONL line
-    ``{"source", "id", "fate", "reason"}`` flushed as written (a killed run keeps every line).
-
-    Every input is ``open``-ed when read and gets exactly one line: a second record for the same
-    input is ignored (and logged), and ``close_open`` gives whatever is still open its final line
-    when a run stops early. Thread-safe (the store writer reports from its thread)."""
-
-    def __init__(
-        self, report: IngestReport, path: Path | None = None, on_record: Callable[[int], object] | None = None
-    ) -> None:
-        self.report = report
-        self._lock = threading.Lock()
-        self._open: dict[int, str] = {}
-        self._on_record = on_record or (lambda n: None)
-        self._file: TextIO | None = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
-            report.ledger_path = path
-
-    def open(self, seq: int, source: str) -> None:
-        """Input ``seq`` was read from ``source``; it now owes the ledger one line."""
-        with self._lock:
-            self._open[seq] = source
-
-    def record(self, seq: int, doc_id: str | None, fate: Fate, reason: str | None = None) -> None:
-        with self._lock:
-            source = self._open.pop(seq, None)
-            if source is None:
-                log.warning("input %d has its ledger line already; %s not recorded", seq, fate.value)
-                return
-            self._write(source, doc_id, fate, reason)
-        self._on_record(1)
-
-    def close_open(self, fate: Fate, reason: str) -> int:
-        """Give every input still open its line (``fate``, ``reason``); how many there were."""
-        with self._lock:
-            left, self._open = self._open, {}
-            for source in left.values():
-                self._write(source, None, fate, reason)
-        if left:
-            self._on_record(len(left))
-        return len(left)
-
-    def _write(self, source: str, doc_id: str | None, fate: Fate, reason: str | None) -> None:
-        self.report.fates[fate.value] += 1
-        if fate is Fate.FAILED:
-            self.report.failed_by_reason[reason or "error"] += 1
-        elif fate is Fate.SKIPPED:
-            self.report.skipped_by_reason[reason or "present"] += 1
-        if self._file is not None:
-            entry = {"source": source, "id": doc_id, "fate": fate.value, "reason": reason}
-            self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                stamp = datetime.now(timezone.utc).isoformat()
-                self._file.write(json.dumps({"run_end": stamp, **self.report.to_dict()}) + "\n")
-                self._file.close()
-                self._file = None

@@ -39,6 +39,7 @@ __all__ = [
     "iter_sources",
     "open_source",
     "parse_shard",
+    "read_sources",
     "select_shard",
     "shard_of",
 ]
@@ -247,3 +248,34 @@ def select_shard(items: Iterable[SourceItem], shard: Shard | None) -> Iterator[S
         yield from items
         return
     yield from (item for item in items if shard.contains(item))
+
+
+def read_sources(
+    specs: Sequence[str],
+    shard: Shard | None = None,
+    extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
+    stdin: TextIO | None = None,
+) -> Iterator[SourceItem | SourceError]:
+    """The items of ``specs`` (see ``iter_sources``) with the entries a source cannot hand over (bad
+    manifest rows, unusable folder entries) passed along as ``SourceError`` so the ingest records
+    them instead of stopping. A folder entry belongs to the shard of its path; a bad row has no
+    shard key, so only shard 0 (or an unsharded run) reports it and N workers count each once."""
+    problems: list[SourceError] = []
+
+    def keep(problem: SourceError) -> None:
+        if _in_shard(problem, shard):
+            problems.append(problem)
+
+    for item in iter_sources(specs, shard, extensions, on_bad_row=keep, stdin=stdin):
+        yield from problems
+        problems.clear()
+        yield item
+    yield from problems
+
+
+def _in_shard(problem: SourceError, shard: Shard | None) -> bool:
+    if shard is None or shard.count == 1:
+        return True
+    if problem.key is None:
+        return shard.index == 0
+    return shard_of(problem.key, shard.count) == shard.index
