@@ -25,6 +25,7 @@ from .options import (
     exported_model_option,
     index_build_options,
     opensearch_options,
+    store_option,
     wants_opensearch,
 )
 
@@ -32,12 +33,7 @@ from .options import (
 @click.command(name="ingest")
 @click.argument("sources", nargs=-1, required=True)
 @exported_model_option(more="; its manifest sets preprocessing and dims")
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"LocalStore folder (the embedded default; created if missing). Default: ./{DEFAULT_STORE}.",
-)
+@store_option("LocalStore folder to write into (the embedded default; created if missing).")
 @opensearch_options("Write into OpenSearch at this URL instead of a LocalStore")
 @index_build_options
 @click.option("--shard", "shard_spec", help="Only this part of the input, e.g. 2/8 (workers 0/8..7/8).")

@@ -26,6 +26,7 @@ __all__ = [
     "index_build_options",
     "opensearch_options",
     "renamed",
+    "store_option",
     "wants_opensearch",
 ]
 
@@ -39,6 +40,14 @@ def wants_opensearch(store_dir: Path | None, urls: Sequence[str], config_path: P
     if remote and store_dir is not None:
         raise click.UsageError("give either --store or --opensearch, not both")
     return remote
+
+
+def store_option(help_text: str) -> Callable[[F], F]:
+    """``--store DIR``: a LocalStore folder; ``help_text`` says what the command does with it."""
+    return click.option(
+        "--store", "store_dir", type=click.Path(file_okay=False, path_type=Path),
+        help=f"{help_text} Default: ./{DEFAULT_STORE} (unless --opensearch).",
+    )  # fmt: skip
 
 
 def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..plugin.query_checks import check_filters, parse_crop
 from ..protocols import VectorStore
 from .index import format_table
-from .options import DEFAULT_STORE, exported_model_option, opensearch_options, wants_opensearch
+from .options import DEFAULT_STORE, exported_model_option, opensearch_options, store_option, wants_opensearch
 
 _OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
 
@@ -82,12 +82,7 @@ def _open_store(
 @click.option("--id", "doc_id", help="Search with an indexed document instead of IMAGE (it is left out).")
 @click.option("--expand", type=click.IntRange(1, 100), help="Alpha query expansion with the top N results.")
 @click.option("--alpha", default=3.0, show_default=True, help="Alpha-QE weight exponent (similarity^alpha).")
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help=f"LocalStore folder. Default: ./{DEFAULT_STORE} (unless --opensearch).",
-)
+@store_option("LocalStore folder to search.")
 @opensearch_options("Search OpenSearch at this URL; queries go to the model's alias")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
 def search(

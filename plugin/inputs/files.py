@@ -44,19 +44,25 @@ def resolve_inside(path: Path, roots: Sequence[Path] | None) -> Path:
     raise ImageError(f"{path}: resolves to {real}, outside the allowed roots ({names})", "outside_root")
 
 
+def open_inside(path: Path, roots: Sequence[Path] | None) -> int:
+    """A read-only descriptor of the file at ``path``, after resolving it inside ``roots`` (if given);
+    check what it is on the descriptor, not on the name."""
+    real = resolve_inside(path, roots)
+    try:
+        return os.open(real, _OPEN_FLAGS)
+    except FileNotFoundError as exc:
+        raise ImageError(f"{path}: no such file", reason="not_found") from exc
+    except OSError as exc:  # permission denied, ELOOP from O_NOFOLLOW, ...
+        raise ImageError(f"{path}: cannot open: {exc.strerror or exc}", reason="unreadable") from exc
+
+
 def read_file_capped(path: Path, roots: Sequence[Path] | None, max_bytes: int) -> bytes:
     """The bytes of the regular file at ``path`` (inside ``roots`` if given), at most ``max_bytes``.
 
     Raises ImageError with reason ``not_found``, ``outside_root``, ``not_regular_file``,
     ``unreadable``, ``empty`` or ``too_many_bytes``.
     """
-    real = resolve_inside(path, roots)
-    try:
-        fd = os.open(real, _OPEN_FLAGS)
-    except FileNotFoundError as exc:
-        raise ImageError(f"{path}: no such file", reason="not_found") from exc
-    except OSError as exc:  # permission denied, ELOOP from O_NOFOLLOW, ...
-        raise ImageError(f"{path}: cannot open: {exc.strerror or exc}", reason="unreadable") from exc
+    fd = open_inside(path, roots)
     try:
         return _read_fd(fd, path, max_bytes)
     finally:

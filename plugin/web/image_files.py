@@ -28,7 +28,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ...errors import ImageError
 from ...image_refs import path_of_ref
-from ..inputs.files import _OPEN_FLAGS, resolve_inside
+from ..inputs.files import open_inside
 from ..inputs.images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
 from ..inputs.rgb import to_rgb
 from .memory import MemoryBudget, decode_cost, header_cost
@@ -154,13 +154,7 @@ class ImageFiles:
         """The file opened read-only after the checks of ``read_image_file``: inside the roots
         (links resolved), a regular file (checked on the descriptor), at most ``max_bytes``."""
         path = self.path_of(image_ref)
-        real = resolve_inside(path, self.roots)
-        try:
-            fd = os.open(real, _OPEN_FLAGS)
-        except FileNotFoundError as exc:
-            raise ImageError(f"{path}: no such file", reason="not_found") from exc
-        except OSError as exc:  # permission denied, ELOOP from O_NOFOLLOW, ...
-            raise ImageError(f"{path}: cannot open: {exc.strerror or exc}", reason="unreadable") from exc
+        fd = open_inside(path, self.roots)
         file = os.fdopen(fd, "rb")
         info = os.fstat(fd)
         problem = _size_problem(info, self.config.max_bytes)

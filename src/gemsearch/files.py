@@ -21,27 +21,23 @@ def atomic_write(path: Path, write: Callable[[Path], object], *, durable: bool =
     try:
         write(tmp)
         if durable:
-            _fsync_file(tmp)
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        _fsync(path.parent)
     return path
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(folder: Path) -> None:
     """Make the folder's entries (a rename, a new file) durable."""
-    fd = os.open(folder, os.O_RDONLY)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
