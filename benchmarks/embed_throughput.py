@@ -25,6 +25,7 @@ weights offline: it runs randomly initialised, which does not change its speed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -40,6 +41,8 @@ from typing import Any, cast
 import numpy as np
 from _common import BENCH_CACHE, markdown_table, measure, sample_paths, write_results
 from _machine import usable_cores
+
+from gemsearch.protocols import ItemOutcome, Outcome, WriteReport
 
 MODELS: dict[str, tuple[str, str, bool]] = {  # name -> (backbone, pooling, pretrained weights offline)
     "lite0-gem": ("efficientnet_lite0", "gem", True),
@@ -85,7 +88,7 @@ def onnx_model(name: str, mode: str, max_side: int, precision: str = "fp32") -> 
         scales = scales_of(mode)
         export_onnx(
             retrieval_model(name), path, name=name, scales=scales, multiscale_in_graph=len(scales) > 1,
-            max_side=max_side, precision=precision,  # type: ignore[arg-type]
+            max_side=max_side, precision=precision,
         )  # fmt: skip
     return path
 
@@ -172,6 +175,30 @@ class _KeepVectors:
 
     def delete(self, ids: Iterable[str]) -> int:
         return 0
+
+    # the rest of the store contract: nothing to report, refresh or close
+    manifest = None
+    dead_letter_path = None
+
+    def write(self, records: Iterable[Any], *, refresh: bool | None = None) -> WriteReport:
+        batch = list(records)
+        self.upsert(batch)
+        return WriteReport([ItemOutcome(r.id, Outcome.INDEXED, attempts=1) for r in batch], requests=1)
+
+    def refresh(self) -> None:
+        pass
+
+    def bulk_load(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _KeepVectors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def onnx_providers(runner: str) -> list[str] | None:

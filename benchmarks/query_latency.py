@@ -64,8 +64,7 @@ def fill(store: Any, embedder: Any, paths: Sequence[Path], n_distractors: int) -
     for start in range(0, n_distractors, 1000):
         batch = vectors[start : start + 1000]
         store.upsert([Record(id=f"d{start + i}", vector=v) for i, v in enumerate(batch)])
-    if hasattr(store, "refresh"):
-        store.refresh()
+    store.refresh()
 
 
 def measure_queries(searcher: Any, queries: list[Query]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ def ingest(
       gemsearch ingest photos/ --model lite0-gem --store ./store
       gemsearch ingest list.jsonl --model m.onnx --opensearch https://search:9200 --shard 0/4
     """
+    from tqdm import tqdm
+
     from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
     store = _store(params)  # usage errors (both stores) before the model loads
@@ -111,8 +113,9 @@ def ingest(
     click.echo(
         f"model {embedder.manifest.name}@{embedder.manifest.version8} on {embedder.providers[0]}", err=True
     )
-    with store:
-        report = _run(sources, shard, exts, embedder, store, _options(params), total, show)
+    bar = tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True)
+    with store, bar:
+        report = _run(read_sources(sources, shard, exts), embedder, store, _options(params), bar)
     _print(report, as_json)
     if not report.ok:
         sys.exit(1)
@@ -159,23 +162,8 @@ def _options(params: dict[str, Any]) -> IngestOptions:
     )
 
 
-def _run(
-    sources: Sequence[str],
-    shard: Any,
-    exts: frozenset[str] | None,
-    embedder: Any,
-    store: Any,
-    options: IngestOptions,
-    total: int | None,
-    show: bool,
-) -> IngestReport:
-    from tqdm import tqdm
-
-    with (
-        _sigterm_as_interrupt(),
-        tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar,
-    ):
-        items = read_sources(sources, shard, exts)
+def _run(items: Iterable[Any], embedder: Any, store: Any, options: IngestOptions, bar: Any) -> IngestReport:
+    with _sigterm_as_interrupt():
         return run_ingest(items, embedder, store, options, progress=bar.update)
 
 

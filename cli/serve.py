@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,14 @@ from .options import exported_model_option, opensearch_options
 log = logging.getLogger(__name__)
 
 
-def build_config(
-    config_path: Path | None,
-    model_paths: Sequence[str],
-    stores: Sequence[str],
-    opensearch_urls: Sequence[str],
-    opensearch_config: Path | None,
-    prefix: str,
-    image_roots: Sequence[Path],
-    limits: dict[str, Any],
-) -> Any:
+def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
     """A ServeConfig from ``--config`` or from the flags (one ``--store`` per ``--model``, or OpenSearch)."""
     from ..plugin.query import resolve_model
     from ..plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 
+    config_path, model_paths, stores = flags["config_path"], flags["model_paths"], flags["stores"]
+    opensearch_urls, opensearch_config = flags["opensearch_urls"], flags["opensearch_config"]
+    prefix, image_roots = flags["prefix"], flags["image_roots"]
     given = {k: v for k, v in limits.items() if v is not None}
     if config_path is not None:
         if model_paths or stores or opensearch_urls:
@@ -94,19 +87,13 @@ def build_config(
     "--rate", "searches_per_minute", type=float, help="Searches per minute per client (default 120)."
 )
 def serve(
-    model_paths: Sequence[str],
-    stores: Sequence[str],
-    opensearch_urls: Sequence[str],
-    opensearch_config: Path | None,
-    prefix: str,
-    image_roots: Sequence[Path],
-    config_path: Path | None,
     host: str,
     port: int,
     max_upload_mb: float | None,
     max_pixels: int | None,
     max_k: int | None,
     searches_per_minute: float | None,
+    **flags: Any,
 ) -> None:
     """Serve the search API and the demo page (needs `pip install 'gemsearch[web]'`).
 
@@ -133,9 +120,7 @@ def serve(
         "max_k": max_k,
         "searches_per_minute": searches_per_minute,
     }
-    config = build_config(
-        config_path, model_paths, stores, opensearch_urls, opensearch_config, prefix, image_roots, limits
-    )
+    config = build_config(flags, limits)
     app = create_app(config)
     click.echo(f"gemsearch serving {len(config.models)} model(s) on http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
