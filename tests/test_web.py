@@ -163,6 +163,28 @@ def test_uploads_over_the_byte_limit_are_refused_before_parsing(url: str) -> Non
     assert response.status_code == 413
 
 
+def test_more_large_uploads_than_threads_waiting_for_memory_never_deadlock(
+    data: Data, tmp_path: Path
+) -> None:
+    # each upload's decode takes the whole decode budget, so they run one at a time; more of them
+    # than the default thread pool (40) must not park its threads while the one holding the memory
+    # needs a thread to read its spooled file
+    root, _ = data
+    noise = np.random.default_rng(0).integers(0, 256, (2400, 2400, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "JPEG", quality=70)
+    blob = buf.getvalue()
+    assert len(blob) > 2**20  # spooled to disk by the multipart parser
+    app = create_app(local_config(root, decode_memory_mb=64, searches_per_minute=0))
+    with serving(app) as base, ThreadPoolExecutor(48) as pool:
+        files = {"image": ("big.jpg", blob, "image/jpeg")}
+        answers = list(pool.map(lambda _: post(base, files=files, k=1), range(48)))
+        assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 4, codes
+    assert all(error_of(r)["code"] == "busy" for r in answers if r.status_code == 503)
+
+
 def test_images_are_served_only_from_the_roots(url: str, data: Data) -> None:
     _, photos = data
     photo = photos[0]

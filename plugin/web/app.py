@@ -59,7 +59,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "not an image",
         422: "invalid field or undecodable image",
         429: "too many searches; see Retry-After",
-        503: "the store cannot be reached",
+        503: "the store cannot be reached, or too many searches wait for memory",
     }.items()
 }
 
@@ -97,6 +97,9 @@ class _Serving:
     budget: MemoryBudget
     workers: anyio.CapacityLimiter  # searches running at once
     image_workers: anyio.CapacityLimiter  # stored images read at once
+    # uploads waiting for decode memory: they wait on these tokens, never on the default thread
+    # pool, which the upload holding the memory needs to read its spooled file (else: deadlock)
+    upload_waiters: anyio.CapacityLimiter
 
     @property
     def limits(self) -> Limits:
@@ -132,8 +135,10 @@ class _Serving:
         limits = self.limits
         size = limits.max_upload_bytes if image.size is None else image.size
         cost = await anyio.to_thread.run_sync(header_cost, image.file, size, limits.max_pixels)
+        if self.upload_waiters.available_tokens < 1:
+            raise ApiError(503, "busy", "too many searches are waiting for memory; try again shortly")
         # not cancellable: a client that leaves while it waits still gets (then frees) its share
-        reserved = await anyio.to_thread.run_sync(self.budget.acquire, cost)
+        reserved = await anyio.to_thread.run_sync(self.budget.acquire, cost, limiter=self.upload_waiters)
         try:
             data = await _read_upload(image, limits.max_upload_bytes)
             return await anyio.to_thread.run_sync(_then_trim, run, data, reserved, limiter=self.workers)
@@ -190,7 +195,9 @@ def _serving(config: ServeConfig, registry: ModelRegistry | None) -> _Serving:
     stored = ImageLoadConfig(max_bytes=limits.max_image_file_bytes, max_pixels=limits.max_pixels)
     files = ImageFiles(config.image_roots, stored, limits.thumbnail_side, budget=budget)
     workers = anyio.CapacityLimiter(limits.concurrent_searches)
-    return _Serving(config, models, files, budget, workers, anyio.CapacityLimiter(limits.concurrent_images))
+    images = anyio.CapacityLimiter(limits.concurrent_images)
+    waiting = anyio.CapacityLimiter(4 * limits.concurrent_searches)
+    return _Serving(config, models, files, budget, workers, images, waiting)
 
 
 def _service_routes(app: FastAPI, serving: _Serving) -> None:
