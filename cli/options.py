@@ -105,9 +105,10 @@ def renamed(
                 kwargs[dest] = value  # the new spelling, if given too, wins
             return func(*args, **kwargs)
 
-        option = click.option(
-            old, multiple=multiple, type=kind, hidden=True, expose_value=False, callback=moved
-        )
+        option = click.option(  # a name of its own: sharing dest's would merge the two options
+            old, f"renamed_{old.lstrip('-').replace('-', '_')}", multiple=multiple, type=kind, hidden=True,
+            expose_value=False, callback=moved,
+        )  # fmt: skip
         return option(wrapper)  # type: ignore[return-value]
 
     return decorate

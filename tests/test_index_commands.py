@@ -147,6 +147,20 @@ def test_old_option_spellings_still_work_with_a_warning(
     assert code == 0 and "deprecated" not in out and model.index_name(prefix) in out
 
 
+def test_the_new_spelling_wins_and_alone_warns_nothing(cli: CliRunner, prefix: str, tmp_path: Path) -> None:
+    make_tiny_model(tmp_path / "m.onnx", dim=4)
+    code, out = run(
+        cli, "create", str(tmp_path / "m.onnx"), "--prefix", prefix, "--index-shards", "2", "--json"
+    )
+    assert code == 0 and "deprecated" not in out, out
+    code, out = run(cli, "create", str(tmp_path / "m.onnx"), "--prefix", f"{prefix}-b", "--index-shards", "2",
+                    "--shards", "3", "--json")  # fmt: skip
+    assert code == 0 and "--shards is deprecated" in out, out
+    index = json.loads(out.splitlines()[-1])["index"]
+    node = OpenSearch(hosts=[cli.make_env()["GEMSEARCH_OPENSEARCH_URL"] or ""])
+    assert node.indices.get_settings(index=index)[index]["settings"]["index"]["number_of_shards"] == "2"
+
+
 def test_create_takes_a_model_by_its_name_in_the_models_cache(
     cli: CliRunner, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,72 @@ def test_identical_copies_of_a_broken_file_each_fail_none_is_a_duplicate(model: 
         (folder / name).write_bytes(data[: len(data) // 2])
     report = ingest_collection([str(folder)], model, tmp_path / "s")
     assert report.failed_by_reason == {"truncated": 3} and report.count(Fate.SKIPPED) == 0
+
+
+def test_identical_broken_copies_are_read_once_each_not_once_per_round(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gemsearch.plugin.ingest import pipeline
+
+    data = _jpeg(9)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"{i:02d}.jpg").write_bytes(data[: len(data) // 2])
+    reads: list[Path] = []
+    real = pipeline.read_image_file
+    monkeypatch.setattr(pipeline, "read_image_file", lambda path, *a: reads.append(path) or real(path, *a))
+    report = ingest_collection([str(folder)], model, tmp_path / "s")
+    assert report.failed_by_reason == {"truncated": 12} and len(reads) == 12
+
+
+def test_a_nul_byte_in_a_path_is_one_failure_not_the_end_of_the_run(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(_jpeg(10))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": "a\\u0000b.jpg"}\n{"path": "a.jpg"}\n')
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a\x00b.jpg\na.jpg\n")
+    report = ingest_collection([str(manifest), str(listing)], model, tmp_path / "s")
+    assert report.stopped_by is None and report.count(Fate.INDEXED) == 1, report.summary()
+    assert report.failed_by_reason == {"bad_row": 1, "unreadable": 1}
+    assert report.skipped_by_reason == {"duplicate": 1}
+
+
+class _SlowStore:
+    """A LocalStore whose writes hang, as a cluster that keeps retrying does."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+
+    def write(self, records: object, **kwargs: object) -> object:
+        time.sleep(60)
+        raise AssertionError("the write should have been abandoned")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_an_interrupted_run_does_not_wait_for_a_hanging_write(model: Path, tmp_path: Path) -> None:
+    from gemsearch.plugin.embedding.embedder import OnnxEmbedder
+    from gemsearch.plugin.ingest.pipeline import ingest
+    from gemsearch.plugin.inputs.sources import iter_sources
+
+    root = tmp_path / "d"
+    root.mkdir()
+    for i in range(6):
+        (root / f"{i}.jpg").write_bytes(_jpeg(90 + i))
+    ledger = tmp_path / "ledger.jsonl"
+    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with LocalStore(tmp_path / "s") as inner:
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            ingest(iter_sources([str(root)]), OnnxEmbedder(model), _SlowStore(inner),  # type: ignore[arg-type]
+                   IngestOptions(write_batch=2, ledger_path=ledger))  # fmt: skip
+        waited = time.monotonic() - start
+    assert waited < 20, waited
+    lines = _ledger(ledger)
+    assert len(lines) == 6 and {line["fate"] for line in lines} == {"pending"}
 
 
 def test_entries_the_walker_leaves_out_get_a_ledger_line_with_the_reason(model: Path, tmp_path: Path) -> None:

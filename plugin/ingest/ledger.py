@@ -44,10 +44,14 @@ class Ledger:
     def record(self, seq: int, doc_id: str | None, fate: Fate, reason: str | None = None) -> None:
         with self._lock:
             source = self._open.pop(seq, None)
+            try:  # a KeyboardInterrupt landing here still leaves the line written
+                pass
+            finally:
+                if source is not None:
+                    self._write(source, doc_id, fate, reason)
             if source is None:
                 log.warning("input %d has its ledger line already; %s not recorded", seq, fate.value)
                 return
-            self._write(source, doc_id, fate, reason)
         self._on_record(1)
 
     def close_open(self, fate: Fate, reason: str) -> int:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import GemsearchError, ImageError, SourceError
 from ...image_refs import image_ref_of, printable_path
+from ...models_cache import resolve_model
 from ...parallel import bounded_map
 from ...protocols import FloatRows, Record, VectorStore
 from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
@@ -87,6 +88,7 @@ class _Failed:
     reason: str
     message: str
     skipped: bool = False  # left out by the source's policy, not a failure
+    of_the_bytes: bool = False  # the bytes themselves failed to decode: identical bytes fail too
 
 
 @dataclass
@@ -168,7 +170,9 @@ def _run_rounds(
         while True:
             _pipeline(inputs, run)
             writer.drain()  # every outcome is known: the claims are final for this round
-            retry, duplicates = run.claims.settle()
+            retry, duplicates, failed = run.claims.settle()
+            for inp, doc_id, reason in failed:
+                ledger.record(inp.seq, doc_id, Fate.FAILED, reason)
             for inp in duplicates:
                 ledger.record(inp.seq, None, Fate.SKIPPED, "duplicate")
             if not retry:
@@ -225,8 +229,8 @@ def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
         data = read_image_file(entry.path, cfg, roots)
     except ImageError as exc:
         return _Failed(inp, None, exc.reason, str(exc))
-    except OSError as exc:  # whatever the OS says about one file is that file's failure
-        return _Failed(inp, None, "unreadable", f"{printable_path(entry.path)}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # whatever the OS says about one file is that file's failure
+        return _Failed(inp, None, "unreadable", f"{printable_path(entry.path)}: {exc}")
     return _Read(inp, entry, document_id(entry, data), data)
 
 
@@ -260,7 +264,9 @@ def _record_failure(failure: _Failed, run: _Run) -> None:
     fate = Fate.SKIPPED if failure.skipped else Fate.FAILED
     run.ledger.record(failure.input.seq, failure.id, fate, failure.reason)
     if failure.id is not None:
-        run.claims.release(failure.id)
+        content_id = isinstance(failure.input.entry, SourceItem) and failure.input.entry.id is None
+        doomed = failure.reason if content_id and failure.of_the_bytes else None
+        run.claims.release(failure.id, doomed)
     log.log(logging.INFO if failure.skipped else logging.WARNING, "%s", failure.message)
 
 
@@ -270,7 +276,7 @@ def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared
         image = load_image_bytes(r.data, cfg, name=name)
         return _Prepared(r.input, r.item, r.id, embedder.prepare(image))
     except ImageError as exc:
-        return _Failed(r.input, r.id, exc.reason, str(exc))
+        return _Failed(r.input, r.id, exc.reason, str(exc), of_the_bytes=True)
     except GemsearchError as exc:  # e.g. an image too small to shrink: a per-image failure
         return _Failed(r.input, r.id, "bad_image", f"{name}: {exc}")
     except (MemoryError, ValueError, OSError) as exc:  # one image's trouble is never the run's
@@ -302,7 +308,9 @@ def ingest_collection(
     path lists; ``model`` an ONNX file or an embedder; ``store`` a VectorStore or a LocalStore folder
     (opened, and closed afterwards) or a ``StoreSpec``; ``shard`` e.g. ``"2/8"``."""
     embedder = (
-        model if isinstance(model, OnnxEmbedder) else OnnxEmbedder(model, parallel_runs=bulk_parallel_runs())
+        model
+        if isinstance(model, OnnxEmbedder)
+        else OnnxEmbedder(resolve_model(model), parallel_runs=bulk_parallel_runs())
     )
     part = parse_shard(shard) if isinstance(shard, str) else shard
     items = read_sources(sources, part, extensions)

@@ -19,7 +19,7 @@ class Fate(str, Enum):
     SKIPPED = "skipped"  # nothing to do: already stored, a duplicate in this run, or not an image file
     FAILED = "failed"  # could not be read or decoded; the reason code says why
     REJECTED = "rejected"  # the store refused the document (see the dead-letter file)
-    PENDING = "pending"  # embedded but not acknowledged when the run stopped; a rerun retries it
+    PENDING = "pending"  # read but not written (or not acknowledged) when the run stopped; a rerun does it
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -14,6 +15,7 @@ from .ledger import Ledger
 from .report import Fate
 
 log = logging.getLogger(__name__)
+ABORT_WAIT_S = 5.0  # on Ctrl-C/SIGTERM; what is not acknowledged by then is recorded pending
 
 Batch = list[tuple[Record, int]]  # records with the ledger seq of their input
 
@@ -59,6 +61,11 @@ class StoreWriter:
         self._buffer = []
 
     def close(self) -> None:
+        if self._aborted:  # stopping: wait a moment for the write in flight, not its retries
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(ABORT_WAIT_S)
+            return
         if self._buffer:
             self._queue.put(self._buffer)
             self._buffer = []

@@ -35,6 +35,8 @@ def resolve_inside(path: Path, roots: Sequence[Path] | None) -> Path:
         raise ImageError(f"{path}: no such file", reason="not_found") from exc
     except OSError as exc:  # a symlink loop, a name too long, a component that is not a folder
         raise ImageError(f"{path}: cannot resolve the path: {exc.strerror or exc}", "unreadable") from exc
+    except ValueError as exc:  # a NUL byte: no file system has such a name
+        raise ImageError(f"{path!r}: not a usable path: {exc}", "unreadable") from exc
     if roots is None:
         return real
     for root in roots:

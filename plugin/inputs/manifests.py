@@ -140,6 +140,8 @@ def _item(row: dict[str, Any], base: Path, origin: str) -> SourceItem:
     path = row.get("path")
     if not isinstance(path, str) or not path.strip():
         raise SourceError(f"{origin}: 'path' must be a non-empty string, got {path!r}", origin)
+    if "\x00" in path:  # no file system has such a name
+        raise SourceError(f"{origin}: 'path' holds a NUL character: {path!r}", origin)
     metadata = {key: value for key, value in row.items() if key not in _RESERVED}
     if not _utf8_clean(metadata):  # no store can write lone surrogates (undecodable CSV bytes)
         raise SourceError(f"{origin}: metadata that is not valid UTF-8", origin)

@@ -109,6 +109,8 @@ class _Walk:
 
     def _usable(self, entry: os.DirEntry[str], path: Path, key: PurePosixPath) -> bool:
         """Whether the entry is a regular file (or an in-root link to one); records why not."""
+        if entry.is_file(follow_symlinks=False):  # the listing's file type: no stat per image
+            return True
         try:
             mode = entry.stat().st_mode  # follows a link, so a loop raises ELOOP here
         except FileNotFoundError:
