@@ -88,7 +88,8 @@ def export_onnx(
     ``exporter``: torch's TorchScript-based ONNX exporter (fast) or its ``torch.export``-based one.
     """
     try:
-        run = settings.model_copy(update=fields) if settings is not None else ExportSettings(**fields)
+        base = settings.model_dump() if settings is not None else {}
+        run = ExportSettings.model_validate({**base, **fields})  # validated, also what overrides settings
     except ValidationError as exc:
         raise ConfigError(f"invalid export settings: {exc}") from exc
     run = run.model_copy(update={"scales": _checked_scales(run.scales)})

@@ -278,7 +278,9 @@ def open_model(model: str | os.PathLike[str] | QueryEmbedder) -> QueryEmbedder:
     return _cached_embedder(str(path), st.st_mtime_ns, st.st_size)
 
 
-def open_store(store: VectorStore | str | os.PathLike[str] | None, manifest: ModelManifest) -> VectorStore:
+def searchable_store(
+    store: VectorStore | str | os.PathLike[str] | None, manifest: ModelManifest
+) -> VectorStore:
     """``store`` itself, a read-only LocalStore for a folder, or (None) the model's OpenSearch alias
     with the connection from ``GEMSEARCH_OPENSEARCH_*``."""
     from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec
@@ -307,7 +309,7 @@ def search(
     the model's alias in OpenSearch (connection from ``GEMSEARCH_OPENSEARCH_*``).
     """
     embedder = open_model(model)
-    opened = open_store(store, embedder.manifest)
+    opened = searchable_store(store, embedder.manifest)
     try:
         return Searcher(embedder, opened).search(image, crop, k, filters, expand).hits
     finally:
@@ -326,7 +328,7 @@ def search_by_id(
 ) -> list[Hit]:
     """Ranked hits for the document ``doc_id`` already in the store (itself left out by default)."""
     embedder = open_model(model)
-    opened = open_store(store, embedder.manifest)
+    opened = searchable_store(store, embedder.manifest)
     try:
         searcher = Searcher(embedder, opened)
         return searcher.search_by_id(doc_id, k, filters, expand, include_self=include_self).hits

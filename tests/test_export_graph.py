@@ -282,3 +282,12 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         write_atomically(tmp_path / "m.onnx", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_settings_are_validated_also_when_keywords_override_them(tmp_path: Path) -> None:
+    from gemsearch.errors import ConfigError
+    from gemsearch.exporters.export import ExportSettings, export_onnx
+
+    with pytest.raises(ConfigError, match="precision"):
+        export_onnx(None, tmp_path / "m.onnx", ExportSettings(name="m"), precision="fp8")  # type: ignore[arg-type]
+    assert not (tmp_path / "m.onnx").exists()
