@@ -62,6 +62,10 @@ class StoreWriter:
 
     def close(self) -> None:
         if self._aborted:  # stopping: wait a moment for the write in flight, not its retries
+            with contextlib.suppress(queue.Empty):
+                while True:  # batches not started stay unwritten (the ledger records them pending)
+                    self._queue.get_nowait()
+                    self._queue.task_done()
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
             self._thread.join(ABORT_WAIT_S)

@@ -27,7 +27,7 @@ def is_utf8_text(text: str) -> bool:
 def image_ref_of(path: str | os.PathLike[str]) -> str:
     """The stored reference of the file at ``path`` (made absolute): the path itself when it is
     valid UTF-8, else a ``file://`` URI of its bytes."""
-    absolute = os.path.abspath(os.fspath(path))
+    absolute = os.fspath(Path(path).absolute())  # not normalised: "link/.." must keep its meaning
     if is_utf8_text(absolute):
         return absolute
     return _FILE_URI + quote_from_bytes(os.fsencode(absolute), safe="/")
