@@ -20,7 +20,7 @@ from PIL import Image
 from ...errors import ImageError
 
 _WHITE = (255, 255, 255)
-_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _INT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _UINT16_MAX = 65535
 
@@ -42,7 +42,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in _ALPHA_MODES or (im.mode in {"P", "L", "RGB"} and "transparency" in im.info)
+    return im.mode in ALPHA_MODES or (im.mode in {"P", "L", "RGB"} and "transparency" in im.info)
 
 
 def _on_white(rgba: Image.Image) -> Image.Image:

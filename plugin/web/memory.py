@@ -21,9 +21,10 @@ from typing import IO
 
 from PIL import Image
 
+from ..inputs.rgb import ALPHA_MODES
+
 log = logging.getLogger(__name__)
 
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 BYTES_PER_PIXEL = 12  # the measured peaks, rounded up
 WIDE_BYTES_PER_PIXEL = 14  # 32-bit integer and float pixels
 ALPHA_BYTES_PER_PIXEL = 17  # compositing on white adds an RGBA copy and a mask; WebP decodes so too
@@ -33,7 +34,7 @@ TRIM_AFTER = 32 * 2**20  # hand memory back to the system after decodes at least
 def decode_cost(width: int, height: int, mode: str, max_pixels: int, fmt: str | None = None) -> int:
     """Bytes decoding an image of this size, mode and format takes at its peak (``max_pixels`` at
     most: larger ones are refused before any pixel is decoded)."""
-    if mode in _ALPHA_MODES or fmt == "WEBP":
+    if mode in ALPHA_MODES or fmt == "WEBP":
         per_pixel = ALPHA_BYTES_PER_PIXEL
     elif mode in ("I", "F"):
         per_pixel = WIDE_BYTES_PER_PIXEL
