@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import traceback
 from typing import Any
 
 import click
@@ -50,21 +51,84 @@ class GemsearchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GemsearchError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise self._error(ctx, exc, str(exc)) from exc
+        except Exception as exc:
+            if not type(exc).__module__.startswith("opensearchpy"):
+                raise
+            # a transport error no store or admin function translated (they name the index too)
+            from opensearchpy.exceptions import TransportError
+
+            from ..plugin.stores.opensearch.errors import store_error
+
+            if not isinstance(exc, TransportError):
+                raise
+            raise self._error(ctx, exc, str(store_error(exc))) from exc
+
+    @staticmethod
+    def _error(ctx: click.Context, exc: BaseException, message: str) -> click.ClickException:
+        """The one-line error; with -v its traceback first (the cause included)."""
+        if ctx.meta.get(VERBOSE_KEY, 0) > 0:
+            click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        return click.ClickException(message)
+
+
+VERBOSE_KEY = "gemsearch.verbose"
+# the transport's loggers (a logger's filter sees only its own records, so the children are named)
+TRANSPORT_LOGGERS = (
+    "opensearch",
+    "urllib3",
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.util.retry",
+)
+
+
+class TransportLogFilter(logging.Filter):
+    """Each failed or retried request as one INFO line (shown from -v on); its traceback only with
+    -vv/--debug. Without -v nothing: the command's own error names the cluster and the fix."""
+
+    def __init__(self, verbose: int) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose == 0:
+            return False
+        if logging.INFO < record.levelno < logging.CRITICAL:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        if self.verbose < 2:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def configure_logging(verbose: int) -> None:
+    """Log level from -v (info) / -vv or --debug (debug); transport retries as one line each."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for name in TRANSPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, TransportLogFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(TransportLogFilter(verbose))
 
 
 @click.group(cls=GemsearchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gemsearch")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-v info and error tracebacks, -vv debug)."
+)
+@click.option("--debug", is_flag=True, help="Same as -vv.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     """Instance-level image search for OpenSearch.
 
     Train GeM retrieval networks, export them to one ONNX file each, bulk-load image
     collections into OpenSearch k-NN indices (or the embedded local store) and answer
     crop-and-search queries.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    verbose = max(verbose, 2) if debug else verbose
+    ctx.meta[VERBOSE_KEY] = verbose
+    configure_logging(verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from opensearchpy.exceptions import TransportError
 
 from ..errors import ModelError
 from ..manifest import ModelManifest
@@ -32,16 +31,6 @@ from .options import index_build_options, opensearch_options, renamed
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _IndexGroup(click.Group):
-    """Turns OpenSearch transport errors (unreachable, refused) into readable messages."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TransportError as exc:
-            raise click.ClickException(f"OpenSearch answered: {exc}") from exc
-
-
 def connection_options(func: F) -> F:
     """The cluster options of every runtime command (--opensearch, --opensearch-config, --prefix; the
     old --url/--config still work, with a warning); the command gets a client and the prefix."""
@@ -57,7 +46,7 @@ def connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(name="index", cls=_IndexGroup)
+@click.group(name="index")
 def index() -> None:
     """Manage OpenSearch k-NN indices: one index per model version, one alias per model.
 

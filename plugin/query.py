@@ -246,7 +246,8 @@ def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
     try:
         mappings = store.client.indices.get_mapping(index=store.read_target)
     except (TransportError, StoreError) as exc:
-        log.warning("cannot read the model version behind %s: %s", store.read_target, exc)
+        # one line, at INFO: the search that follows reports an unreachable cluster or a missing alias
+        log.info("cannot read the model version behind %s: %s", store.read_target, str(exc).splitlines()[0])
         return
     for index, body in mappings.items():
         meta = gemsearch_meta(body.get("mappings") or {}) or {}

@@ -75,7 +75,8 @@ class OpenSearchConfig(BaseModel):
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{url!r} is not an http(s) URL")
+                example = f"http://{url}" if "://" not in url else "http://localhost:9200"
+                raise ValueError(f"{url!r} is not an http(s) URL: write it with its scheme, e.g. {example}")
             if parts.username or parts.password:
                 raise ValueError(
                     "credentials inside a URL would end up in logs and the process list; "
@@ -103,7 +104,17 @@ class OpenSearchConfig(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise ConfigError(f"invalid OpenSearch connection settings: {exc}") from exc
+            raise ConfigError(f"invalid OpenSearch connection settings: {validation_summary(exc)}") from exc
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """A pydantic error in one line: "field: message; ..." (no input values: they may hold secrets)."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -177,4 +188,9 @@ def make_client(config: OpenSearchConfig | None = None) -> Any:
     """An ``opensearchpy.OpenSearch`` client for ``config`` (default: from the environment)."""
     from opensearchpy import OpenSearch
 
-    return OpenSearch(**client_kwargs(config or OpenSearchConfig.load()))
+    from .errors import remember_config
+
+    config = config or OpenSearchConfig.load()
+    client = OpenSearch(**client_kwargs(config))
+    remember_config(client, config)
+    return client

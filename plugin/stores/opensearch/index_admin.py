@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from ....errors import StoreError
 from ....manifest import ModelManifest
+from .errors import store_error, translated
 from .index_checks import (
     IndexOptions,
     field_engine_space,
@@ -60,6 +61,7 @@ class IndexInfo(BaseModel):
     size: str | None
 
 
+@translated
 def ensure_index(client: Any, manifest: ModelManifest, options: IndexOptions, *, alias: bool = True) -> str:
     """Create this model version's index (or check the existing one); returns its name.
 
@@ -101,6 +103,7 @@ class AliasSwap(BaseModel):
     previous: list[str]
 
 
+@translated
 def swap_alias(client: Any, index: str, alias: str | None = None, *, force: bool = False) -> AliasSwap:
     """Point ``alias`` (default: the one in the index's ``_meta``) at ``index`` only, atomically.
 
@@ -132,7 +135,7 @@ def _index_meta(client: Any, index: str, *, required: bool) -> dict[str, Any] | 
     try:
         state = client.indices.get(index=index)
     except NotFoundError as exc:
-        raise StoreError(f"index {index} does not exist") from exc
+        raise store_error(exc, client, index=index) from exc
     if index not in state:
         raise StoreError(f"{index} is an alias; name the physical index")
     meta = gemsearch_meta(state[index].get("mappings") or {})
@@ -141,6 +144,7 @@ def _index_meta(client: Any, index: str, *, required: bool) -> dict[str, Any] | 
     return meta
 
 
+@translated
 def drop_index(client: Any, index: str, *, force: bool = False) -> None:
     """Delete a gemsearch index; refuses one an alias still serves, or a foreign one, unless ``force``."""
     _index_meta(client, index, required=not force)
@@ -151,7 +155,7 @@ def drop_index(client: Any, index: str, *, force: bool = False) -> None:
     try:
         client.indices.delete(index=index, params={"expand_wildcards": "none"})
     except NotFoundError as exc:
-        raise StoreError(f"index {index} does not exist") from exc
+        raise store_error(exc, client, index=index) from exc
     log.info("dropped index %s", index)
 
 
@@ -160,6 +164,7 @@ def _plain(index: str) -> None:
         raise StoreError(f"{index!r} is not a single index name (no wildcards, commas or _all)")
 
 
+@translated
 def list_indices(client: Any, prefix: str = "gemsearch") -> list[IndexInfo]:
     """The indices named ``<prefix>-*`` with their model, vector field, aliases and size."""
     pattern = f"{prefix}-*"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ....errors import StoreError
 from ....manifest import ModelManifest
 from ....opensearch_templates import Engine, SpaceType, knn_index_body
+from .errors import store_error
 
 VECTOR_FIELD = "embedding"
 META_KEY = "gemsearch"
@@ -111,7 +112,7 @@ def preflight(client: Any, index: str, manifest: ModelManifest, options: IndexOp
     try:
         response = client.indices.get(index=index)
     except TransportError as exc:
-        raise StoreError(f"cannot read the mapping of index {index}: {exc}") from exc
+        raise store_error(exc, client, index=index) from exc
     if len(response) != 1:
         raise StoreError(f"{index} resolves to {len(response)} indices; write into one physical index")
     problems = mismatches(next(iter(response.values())), manifest, options)

@@ -26,6 +26,7 @@ from ....manifest import ModelManifest
 from ....protocols import Filters, FloatRows, Hit, Record
 from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
 from .connection import OpenSearchConfig, make_client
+from .errors import store_error
 from .index_admin import bulk_load_settings, ensure_index
 from .index_checks import VECTOR_FIELD, IndexOptions
 
@@ -54,6 +55,7 @@ class OpenSearchStore:
         self.bulk_options = bulk or BulkOptions()
         self.manifest: ModelManifest | None = None
         self.index: str | None = None  # the physical index writes go to, once ensured
+        self._model = model
         self._alias = f"{self.options.prefix}-{model}" if model else None
         self._rng = random.Random()
 
@@ -69,9 +71,7 @@ class OpenSearchStore:
         try:
             self.index = ensure_index(self.client, manifest, self.options)
         except TransportError as exc:
-            raise StoreError(
-                f"cannot create or check index {manifest.index_name(self.options.prefix)}: {exc}"
-            ) from exc
+            raise store_error(exc, self.client, index=manifest.index_name(self.options.prefix)) from exc
         self.manifest = manifest
 
     # ------------------------------------------------------------------ writes
@@ -171,16 +171,29 @@ class OpenSearchStore:
                 for part in method.split("."):
                     target = getattr(target, part)
                 return target(**kwargs)
-            except NotFoundError as exc:
-                raise StoreError(f"index or alias {kwargs.get('index')} does not exist") from exc
             except TransportError as exc:
                 transient = isinstance(exc, ConnectionError) or exc.status_code in _TRANSIENT
                 late = time.monotonic() - started > policy.max_total_s
-                if not (retry and transient) or attempt == policy.max_attempts or late:
-                    raise StoreError(f"OpenSearch {method} on {kwargs.get('index')} failed: {exc}") from exc
-                log.warning("OpenSearch %s failed (%s); retrying (attempt %d)", method, exc, attempt)
+                if (
+                    isinstance(exc, NotFoundError)
+                    or not (retry and transient)
+                    or attempt == policy.max_attempts
+                    or late
+                ):
+                    raise self._error(exc, kwargs.get("index")) from exc
+                log.warning(
+                    "OpenSearch %s failed (%s); retrying (attempt %d)",
+                    method,
+                    self._error(exc, None),
+                    attempt,
+                )
                 time.sleep(policy.delay(attempt, self._rng))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, exc: TransportError, index: str | None) -> StoreError:
+        """``exc`` as an actionable StoreError; a missing alias names the model that was never ingested."""
+        model = self._model if index is not None and index == self._alias else None
+        return store_error(exc, self.client, index=index, prefix=self.options.prefix, model=model)
 
     def get(self, doc_id: str) -> Record | None:
         response = self._call("mget", retry=True, index=self.read_target, body={"ids": [doc_id]})
