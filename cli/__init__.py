@@ -28,6 +28,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "quickstart": "gemsearch.cli.quickstart:quickstart",
     "search": "gemsearch.cli.search:search",
     "serve": "gemsearch.cli.serve:serve",
+    "count": "gemsearch.cli.documents:count",
+    "delete": "gemsearch.cli.documents:delete",
 }
 
 

@@ -1,0 +1,132 @@
+"""``gemsearch count`` and ``gemsearch delete``: documents of a LocalStore or of a model's OpenSearch alias."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from ..errors import ConfigError, GemsearchError
+from ..protocols import VectorStore
+from .options import DEFAULT_STORE, exported_model_option, opensearch_options, store_option, wants_opensearch
+
+
+def _store(params: dict[str, Any], *, write: bool) -> VectorStore:
+    """The LocalStore folder, or the alias of ``--model`` in OpenSearch (which needs the model)."""
+    from ..onnx_manifest import read_manifest
+    from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
+
+    urls, config = params["opensearch_urls"], params["opensearch_config"]
+    if not wants_opensearch(params["store_dir"], urls, config):
+        return open_store(LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE), read_only=not write)
+    if params["model_path"] is None:
+        raise click.UsageError("with --opensearch, give --model: its alias holds the documents")
+    spec = OpenSearchStoreSpec(prefix=params["prefix"], urls=tuple(urls) or None, config=config)
+    return open_store(spec, model=read_manifest(params["model_path"]).name)
+
+
+@click.command(name="count")
+@exported_model_option(required=False, more="; needed with --opensearch (its alias is counted)")
+@store_option("LocalStore folder to count.")
+@opensearch_options("Count the model's documents in OpenSearch at this URL")
+@click.option("--json", "as_json", is_flag=True, help='Print {"documents": N} as JSON.')
+def count(as_json: bool, **params: Any) -> None:
+    """The number of documents in a store.
+
+    \b
+    Examples:
+      gemsearch count --store ./gemsearch-store
+      gemsearch count --model lite0-gem --opensearch https://search:9200
+    """
+    with _store(params, write=False) as store:
+        n = store.count()
+    click.echo(json.dumps({"documents": n}) if as_json else f"{n} documents")
+
+
+@click.command(name="delete")
+@click.argument("ids", nargs=-1)
+@click.option(
+    "--manifest",
+    "sources",
+    multiple=True,
+    help="Delete the documents of these sources instead (a JSONL/CSV manifest, a folder or a path "
+    "list, as for ingest: a row's id, else the sha256 of the file); repeatable.",
+)
+@exported_model_option(required=False, more="; needed with --opensearch (documents go through its alias)")
+@store_option("LocalStore folder to delete from.")
+@opensearch_options("Delete from the model's index in OpenSearch at this URL")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file: each id's fate.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def delete(ids: Sequence[str], sources: Sequence[str], ledger: Path | None, yes: bool, as_json: bool,
+           **params: Any) -> None:  # fmt: skip
+    """Delete documents by id, or the documents of a manifest or folder.
+
+    Every id gets one fate, in the summary and the --ledger file: deleted, not_found, or failed
+    (a file whose id could not be computed). Exit code 0 unless an id failed.
+
+    \b
+    Examples:
+      gemsearch delete 3f2a...e1 --store ./gemsearch-store
+      gemsearch delete --manifest removed.jsonl --model lite0-gem --opensearch https://search:9200 --yes
+    """
+    if not ids and not sources:
+        raise click.UsageError("give ids, or --manifest with the sources to delete")
+    wanted = [(i, i) for i in ids] + list(_source_ids(sources))
+    if not yes:
+        click.confirm(f"Delete up to {len(wanted)} documents?", abort=True)
+    with _store(params, write=True) as store, _ledger(ledger) as out:
+        report = _delete(store, wanted, out)
+    click.echo(json.dumps(report) if as_json else ", ".join(f"{k} {v}" for k, v in report.items()))
+    if report["failed"]:
+        raise SystemExit(1)
+
+
+def _source_ids(sources: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """(source, id) of every input of ``sources``: the id a row gives, else the sha256 of the file;
+    None where neither can be had (the input fails)."""
+    from ..plugin.inputs.images import read_image_file
+    from ..plugin.inputs.items import document_id
+    from ..plugin.inputs.sources import read_sources
+
+    for entry in read_sources(sources):
+        if isinstance(entry, GemsearchError):
+            yield str(entry.origin or entry), None
+            continue
+        try:
+            doc_id = entry.id or document_id(entry, read_image_file(entry.path))
+        except GemsearchError:
+            doc_id = None
+        yield str(entry.path), doc_id
+
+
+def _delete(store: VectorStore, wanted: list[tuple[str, str | None]], out: TextIO | None) -> dict[str, int]:
+    ids = [doc_id for _, doc_id in wanted if doc_id is not None]
+    present = store.existing_ids(ids)
+    store.delete(sorted(present))
+    report = {"deleted": 0, "not_found": 0, "failed": 0}
+    for source, doc_id in wanted:
+        fate = "failed" if doc_id is None else "deleted" if doc_id in present else "not_found"
+        present.discard(doc_id or "")  # an id listed twice is deleted once
+        report[fate] += 1
+        if out is not None:
+            out.write(json.dumps({"source": source, "id": doc_id, "fate": fate}) + "\n")
+            out.flush()
+    return report
+
+
+@contextlib.contextmanager
+def _ledger(path: Path | None) -> Iterator[TextIO | None]:
+    if path is None:
+        yield None
+        return
+    try:
+        out = path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the ledger: {exc.strerror or exc}") from exc
+    with out:
+        yield out

@@ -1,0 +1,74 @@
+"""``gemsearch count`` and ``gemsearch delete`` on a LocalStore and on the real OpenSearch node."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from opensearchpy import OpenSearch
+from support.ingest_helpers import write_collection
+from support.onnx_models import make_tiny_model
+
+from gemsearch.cli import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_tiny_model(path, name="tiny", dim=16)
+    return path
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.stdout
+
+
+def _ingest(model: Path, folder: Path, *where: str) -> dict[str, Path]:
+    files = write_collection(folder, 8, side=64)
+    code, out = _cli("ingest", str(folder), "--model", str(model), *where, "--no-progress")
+    assert code == 0, out
+    return files
+
+
+def _run_both(model: Path, tmp_path: Path, where: list[str]) -> None:
+    files = _ingest(model, tmp_path / "photos", *where)
+    assert _cli("count", *where, "--json") == (0, json.dumps({"documents": 8}) + "\n")
+    ids = sorted(files)
+    removed = tmp_path / "removed.jsonl"
+    removed.write_text(
+        "".join(json.dumps({"path": str(files[i])}) + "\n" for i in ids[:2])  # ids by content hash
+        + json.dumps({"path": "gone.jpg"})
+        + "\n"  # a file that is not there: failed
+    )
+    ledger = tmp_path / "ledger.jsonl"
+    args = ["delete", ids[2], "nope", "--manifest", str(removed), *where, "--yes", "--json"]
+    code, out = _cli(*args, "--ledger", str(ledger))
+    assert code == 1 and json.loads(out) == {"deleted": 3, "not_found": 1, "failed": 1}
+    fates = [json.loads(line)["fate"] for line in ledger.read_text().splitlines()]
+    assert sorted(fates) == ["deleted", "deleted", "deleted", "failed", "not_found"]
+    assert _cli("count", *where) == (0, "5 documents\n")
+    code, out = _cli("delete", ids[2], *where, "--yes", "--json")  # again: nothing left to delete
+    assert code == 0 and json.loads(out) == {"deleted": 0, "not_found": 1, "failed": 0}
+
+
+def test_count_and_delete_in_a_local_store(model: Path, tmp_path: Path) -> None:
+    _run_both(model, tmp_path, ["--store", str(tmp_path / "store")])
+
+
+@pytest.mark.opensearch
+def test_count_and_delete_through_a_model_alias_in_opensearch(
+    model: Path, tmp_path: Path, opensearch: OpenSearch, prefix: str
+) -> None:
+    url = str(opensearch.transport.get_connection().host)
+    _run_both(model, tmp_path, ["--model", str(model), "--opensearch", url, "--prefix", prefix])
+
+
+def test_delete_needs_ids_and_opensearch_needs_the_model(tmp_path: Path) -> None:
+    code, _ = _cli("delete", "--store", str(tmp_path / "s"), "--yes")
+    assert code == 2
+    code, _ = _cli("count", "--opensearch", "http://127.0.0.1:9")
+    assert code == 2
