@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -73,16 +73,51 @@ def _is_number(value: object) -> bool:
     return math.isfinite(value) if isinstance(value, float) else -(2**63) <= value < 2**63
 
 
+class TypedCrop(tuple[float, float, float, float]):
+    """A box ``(x1, y1, x2, y2)`` that remembers how its user typed it (``"10,20,500,400 (x,y,w,h)"``),
+    so an error about it can echo that instead of the converted box."""
+
+    typed: str
+
+    def __new__(cls, box: Box, typed: str) -> TypedCrop:
+        made = super().__new__(cls, box)
+        made.typed = typed
+        return made
+
+    def __getnewargs__(self) -> tuple[Box, str]:
+        return (self[0], self[1], self[2], self[3]), self.typed
+
+
+def shown_crop(box: Sequence[object]) -> str:
+    """``box`` as its user wrote it: ``10,20,500,400 (x,y,w,h)`` for a typed crop, else
+    ``(10, 20, 510, 420) (x1, y1, x2, y2)`` (the Python API's convention)."""
+    if isinstance(box, TypedCrop):
+        return box.typed
+    return f"({', '.join(_number_text(v) for v in box)}) (x1, y1, x2, y2)"
+
+
+def _number_text(value: object) -> str:
+    if _is_number(value):
+        number = float(value)  # type: ignore[arg-type]
+        return str(int(number)) if number.is_integer() else repr(number)
+    return repr(value)
+
+
 def check_box(box: Box, size: tuple[int, int]) -> Box:
-    """A crop box ``(x1, y1, x2, y2)`` in pixels, non-empty and inside a ``size = (w, h)`` image."""
+    """A crop box ``(x1, y1, x2, y2)`` in pixels, non-empty and inside a ``size = (w, h)`` image.
+
+    Errors echo the box as its user typed it (see ``TypedCrop``).
+    """
     if len(box) != 4 or not all(_is_number(v) for v in box):
         raise ConfigError(f"crop must be four finite numbers (x1, y1, x2, y2), got {box!r}")
     x1, y1, x2, y2 = (float(v) for v in box)
     width, height = size
-    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-        raise ConfigError(f"crop box {(x1, y1, x2, y2)} is empty or not inside the {width}x{height} image")
+    if not (x1 < x2 and y1 < y2):
+        raise ConfigError(f"crop {shown_crop(box)} is empty (expected x1 < x2 and y1 < y2)")
+    if not (x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height):
+        raise ConfigError(f"crop {shown_crop(box)} leaves the {width}x{height} image")
     if round(x2) - round(x1) < 1 or round(y2) - round(y1) < 1:
-        raise ConfigError(f"crop box {(x1, y1, x2, y2)} is smaller than one pixel")
+        raise ConfigError(f"crop {shown_crop(box)} is smaller than one pixel")
     return (x1, y1, x2, y2)
 
 
@@ -91,8 +126,8 @@ def xywh_to_box(x: float, y: float, w: float, h: float) -> Box:
     return (x, y, x + w, y + h)
 
 
-def parse_crop(text: str) -> Box:
-    """``"x,y,w,h"`` (pixels of the full image) as a box ``(x1, y1, x2, y2)``."""
+def parse_crop(text: str) -> TypedCrop:
+    """``"x,y,w,h"`` (pixels of the full image) as a box ``(x1, y1, x2, y2)`` that errors show as typed."""
     parts = [p.strip() for p in text.split(",")]
     try:
         x, y, w, h = (float(p) for p in parts)
@@ -100,4 +135,4 @@ def parse_crop(text: str) -> Box:
         raise ConfigError(f"crop {text!r} must be four numbers x,y,w,h (pixels of the full image)") from None
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
         raise ConfigError(f"crop {text!r} needs finite numbers and a positive width and height")
-    return xywh_to_box(x, y, w, h)
+    return TypedCrop(xywh_to_box(x, y, w, h), f"{','.join(parts)} (x,y,w,h)")

@@ -188,8 +188,11 @@ def test_bad_arguments_are_config_errors(
         searcher.search(path, filters={"bad field": 1})
     with pytest.raises(ConfigError, match="range filter"):
         searcher.search(path, filters={"year": {"from": 1}})
-    with pytest.raises(ConfigError, match="not inside"):
-        searcher.search(path, crop=(0, 0, 10_000, 10))
+    with Image.open(path) as im:
+        w, h = im.size
+    with pytest.raises(ConfigError) as crop_error:  # echoed in the API's own (x1, y1, x2, y2)
+        searcher.search(path, crop=(0, 0, 10_000, 10.5))
+    assert str(crop_error.value) == f"crop (0, 0, 10000, 10.5) (x1, y1, x2, y2) leaves the {w}x{h} image"
     with pytest.raises(ImageError) as err:
         searcher.search(b"this is not an image")
     assert err.value.reason == "unsupported_format"
@@ -204,6 +207,8 @@ def test_filter_and_crop_checks() -> None:
         with pytest.raises(ConfigError):
             check_filters(bad)
     assert parse_crop("10, 20, 30, 40") == (10, 20, 40, 60)
+    with pytest.raises(ConfigError, match=r"^crop 10,20,500,400 \(x,y,w,h\) leaves the 300x200 image$"):
+        check_box(parse_crop("10, 20,500,400"), (300, 200))
     for bad_text in ("1,2,3", "a,b,c,d", "0,0,0,5", "0,0,inf,5"):
         with pytest.raises(ConfigError):
             parse_crop(bad_text)

@@ -78,7 +78,7 @@ def test_search_by_id(setup: tuple[Path, list[Photo]]) -> None:
     [
         ([], "either IMAGE or --id"),
         (["--crop", "1,2,3"], "four numbers"),
-        (["--crop", "0,0,9999,10"], "not inside"),
+        (["--crop", "0,0,9999,10"], "crop 0,0,9999,10 (x,y,w,h) leaves the "),
         (["--filter", "nonsense"], "must look like"),
         (["-k", "0"], "k must be"),
         (["--id", "nope"], "either IMAGE or --id"),

@@ -149,6 +149,12 @@ def test_bad_requests_get_4xx_json(
     assert error_of(response)["code"] == code
 
 
+def test_a_crop_outside_the_image_is_echoed_as_typed(url: str) -> None:
+    response = post(url, {"image": ("a.jpg", _jpeg((50, 40)), "image/jpeg")}, crop="10, 20,50,30")
+    assert response.status_code == 400, response.text
+    assert error_of(response)["message"] == "crop 10,20,50,30 (x,y,w,h) leaves the 50x40 image"
+
+
 def test_uploads_over_the_byte_limit_are_refused_before_parsing(url: str) -> None:
     big = os.urandom(400_000)
     response = post(url, {"image": ("big.jpg", big, "image/jpeg")})
