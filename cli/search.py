@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError
 from ..plugin.query_checks import check_filters, parse_crop
 from ..protocols import VectorStore
+
+if TYPE_CHECKING:
+    from ..plugin.query import SearchResult
 from .index import format_table
 from .options import DEFAULT_STORE, exported_model_option, opensearch_options, store_option, wants_opensearch
 
@@ -55,6 +58,24 @@ def _value(raw: str) -> Any:
     except ValueError:
         return raw
     return value if isinstance(value, (str, int, float, bool)) else raw
+
+
+def json_result(result: SearchResult) -> dict[str, Any]:
+    """What ``--json`` prints (its fields are documented in docs/search.md and stay stable):
+    ``model``, ``k``, ``hits`` (``rank`` from 1, ``id``, ``score`` to 4 decimals, ``image_ref``,
+    ``metadata``) and ``timings`` in milliseconds (to 2 decimals)."""
+    hits = [
+        {
+            "rank": rank,
+            "id": hit.id,
+            "score": round(hit.score, 4),
+            "image_ref": hit.image_ref,
+            "metadata": hit.metadata,
+        }
+        for rank, hit in enumerate(result.hits, 1)
+    ]
+    timings = {name: round(ms, 2) for name, ms in result.timings.model_dump().items()}
+    return {"model": result.model, "k": result.k, "hits": hits, "timings": timings}
 
 
 def _open_store(
@@ -132,7 +153,7 @@ def search(
     finally:
         store.close()
     if as_json:
-        click.echo(result.model_dump_json(indent=2))
+        click.echo(json.dumps(json_result(result), indent=2))
         return
     if not result.hits:
         click.echo("no results")

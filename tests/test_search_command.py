@@ -60,6 +60,11 @@ def test_json_with_crop_filter_and_k(setup: tuple[Path, list[Photo]]) -> None:
     assert result["model"] == "tiny" and result["k"] == 2 and len(result["hits"]) == 2
     assert all(hit["metadata"]["group"] == "even" for hit in result["hits"])
     assert set(result["timings"]) == {"decode_ms", "embed_ms", "knn_ms", "expand_ms"}
+    assert set(result) == {"model", "k", "hits", "timings"}
+    for rank, hit in enumerate(result["hits"], 1):
+        assert list(hit) == ["rank", "id", "score", "image_ref", "metadata"]
+        assert hit["rank"] == rank and hit["score"] == round(hit["score"], 4)
+        assert len(str(hit["score"]).partition(".")[2]) <= 4
     code, out = _run(*args, "--filter", "year>=2005", "--json", "--expand", "2")
     assert code == 0, out
     assert sorted(h["metadata"]["year"] for h in json.loads(out)["hits"]) == [2005, 2006]
