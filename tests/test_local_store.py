@@ -540,3 +540,34 @@ def test_interrupted_compaction_keeps_the_old_file(tmp_path: Path, monkeypatch: 
     with _open(folder) as store:
         assert sorted(p.name for p in folder.glob("vectors.*")) == ["vectors.1.f32"]
         assert store.search(vectors[0], k=10) == before
+
+
+def test_update_metadata_merges_fields_rebuilds_filters_and_keeps_vectors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    vectors = _unit(rng, 3)
+    metas: list[dict[str, Any]] = [{"n": 0, "cam": {"make": "x"}}, {"n": 1}, {"n": 2, "tags": ["a", "b"]}]
+    with _open(tmp_path / "s") as store:
+        store.upsert(_records(["a", "b", "c"], vectors, metas))
+        updates = [
+            ("a", {"album": "nature", "cam": {"model": "y"}}),
+            ("c", {"tags": ["z"]}),
+            ("gone", {"n": 9}),
+        ]
+        assert store.update_metadata(updates) == 2
+        a, b, c = (store.get(i) for i in "abc")
+        assert a is not None and a.metadata == {"n": 0, "cam": {"make": "x", "model": "y"}, "album": "nature"}
+        assert b is not None and b.metadata == {"n": 1}
+        assert c is not None and c.metadata == {"n": 2, "tags": ["z"]}
+        for i, got in enumerate((a, b, c)):
+            assert np.array_equal(got.vector, vectors[i]) and got.image_ref == f"img/{'abc'[i]}.jpg"
+        query = vectors[1]
+        assert [h.id for h in store.search(query, k=5, filters={"album": "nature"})] == ["a"]
+        assert [h.id for h in store.search(query, k=5, filters={"cam.model": "y", "cam.make": "x"})] == ["a"]
+        assert store.search(query, k=5, filters={"tags": "a"}) == []  # the replaced list is unindexed
+        assert [h.id for h in store.search(query, k=5, filters={"tags": "z"})] == ["c"]
+        assert store.count() == 3 and store.get("gone") is None
+        with pytest.raises(StoreError, match="plain JSON"):  # refused whole: "a" is left as it was
+            store.update_metadata([("a", {"album": "x"}), ("b", {"when": object()})])
+        assert store.search(query, k=5, filters={"album": "nature"})[0].id == "a"
+    with LocalStore(tmp_path / "s", read_only=True) as reader:  # durable, seen by another reader
+        assert [h.id for h in reader.search(vectors[0], k=5, filters={"album": "nature"})] == ["a"]

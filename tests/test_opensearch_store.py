@@ -148,6 +148,29 @@ def test_bulk_of_a_few_hundred_then_count_ids_and_self_search(
         assert [h.score for h in hits] == pytest.approx(exact.tolist(), abs=1e-4)
 
 
+def test_update_metadata_merges_fields_keeps_vectors_and_leaves_out_missing_ids(
+    opensearch: OpenSearch, store: OpenSearchStore, tmp_path: Path
+) -> None:
+    vectors = unit_rows(6, 16, seed=4)
+    records = make_records(vectors)
+    store.bulk_options = BulkOptions(dead_letter_path=tmp_path / "dead.jsonl")
+    store.ensure_index(make_manifest(dims=16))
+    store.upsert(records)
+    updates = [(r.id, {"album": "nature", "n": 100 + i}) for i, r in enumerate(records[:4])]
+    assert store.update_metadata([*updates, ("r9999", {"album": "x"})]) == 4
+    assert not (tmp_path / "dead.jsonl").exists()  # a missing id is not a refused document
+    for i, record in enumerate(records):
+        got = store.get(record.id)
+        assert got is not None and np.array_equal(got.vector, vectors[i])
+        want = {**record.metadata, **({"album": "nature", "n": 100 + i} if i < 4 else {})}
+        assert got.metadata == want and got.image_ref == record.image_ref
+    hits = store.search(vectors[5], k=6, filters={"album": "nature"})
+    assert sorted(h.id for h in hits) == [r.id for r in records[:4]]
+    assert store.count() == 6 and sorted(all_ids(opensearch, store.read_target)) == [r.id for r in records]
+    with pytest.raises(StoreError, match="1 metadata updates refused"):  # a mapping conflict: n is a long
+        store.update_metadata([(records[0].id, {"n": "not a number"})])
+
+
 @pytest.mark.parametrize(
     "filters",
     [

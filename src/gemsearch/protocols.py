@@ -123,6 +123,16 @@ class VectorStore(Protocol):
 
     def upsert(self, records: Sequence[Record]) -> None: ...
 
+    def update_metadata(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], *, refresh: bool | None = None
+    ) -> int:
+        """Write ``(id, metadata fields)`` onto stored documents without touching their vectors:
+        fields merge into the stored metadata as an OpenSearch partial update does (objects field by
+        field, any other value replaced). Ids not in the store are left out; returns how many
+        documents were updated. Raises StoreError if the store refuses or cannot confirm one.
+        ``refresh`` as for ``write`` (a long ingest refreshes once at the end)."""
+        ...
+
     def refresh(self) -> None:
         """Make everything written so far visible to searches."""
         ...

@@ -7,7 +7,7 @@ ever reaches the folder; a folder made for one model refuses vectors of another.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,40 @@ def prepare_batch(records: Sequence[Record], dim: int) -> Batch:
         latest.pop(record.id, None)  # re-insert so the order is that of each id's last record
         latest[record.id] = record
     vectors = np.empty((len(latest), dim), dtype=np.float32)
-    metadata_json: list[str] = []
+    metadata_texts: list[str] = []
     for i, record in enumerate(latest.values()):
         vectors[i] = _vector(record.vector, dim, f"document {record.id!r}")
-        metadata_json.append(_metadata_json(record.id, record.metadata))
+        metadata_texts.append(metadata_json(record.id, record.metadata))
     refs = [r.image_ref for r in latest.values()]
-    return Batch(list(latest), vectors, refs, metadata_json, [flatten(r.metadata) for r in latest.values()])
+    return Batch(list(latest), vectors, refs, metadata_texts, [flatten(r.metadata) for r in latest.values()])
+
+
+def metadata_updates(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Mapping[str, Any]]:
+    """Checked metadata updates, id -> fields (several updates of one id merge, in order)."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for doc_id, metadata in items:
+        if not isinstance(doc_id, str) or not doc_id:
+            raise StoreError(f"document ids must be non-empty strings, got {doc_id!r}")
+        if not isinstance(metadata, Mapping):
+            raise StoreError(
+                f"document {doc_id!r}: metadata must be a mapping, got {type(metadata).__name__}"
+            )
+        metadata_json(doc_id, dict(metadata))  # refuse the whole batch before anything is written
+        latest[doc_id] = merged_metadata(latest.get(doc_id, {}), metadata)
+    return latest
+
+
+def merged_metadata(stored: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` written onto ``stored`` as OpenSearch merges a partial document: objects present
+    on both sides merge field by field, any other value (lists included) replaces the stored one."""
+    out = dict(stored)
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = merged_metadata(old, value)
+        else:
+            out[key] = value
+    return out
 
 
 def query_vector(vector: Any, dim: int) -> FloatRows:
@@ -70,7 +98,7 @@ def _vector(vector: Any, dim: int, what: str) -> FloatRows:
     return array
 
 
-def _metadata_json(doc_id: str, metadata: dict[str, Any]) -> str:
+def metadata_json(doc_id: str, metadata: dict[str, Any]) -> str:
     try:
         return json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:

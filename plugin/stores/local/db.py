@@ -5,8 +5,9 @@
 ``state`` holds ``generation`` (which vectors file), ``rows`` (rows of that file that are committed:
 anything past them is an interrupted append) and ``live`` (documents in ``docs``). Rows below
 ``rows`` that no document points at are garbage left by overwrites and deletes; ``compact()``
-reclaims them. Every change of the store changes (generation, rows, live), which readers use as
-the version of what they have cached.
+reclaims them. Every change of the vectors or of which documents are live changes (generation, rows,
+live), which readers use as the version of what they have cached (the vectors and the live rows; a
+metadata update changes neither, and metadata is always read from ``docs``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,27 @@ def insert_docs(
         doc_rows.append((row, doc_id, image_ref, metadata))
         term_rows += [(field, kind, value, row) for field, kind, value in terms]
     conn.executemany("INSERT INTO docs (row, id, image_ref, metadata) VALUES (?, ?, ?, ?)", doc_rows)
+    conn.executemany("INSERT INTO terms (field, kind, value, row) VALUES (?, ?, ?, ?)", term_rows)
+
+
+def metadata_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """id -> (row, metadata JSON) of the stored documents among ``ids``."""
+    out: dict[str, tuple[int, str]] = {}
+    for part in chunks(ids):
+        marks = ", ".join("?" * len(part))
+        sql = f"SELECT id, row, metadata FROM docs WHERE id IN ({marks})"
+        out.update((r[0], (r[1], r[2])) for r in conn.execute(sql, part))
+    return out
+
+
+def replace_metadata(
+    conn: sqlite3.Connection, docs: Sequence[tuple[int, str, list[tuple[str, int, Any]]]]
+) -> None:
+    """Give the documents at these rows new metadata (row, metadata JSON, terms), terms included."""
+    conn.executemany("UPDATE docs SET metadata = ? WHERE row = ?", [(meta, row) for row, meta, _ in docs])
+    for part in chunks([row for row, _, _ in docs]):
+        conn.execute(f"DELETE FROM terms WHERE row IN ({', '.join('?' * len(part))})", part)
+    term_rows = [(field, kind, value, row) for row, _, terms in docs for field, kind, value in terms]
     conn.executemany("INSERT INTO terms (field, kind, value, row) VALUES (?, ?, ?, ?)", term_rows)
 
 

@@ -27,10 +27,10 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,8 +38,15 @@ from ....errors import StoreError
 from ....manifest import ModelManifest
 from ....protocols import Filters, FloatRows, Hit, ItemOutcome, Outcome, Record, WriteReport
 from . import db, files
-from .checks import check_same_model, prepare_batch, query_vector
-from .filters import compile_filters
+from .checks import (
+    check_same_model,
+    merged_metadata,
+    metadata_json,
+    metadata_updates,
+    prepare_batch,
+    query_vector,
+)
+from .filters import compile_filters, flatten
 from .view import View, ViewCache
 
 log = logging.getLogger(__name__)
@@ -119,6 +126,25 @@ class LocalStore:
         batch = list(records)
         self.upsert(batch)
         return WriteReport([ItemOutcome(r.id, Outcome.INDEXED, attempts=1) for r in batch], requests=1)
+
+    def update_metadata(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], *, refresh: bool | None = None
+    ) -> int:
+        """Write metadata fields onto stored documents, vectors untouched: each update merges into
+        the stored metadata as an OpenSearch partial update does (objects field by field, other
+        values replaced), and the document's filter terms are rebuilt; one transaction for the
+        batch. Ids not in the store are left out; returns how many documents were updated."""
+        updates = metadata_updates(items)
+        with self._mutex:
+            conn, _ = self._writer()
+            with db.transaction(conn):
+                stored = db.metadata_by_id(conn, list(updates))
+                docs = []
+                for doc_id, (row, old_json) in stored.items():
+                    merged = merged_metadata(json.loads(old_json), updates[doc_id])
+                    docs.append((row, metadata_json(doc_id, merged), flatten(merged)))
+                db.replace_metadata(conn, docs)
+            return len(docs)
 
     def refresh(self) -> None:
         """Nothing to do: a commit is visible to the next read."""

@@ -12,7 +12,10 @@ Data Prepper do it:
 - a response whose item count or ids differ from the request: a hard failure (``BulkError``).
 
 Indexing is by ``_id`` (op ``index``), so resending a document that did reach the index before a
-timeout overwrites it instead of duplicating it. Requests are sized by bytes and by count.
+timeout overwrites it instead of duplicating it. Partial updates (op ``update``, a ``BulkDoc`` with
+``op="update"``) go through the same loop: resending one is idempotent too; an update of a document
+that is not in the index (404) is reported rejected with the reason ``not found``, without a
+dead-letter line. Requests are sized by bytes and by count.
 """
 
 from __future__ import annotations
@@ -193,6 +196,8 @@ class BulkWriter:
             elif status == 429 or status >= 500:
                 last[item.doc.id] = (status, _reason(result))
                 retry.append(item)
+            elif status == 404 and item.doc.op == "update":  # not in the index: nothing to update
+                report.items.append(ItemOutcome(item.doc.id, Outcome.REJECTED, attempt, status, "not found"))
             else:
                 self._reject(item, attempt, status, _reason(result), report)
         return retry
@@ -218,13 +223,13 @@ class BulkWriter:
 
 
 def _encode(doc: BulkDoc) -> bytes:
-    action = json.dumps({"index": {"_id": doc.id}}, separators=(",", ":"))
+    action = json.dumps({doc.op: {"_id": doc.id}}, separators=(",", ":"))
     source = json.dumps(doc.source, separators=(",", ":"), allow_nan=False)
     return f"{action}\n{source}\n".encode()
 
 
 def _result(answer: Any) -> dict[str, Any]:
-    """The body of one bulk response item, ``{"index": {...}}`` -> ``{...}``."""
+    """The body of one bulk response item, ``{"index": {...}}`` (or ``"update"``) -> ``{...}``."""
     result: Any = next(iter(answer.values()), None) if isinstance(answer, dict) else None
     return result if isinstance(result, dict) else {}
 

@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,10 +46,12 @@ class BulkOptions(BaseModel):
 
 @dataclass(frozen=True)
 class BulkDoc:
-    """One document to index under ``id``."""
+    """One document to index under ``id``; with ``op="update"``, ``source`` is the body of an
+    update action (e.g. ``{"doc": {...}}``, a partial document) for the stored document ``id``."""
 
     id: str
     source: Mapping[str, Any]
+    op: Literal["index", "update"] = "index"
 
 
 BulkReport = WriteReport  # the bulk writer's report is the store contract's

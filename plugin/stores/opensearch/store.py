@@ -87,6 +87,31 @@ class OpenSearchStore:
         writer = BulkWriter(self.client, self.index, options)
         return writer.write(self._doc(r) for r in records)
 
+    def update_metadata(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], *, refresh: bool | None = None
+    ) -> int:
+        """Write metadata fields onto stored documents, vectors untouched: bulk ``update`` actions
+        with the partial document ``{"metadata": ...}`` (objects merge field by field, other values
+        replace the stored ones), through the bulk writer's retries. Ids not in the index are left
+        out; returns how many documents were updated. StoreError if the cluster refused an update
+        (see the dead-letter file) or did not acknowledge it after retrying."""
+        if self.index is None:
+            raise StoreError("call ensure_index(manifest) before updating documents")
+        options = self.bulk_options
+        if refresh is not None and refresh != options.refresh:
+            options = options.model_copy(update={"refresh": refresh})
+        docs = [BulkDoc(doc_id, {"doc": {"metadata": dict(meta)}}, op="update") for doc_id, meta in items]
+        report = BulkWriter(self.client, self.index, options).write(docs)
+        refused = [i for i in report.items if i.outcome is Outcome.REJECTED and i.status != 404]
+        if not report.complete or refused:
+            counts = report.counts()
+            example = f", e.g. {refused[0].id}: {refused[0].reason}" if refused else ""
+            raise StoreError(
+                f"{len(refused)} metadata updates refused{example} and {counts['pending']} still pending "
+                f"after retrying, of {len(docs)} sent to {self.index}"
+            )
+        return len(report.ids(Outcome.INDEXED))
+
     def refresh(self) -> None:
         """Make everything written so far visible to searches."""
         self._call("indices.refresh", retry=True, index=self.read_target)
