@@ -152,6 +152,8 @@ def search(
             result = searcher.search(image, box, k, filters, qe)
     finally:
         store.close()
+    for field in result.unknown_filter_fields:
+        click.echo(f"warning: no document has the field {field!r}; the filter matches nothing", err=True)
     if as_json:
         click.echo(json.dumps(json_result(result), indent=2))
         return

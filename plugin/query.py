@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -32,6 +33,9 @@ from ..preprocess import Box
 from ..protocols import FloatRows, Hit, VectorStore
 from .inputs.images import ImageLoadConfig, load_image, load_image_bytes
 from .query_checks import check_box, check_filters, check_k
+
+if TYPE_CHECKING:
+    from .stores.opensearch.store import OpenSearchStore
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,11 @@ class SearchResult(BaseModel):
     k: int
     hits: list[Hit]
     timings: Timings = Field(default_factory=Timings)
+    unknown_filter_fields: list[str] = Field(
+        default_factory=list,
+        description="filter fields that no document has (the filter matches nothing); checked when "
+        "a filtered search found nothing",
+    )
 
 
 def expansion(expand: Expand) -> QueryExpansion | None:
@@ -208,7 +217,10 @@ class Searcher:
             expanded = alpha_qe(vector, self._vectors([h.id for h in hits[: qe.n]]), qe.alpha)
             hits = self.store.search(expanded, k=k, filters=filters)
             timings.expand_ms = (time.perf_counter() - searched) * 1e3
-        return SearchResult(model=self.name, k=k, hits=hits[:k], timings=timings)
+        result = SearchResult(model=self.name, k=k, hits=hits[:k], timings=timings)
+        if filters and not hits:
+            result.unknown_filter_fields = unknown_filter_fields(self.store, list(filters))
+        return result
 
     def _vectors(self, ids: list[str]) -> FloatRows:
         rows = []
@@ -218,6 +230,57 @@ class Searcher:
                 continue
             rows.append(np.asarray(record.vector, dtype=np.float32).ravel())
         return np.stack(rows) if rows else np.zeros((0, self.manifest.output_dim), np.float32)
+
+
+def unknown_filter_fields(store: VectorStore, fields: list[str]) -> list[str]:
+    """Those of ``fields`` that no document of ``store`` has: the LocalStore's filter index, or the
+    OpenSearch mapping of ``metadata``. Empty when the store cannot tell (another store, an error)."""
+    from opensearchpy.exceptions import OpenSearchException
+
+    from .stores.local.store import LocalStore
+
+    if not fields:
+        return []
+    try:
+        if isinstance(store, LocalStore):
+            known = _local_fields(store.path, fields)
+        else:
+            from .stores.opensearch.store import OpenSearchStore
+
+            if not isinstance(store, OpenSearchStore):
+                return []
+            known = _mapped_fields(store, fields)
+    except (StoreError, sqlite3.Error, OSError, OpenSearchException) as exc:  # only a hint
+        log.info("cannot tell which filter fields the store knows: %s", str(exc).splitlines()[0])
+        return []
+    return [field for field in fields if field not in known]
+
+
+def _local_fields(path: Path, fields: list[str]) -> set[str]:
+    """The fields some document of the LocalStore in ``path`` has (its own short-lived connection)."""
+    from .stores.local import db, files
+    from .stores.local.filters import known_fields
+
+    conn = db.connect(path / files.DB_NAME, create=False)
+    try:
+        return known_fields(conn, fields)
+    finally:
+        conn.close()
+
+
+def _mapped_fields(store: OpenSearchStore, fields: list[str]) -> set[str]:
+    """The fields mapped under ``metadata`` in any index behind the store's alias."""
+    mappings = store.client.indices.get_mapping(index=store.read_target)
+    known: set[str] = set()
+    for body in mappings.values():
+        metadata = ((body.get("mappings") or {}).get("properties") or {}).get("metadata") or {}
+        for field in fields:
+            node: Any = metadata
+            for part in field.split("."):
+                node = (node.get("properties") or {}).get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                known.add(field)
+    return known
 
 
 def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:

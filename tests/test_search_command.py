@@ -70,6 +70,21 @@ def test_json_with_crop_filter_and_k(setup: tuple[Path, list[Photo]]) -> None:
     assert sorted(h["metadata"]["year"] for h in json.loads(out)["hits"]) == [2005, 2006]
 
 
+def test_a_filter_on_a_field_no_document_has_warns(setup: tuple[Path, list[Photo]]) -> None:
+    root, photos = setup
+    args = [str(photos[0].path), "--model", str(root / "tiny.onnx"), "--store", str(root / "store")]
+    result = CliRunner().invoke(main, ["search", *args, "--filter", "album=x", "--filter", "group=even"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "no results"
+    warning = "warning: no document has the field 'album'; the filter matches nothing"
+    assert result.stderr.strip() == warning  # group is known: no warning for it
+    result = CliRunner().invoke(main, ["search", *args, "--filter", "album=x", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["hits"] == []
+    assert result.stderr.strip() == warning
+    result = CliRunner().invoke(main, ["search", *args, "--filter", "group=none"])
+    assert result.exit_code == 0 and result.stderr == ""  # a known field that matches nothing
+
+
 def test_search_by_id(setup: tuple[Path, list[Photo]]) -> None:
     root, photos = setup
     code, out = _run("--id", photos[1].id, "--model", str(root / "tiny.onnx"), "--store", str(root / "store"))
@@ -133,6 +148,11 @@ def test_opensearch_store(
     assert len(hits) == 3 and all(h["metadata"]["group"] == "odd" for h in hits)
     code, out = _run(str(photos[4].path), *args, "-k", "1")
     assert code == 0 and photos[4].id[:16] in out
+    result = CliRunner().invoke(main, ["search", str(photos[4].path), *args, "--filter", "album=x"])
+    assert result.exit_code == 0 and result.stdout.strip() == "no results", result.output
+    assert "no document has the field 'album'" in result.stderr
+    result = CliRunner().invoke(main, ["search", str(photos[4].path), *args, "--filter", "group=none"])
+    assert result.exit_code == 0 and result.stderr == "", result.output  # mapped: no warning
 
 
 def test_model_by_name_from_the_cache(

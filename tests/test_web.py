@@ -108,6 +108,17 @@ def test_a_crop_finds_its_photo_and_filters_restrict(url: str, data: Data) -> No
     assert body["expand"] == 2 and len(body["hits"]) == 2 and body["timings"]["expand_ms"] > 0
 
 
+def test_a_filter_on_a_field_no_document_has_is_named(url: str, data: Data) -> None:
+    _, photos = data
+    filters = json.dumps({"album": "x", "camera.model": "y", "group": "even"})
+    body = post(url, image_file(photos[0]), k=3, filters=filters).json()
+    assert body["hits"] == [] and body["unknown_filter_fields"] == ["album", "camera.model"]
+    body = post(url, image_file(photos[0]), k=3, filters=json.dumps({"group": "none"})).json()
+    assert body["hits"] == [] and body["unknown_filter_fields"] == []
+    body = post(url, image_file(photos[0]), k=3, filters=json.dumps({"group": "even"})).json()
+    assert body["hits"] and body["unknown_filter_fields"] == []
+
+
 def test_search_by_id(url: str, data: Data) -> None:
     _, photos = data
     body = post(url, id=photos[2].id, k=3).json()

@@ -154,7 +154,13 @@ class _Serving:
             hits.append(HitOut(rank=rank, id=hit.id, score=hit.score, metadata=hit.metadata, image_url=full,
                                thumbnail_url=thumb))  # fmt: skip
         return SearchResponse(
-            model=slot.name, k=k, crop=box, expand=expand, hits=hits, timings=result.timings
+            model=slot.name,
+            k=k,
+            crop=box,
+            expand=expand,
+            hits=hits,
+            timings=result.timings,
+            unknown_filter_fields=result.unknown_filter_fields,
         )
 
 

@@ -60,6 +60,11 @@ class SearchResponse(BaseModel):
     expand: int
     hits: list[HitOut]
     timings: Timings
+    unknown_filter_fields: list[str] = Field(
+        default_factory=list,
+        description="filter fields that no document has, so the filter matches nothing (checked when "
+        "the result is empty)",
+    )
 
 
 class Health(BaseModel):

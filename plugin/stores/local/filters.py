@@ -17,7 +17,8 @@ filter selects the candidate rows before ranking instead of thinning out a top-k
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ....errors import StoreError
@@ -110,3 +111,9 @@ def _is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) if isinstance(value, float) else -_INT64 <= value < _INT64
+
+
+def known_fields(conn: sqlite3.Connection, fields: Iterable[str]) -> set[str]:
+    """Those of ``fields`` that at least one document has a (non-null) value for; read-only."""
+    sql = "SELECT 1 FROM terms WHERE field = ? LIMIT 1"
+    return {field for field in dict.fromkeys(fields) if conn.execute(sql, (field,)).fetchone()}
