@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ from .options import (
 )
 @click.option("--no-skip-existing", is_flag=True, help="Re-embed ids already in the store (overwrites).")
 @click.option(
+    "--update-metadata",
+    is_flag=True,
+    help="For ids already in the store, write the manifest row's metadata fields onto the stored "
+    "document (new columns added, changed values replaced) without decoding or embedding.",
+)
+@click.option(
     "--pause-refresh",
     is_flag=True,
     help="OpenSearch: turn periodic refreshes off during the load and restore them after (faster bulk "
@@ -89,7 +96,11 @@ def ingest(
 
     Document ids are the sha256 of the image bytes unless a manifest gives them, and ids already in
     the store are skipped: rerunning an interrupted ingest resumes it, and ingesting again is a
-    no-op. Use --shard I/N to split one collection among N workers without coordination.
+    no-op (with --update-metadata, it writes the manifest's metadata onto the stored documents).
+    Use --shard I/N to split one collection among N workers without coordination.
+
+    The progress bar counts inputs embedded (or ended without embedding: skipped, failed);
+    written=N is how many of them the store has acknowledged.
 
     The exit code is 0 when every input was indexed or skipped, 1 when some failed or were
     rejected (see the summary, --ledger and the dead-letter file), 2 for usage errors.
@@ -103,6 +114,8 @@ def ingest(
 
     from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
 
+    if params["update_metadata"] and params["no_skip_existing"]:
+        raise click.UsageError("--update-metadata and --no-skip-existing exclude each other")
     store = _store(params)  # usage errors (both stores) before the model loads
     shard = parse_shard(shard_spec) if shard_spec else None
     exts = _extensions(params["extensions"], DEFAULT_IMAGE_EXTENSIONS)
@@ -159,12 +172,33 @@ def _options(params: dict[str, Any]) -> IngestOptions:
         image=ImageLoadConfig(**limits),
         ledger_path=params["ledger"],
         pause_refresh=params["pause_refresh"],
+        update_metadata=params["update_metadata"],
     )
 
 
 def _run(items: Iterable[Any], embedder: Any, store: Any, options: IngestOptions, bar: Any) -> IngestReport:
     with _sigterm_as_interrupt():
-        return run_ingest(items, embedder, store, options, progress=bar.update)
+        return run_ingest(items, embedder, store, options, progress=bar.update, written=_WrittenPostfix(bar))
+
+
+class _WrittenPostfix:
+    """Shows the store's acknowledgements as the bar's ``written=N`` (from the writer thread; the
+    bar is redrawn at most every ``every_s``, and once more when it closes)."""
+
+    def __init__(self, bar: Any, every_s: float = 0.5) -> None:
+        self.bar, self.every_s = bar, every_s
+        self.count = 0
+        self._shown = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+            now = time.monotonic()
+            redraw = now - self._shown >= self.every_s
+            if redraw:
+                self._shown = now
+            self.bar.set_postfix(written=self.count, refresh=redraw)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +210,7 @@ def tick(n):
         os.kill(os.getpid(), signal.SIGKILL)
 store = LocalStore({store!r})
 ingest(iter_sources([{root!r}]), OnnxEmbedder({model!r}, threads=1), store,
-       IngestOptions(write_batch=7, workers=2), progress=tick)
+       IngestOptions(write_batch=7, workers=2), written=tick)
 """
 
 
@@ -379,3 +380,97 @@ def test_bulk_runs_default_to_one_per_two_cpus() -> None:
     runs = bulk_parallel_runs(["cpu"])
     cpus = default_threads()
     assert runs == (cpus if cpus <= 2 else min(8, cpus // 2))
+
+
+def _manifest(path: Path, files: dict[str, Path], **columns: list[object]) -> Path:
+    rows = [
+        {"path": str(p), "n": i, **{name: values[i] for name, values in columns.items()}}
+        for i, p in enumerate(files.values())
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_update_metadata_writes_a_new_column_onto_stored_documents_without_embedding(
+    collection: tuple[Path, dict[str, Path]], model: Path, embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    _, all_files = collection
+    files = dict(list(all_files.items())[:12])
+    albums = ["nature" if i % 3 else "city" for i in range(len(files))]
+    with LocalStore(tmp_path / "store") as store:
+        first = ingest(iter_sources([str(_manifest(tmp_path / "a.jsonl", files))]), embedder, store)
+        assert first.ok and first.count(Fate.INDEXED) == len(files)
+        before = {i: store.get(i) for i in files}
+        manifest = _manifest(tmp_path / "b.jsonl", files, album=albums)
+        plain = ingest(iter_sources([str(manifest)]), embedder, store)
+        assert plain.skipped_by_reason == {"present": len(files)}  # without the flag: a no-op
+        ledger = tmp_path / "ledger.jsonl"
+        opts = IngestOptions(update_metadata=True, ledger_path=ledger)
+        again = ingest(iter_sources([str(manifest)]), embedder, store, opts)
+        assert again.ok and again.embedded == 0 and again.count(Fate.INDEXED) == 0
+        assert again.skipped_by_reason == {"metadata_updated": len(files)}
+        lines = [json.loads(line) for line in ledger.read_text().splitlines()[:-1]]
+        assert len(lines) == len(files) and {line["reason"] for line in lines} == {"metadata_updated"}
+        nature = {i for i, album in zip(files, albums, strict=True) if album == "nature"}
+        query = next(r for r in before.values() if r is not None).vector
+        assert {h.id for h in store.search(query, k=50, filters={"album": "nature"})} == nature
+        for i, (doc_id, old) in enumerate(before.items()):
+            new = store.get(doc_id)
+            assert old is not None and new is not None and np.array_equal(new.vector, old.vector)
+            assert new.metadata == {"n": i, "album": albums[i]} and new.image_ref == old.image_ref
+        folder = ingest(iter_sources([str(next(iter(files.values())).parent)]), embedder, store, opts)
+        assert folder.embedded < folder.read and "metadata_updated" not in folder.skipped_by_reason
+    runner = CliRunner()
+    args = ["ingest", str(manifest), "--model", str(model), "--store", str(tmp_path / "store"), "--json"]
+    result = runner.invoke(main, [*args, "--update-metadata", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped_by_reason"] == {"metadata_updated": len(files)}
+    both = runner.invoke(main, [*args, "--update-metadata", "--no-skip-existing"])
+    assert both.exit_code == 2 and "exclude each other" in both.output
+
+
+class _SlowWrites:
+    """A LocalStore whose writes wait until ``release`` is set (or a long time has passed)."""
+
+    def __init__(self, inner: LocalStore, release: threading.Event, on_return: list[int], seen: list[int]):
+        self.inner, self.release, self.on_return, self.seen = inner, release, on_return, seen
+
+    def write(self, records: object, **kwargs: object) -> object:
+        self.release.wait(60)
+        out = self.inner.write(records, **kwargs)  # type: ignore[arg-type]
+        if not self.on_return:
+            self.on_return.append(self.seen[0])
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_progress_counts_embedded_inputs_before_the_store_acknowledges_them(
+    collection: tuple[Path, dict[str, Path]], embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    _, files = collection
+    part = sorted(files.values())[:20]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in part) + f"{tmp_path / 'missing.jpg'}\n")
+    done, acknowledged, at_first_return = [0], [0], []
+    release = threading.Event()
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] == len(part) + 1:  # every input embedded or ended: let the store answer
+            release.set()
+
+    def written(n: int) -> None:
+        acknowledged[0] += n
+
+    with LocalStore(tmp_path / "store") as inner:
+        store = _SlowWrites(inner, release, at_first_return, done)
+        report = ingest(
+            iter_sources([str(listing)]), embedder, store,  # type: ignore[arg-type]
+            IngestOptions(write_batch=8, workers=2), progress=progress, written=written,
+        )  # fmt: skip
+        assert release.is_set(), "progress did not count every input while the writes were waiting"
+        assert report.embedded == len(part) and report.count(Fate.FAILED) == 1
+        assert at_first_return == [len(part) + 1] and done[0] == report.read
+        assert acknowledged[0] == report.count(Fate.INDEXED) == len(part) == inner.count()

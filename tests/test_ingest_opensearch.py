@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from opensearchpy import OpenSearch, helpers
 from PIL import Image
@@ -173,7 +174,7 @@ def tick(n):
 client = make_client(OpenSearchConfig(urls=({url!r},)))
 store = OpenSearchStore(client, options=IndexOptions(prefix={prefix!r}), bulk=BulkOptions(max_docs=20))
 ingest(iter_sources([{root!r}]), OnnxEmbedder({model!r}, threads=1), store,
-       IngestOptions(write_batch=20, workers=2), progress=tick)
+       IngestOptions(write_batch=20, workers=2), written=tick)
 """
 
 
@@ -392,3 +393,42 @@ def test_a_run_the_cluster_stops_gives_every_read_input_exactly_one_ledger_line(
     assert store.index is not None
     assert indexed <= set(ids_in(opensearch, store.index))
     assert set(files) >= indexed
+
+
+def test_update_metadata_writes_a_new_column_onto_indexed_documents_without_embedding(
+    opensearch: OpenSearch,
+    prefix: str,
+    collection: tuple[Path, dict[str, Path]],
+    embedder: OnnxEmbedder,
+    tmp_path: Path,
+) -> None:
+    files = dict(list(collection[1].items())[:12])
+    albums = ["nature" if i % 3 else "city" for i in range(len(files))]
+
+    def manifest(name: str, with_album: bool) -> str:
+        rows = [
+            {"path": str(p), "n": i, **({"album": albums[i]} if with_album else {})}
+            for i, p in enumerate(files.values())
+        ]
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return str(path)
+
+    store = store_for(opensearch, prefix, dead_letter=tmp_path / "dead.jsonl")
+    first = ingest(iter_sources([manifest("a.jsonl", False)]), embedder, store)
+    assert first.ok and first.count(Fate.INDEXED) == len(files)
+    before = {i: store.get(i) for i in files}
+    opts = IngestOptions(update_metadata=True, pause_refresh=True)
+    again = ingest(iter_sources([manifest("b.jsonl", True)]), embedder, store, opts)
+    assert again.ok and again.embedded == 0 and again.count(Fate.INDEXED) == 0
+    assert again.skipped_by_reason == {"metadata_updated": len(files)}
+    nature = {i for i, album in zip(files, albums, strict=True) if album == "nature"}
+    query = next(r for r in before.values() if r is not None).vector
+    assert {h.id for h in store.search(query, k=50, filters={"album": "nature"})} == nature  # refreshed
+    for i, (doc_id, old) in enumerate(before.items()):
+        new = store.get(doc_id)
+        assert old is not None and new is not None and np.array_equal(new.vector, old.vector)
+        assert new.metadata == {"n": i, "album": albums[i]} and new.image_ref == old.image_ref
+    assert store.index is not None
+    assert_exactly(opensearch, store.index, files)
+    assert not (tmp_path / "dead.jsonl").exists()

@@ -337,7 +337,7 @@ def tick(n):
     if seen >= {kill_after}:
         os.kill(os.getpid(), signal.SIGKILL)
 ingest_collection([{root!r}], {model!r}, {store!r},
-    options=IngestOptions(ledger_path=Path({ledger!r}), write_batch=4, workers=1), progress=tick)
+    options=IngestOptions(ledger_path=Path({ledger!r}), write_batch=4, workers=1), written=tick)
 """
 
 

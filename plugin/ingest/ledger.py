@@ -21,15 +21,25 @@ class Ledger:
 
     Every input is ``open``-ed when read and gets exactly one line: a second record for the same
     input is ignored (and logged), and ``close_open`` gives whatever is still open its final line
-    when a run stops early. Thread-safe (the store writer reports from its thread)."""
+    when a run stops early. Thread-safe (the store writer reports from its thread).
+
+    Progress: ``on_done(n)`` counts each input once, when it is ``embedded`` or, if it never is, when
+    it gets its line; ``on_written(n)`` counts the embedded inputs the store answered for (indexed or
+    rejected)."""
 
     def __init__(
-        self, report: IngestReport, path: Path | None = None, on_record: Callable[[int], object] | None = None
+        self,
+        report: IngestReport,
+        path: Path | None = None,
+        on_done: Callable[[int], object] | None = None,
+        on_written: Callable[[int], object] | None = None,
     ) -> None:
         self.report = report
         self._lock = threading.Lock()
         self._open: dict[int, str] = {}
-        self._on_record = on_record or (lambda n: None)
+        self._embedded: set[int] = set()  # open inputs already counted as done
+        self._on_done = on_done or (lambda n: None)
+        self._on_written = on_written or (lambda n: None)
         self._file: TextIO | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,9 +51,19 @@ class Ledger:
         with self._lock:
             self._open[seq] = source
 
+    def embedded(self, seqs: list[int]) -> None:
+        """These open inputs were embedded: done for the progress count, waiting for the store."""
+        with self._lock:
+            fresh = [s for s in seqs if s in self._open and s not in self._embedded]
+            self._embedded.update(fresh)
+        if fresh:
+            self._on_done(len(fresh))
+
     def record(self, seq: int, doc_id: str | None, fate: Fate, reason: str | None = None) -> None:
         with self._lock:
             source = self._open.pop(seq, None)
+            was_embedded = seq in self._embedded
+            self._embedded.discard(seq)
             try:  # a KeyboardInterrupt landing here still leaves the line written
                 pass
             finally:
@@ -52,7 +72,10 @@ class Ledger:
             if source is None:
                 log.warning("input %d has its ledger line already; %s not recorded", seq, fate.value)
                 return
-        self._on_record(1)
+        if not was_embedded:
+            self._on_done(1)
+        elif fate in (Fate.INDEXED, Fate.REJECTED):
+            self._on_written(1)
 
     def close_open(self, fate: Fate, reason: str) -> int:
         """Give every input still open its line (``fate``, ``reason``); how many there were."""
@@ -60,8 +83,10 @@ class Ledger:
             left, self._open = self._open, {}
             for source in left.values():
                 self._write(source, None, fate, reason)
-        if left:
-            self._on_record(len(left))
+            not_counted = len(left.keys() - self._embedded)
+            self._embedded.clear()
+        if not_counted:
+            self._on_done(not_counted)
         return len(left)
 
     def _write(self, source: str, doc_id: str | None, fate: Fate, reason: str | None) -> None:

@@ -14,6 +14,13 @@ Stages (threads share the work; onnxruntime, PIL decoding and the store's networ
 Every input read ends with exactly one ledger line: indexed, skipped (with a reason), failed (with a
 reason code), rejected by the store (dead-letter file) or pending (not acknowledged when the run
 stopped; a rerun retries it).
+
+With ``update_metadata``, stage 2 writes the metadata of the inputs already in the store onto their
+documents (``skipped`` as ``metadata_updated``) instead of only skipping them: no decoding, no model.
+
+Progress is counted twice: ``progress`` once per input when it is embedded or ends without being
+embedded (the model's work), ``written`` per document the store has answered for (the write
+backlog is the difference).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...errors import GemsearchError, ImageError, SourceError
 from ...image_refs import image_ref_of, printable_path
@@ -63,6 +70,18 @@ class IngestOptions(BaseModel):
         False,
         description="OpenSearch: refresh_interval -1 during the load, restored after (one writer per index)",
     )
+    update_metadata: bool = Field(
+        False,
+        description="ids already stored: write the input's metadata onto the document (no decode, no model)",
+    )
+
+    @model_validator(mode="after")
+    def _updates_need_the_existence_check(self) -> IngestOptions:
+        if self.update_metadata and not self.skip_existing:
+            raise ValueError(
+                "update_metadata needs skip_existing (re-embedding overwrites the metadata anyway)"
+            )
+        return self
 
 
 @dataclass
@@ -119,16 +138,19 @@ def ingest(
     options: IngestOptions | None = None,
     *,
     progress: Callable[[int], object] | None = None,
+    written: Callable[[int], object] | None = None,
 ) -> IngestReport:
     """Embed ``items`` with ``embedder`` and write them into ``store`` (created or checked for the
     model first). A ``SourceError`` among the items (a bad manifest row, an unusable folder entry)
     is recorded as failed, or skipped when the source left it out by policy. Every input read gets
     exactly one ledger line, also when the run stops early (``pending`` for what was not written).
+    ``progress(n)``: ``n`` more inputs were embedded or ended without embedding (once per input);
+    ``written(n)``: the store answered for ``n`` more embedded documents (indexed or rejected).
     Returns the report; raises only for errors that stop the whole run (the store is unreachable,
     the index does not fit the model), after recording what was done."""
     opts = options or IngestOptions()
     report = IngestReport(dead_letter_path=store.dead_letter_path)
-    ledger = Ledger(report, opts.ledger_path, on_record=progress)
+    ledger = Ledger(report, opts.ledger_path, on_done=progress, on_written=written)
     start = time.perf_counter()
     try:
         store.ensure_index(embedder.manifest)
@@ -199,6 +221,7 @@ def _pipeline(inputs: Iterable[_Input], run: _Run) -> None:
         for keys, vectors in embedder.run_grouped(_arrays(prepared, waiting, run)):
             batch = [_record(waiting.pop(key), vector) for key, vector in zip(keys, vectors, strict=True)]
             run.report.embedded += len(batch)
+            run.ledger.embedded([seq for _, seq in batch])
             run.writer.put(batch)
 
 
@@ -242,9 +265,17 @@ def _fresh(read: Iterable[_Read | _Failed], run: _Run) -> Iterator[_Read]:
     def flush() -> Iterator[_Read]:
         ids = [r.id for r in chunk]
         present = run.store.existing_ids(ids) if run.opts.skip_existing else set()
+        updates = (
+            [r for r in chunk if r.id in present and r.item.metadata] if run.opts.update_metadata else []
+        )
+        if updates:
+            _update_metadata(updates, run)
         for r in chunk:
             if r.id in present:
-                run.ledger.record(r.input.seq, r.id, Fate.SKIPPED, "present")
+                updated = bool(r.item.metadata) and run.opts.update_metadata
+                run.ledger.record(
+                    r.input.seq, r.id, Fate.SKIPPED, "metadata_updated" if updated else "present"
+                )
             elif run.claims.take(r.id, r.input):
                 yield r
         chunk.clear()
@@ -258,6 +289,16 @@ def _fresh(read: Iterable[_Read | _Failed], run: _Run) -> Iterator[_Read]:
             yield from flush()
     if chunk:
         yield from flush()
+
+
+def _update_metadata(updates: list[_Read], run: _Run) -> None:
+    """Write the metadata of inputs whose documents are stored; a store error stops the run (their
+    ledger lines are then ``pending``)."""
+    n = run.store.update_metadata([(r.id, dict(r.item.metadata)) for r in updates], refresh=False)
+    run.writer.needs_refresh()
+    wanted = len({r.id for r in updates})
+    if n < wanted:
+        log.warning("%d documents were deleted before their metadata was updated", wanted - n)
 
 
 def _record_failure(failure: _Failed, run: _Run) -> None:
@@ -303,10 +344,12 @@ def ingest_collection(
     extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
     options: IngestOptions | None = None,
     progress: Callable[[int], object] | None = None,
+    written: Callable[[int], object] | None = None,
 ) -> IngestReport:
     """What ``gemsearch ingest`` does, for pipelines: ``sources`` are folders, JSONL/CSV manifests or
     path lists; ``model`` an ONNX file or an embedder; ``store`` a VectorStore or a LocalStore folder
-    (opened, and closed afterwards) or a ``StoreSpec``; ``shard`` e.g. ``"2/8"``."""
+    (opened, and closed afterwards) or a ``StoreSpec``; ``shard`` e.g. ``"2/8"``; ``progress`` and
+    ``written`` as for ``ingest``."""
     embedder = (
         model
         if isinstance(model, OnnxEmbedder)
@@ -318,5 +361,5 @@ def ingest_collection(
         store = LocalStoreSpec(path=Path(store))
     if isinstance(store, (LocalStoreSpec, OpenSearchStoreSpec)):
         with open_store(store) as opened:
-            return ingest(items, embedder, opened, options, progress=progress)
-    return ingest(items, embedder, store, options, progress=progress)
+            return ingest(items, embedder, opened, options, progress=progress, written=written)
+    return ingest(items, embedder, store, options, progress=progress, written=written)

@@ -46,6 +46,10 @@ class StoreWriter:
             self._queue.put(self._buffer)
             self._buffer = []
 
+    def needs_refresh(self) -> None:
+        """Something was written besides the batches (metadata updates): refresh when closing."""
+        self._wrote = True
+
     def drain(self) -> None:
         """Write what is buffered and wait until every queued batch has its outcome."""
         if self._buffer:
