@@ -188,6 +188,9 @@ class _KeepVectors:
     def refresh(self) -> None:
         pass
 
+    def update_metadata(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        return 0  # it keeps no metadata
+
     def bulk_load(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 

@@ -1,4 +1,4 @@
-"""``gemsearch count`` and ``gemsearch delete``: documents of a LocalStore or of a model's OpenSearch alias."""
+"""``gemsearch count`` and ``gemsearch delete``: the documents of a store or of a model's alias."""
 
 from __future__ import annotations
 
