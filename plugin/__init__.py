@@ -16,10 +16,14 @@ if TYPE_CHECKING:
     from .ingest.pipeline import IngestOptions, ingest_collection
     from .ingest.report import IngestReport
     from .inputs.images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
+    from .inputs.items import SourceItem
     from .inputs.sources import document_id, iter_sources, open_source, parse_shard
+    from .query import Searcher, search, search_by_id
+    from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
     from .stores.local.store import LocalStore
     from .stores.opensearch.bulk import BulkWriter
     from .stores.opensearch.connection import OpenSearchConfig, make_client
+    from .stores.opensearch.index_checks import IndexOptions
     from .stores.opensearch.store import OpenSearchStore
 
 _EXPORTS = {
@@ -28,21 +32,30 @@ _EXPORTS = {
     "ingest.pipeline": ("IngestOptions", "ingest_collection"),
     "ingest.report": ("IngestReport",),
     "inputs.images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
+    "inputs.items": ("SourceItem",),
     "inputs.sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
+    "query": ("Searcher", "search", "search_by_id"),
+    "stores.factory": ("LocalStoreSpec", "OpenSearchStoreSpec", "open_store"),
     "stores.local.store": ("LocalStore",),
     "stores.opensearch.bulk": ("BulkWriter",),
     "stores.opensearch.connection": ("OpenSearchConfig", "make_client"),
+    "stores.opensearch.index_checks": ("IndexOptions",),
     "stores.opensearch.store": ("OpenSearchStore",),
 }
 __all__ = [
     "BulkWriter",
     "ImageLoadConfig",
+    "IndexOptions",
     "IngestOptions",
     "IngestReport",
     "LocalStore",
+    "LocalStoreSpec",
     "OnnxEmbedder",
     "OpenSearchConfig",
     "OpenSearchStore",
+    "OpenSearchStoreSpec",
+    "Searcher",
+    "SourceItem",
     "document_id",
     "ingest_collection",
     "iter_sources",
@@ -51,8 +64,11 @@ __all__ = [
     "load_image_file",
     "make_client",
     "open_source",
+    "open_store",
     "parse_shard",
     "read_manifest",
+    "search",
+    "search_by_id",
 ]
 
 

@@ -114,3 +114,19 @@ def test_a_manifest_that_lies_about_the_input_is_refused_at_load(genuine: Path, 
     for load in (OnnxEmbedder, read_manifest):
         with pytest.raises(ModelError, match=r"NCHW RGB input .* the graph's input has shape \['batch'"):
             load(nhwc)
+
+
+def test_embed_takes_paths_bytes_and_pil_images(genuine: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    path = tmp_path / "photo.png"
+    image.save(path)
+    embedder = OnnxEmbedder(genuine)
+    rows = embedder.embed([path, str(path), path.read_bytes(), image])
+    assert rows.shape == (4, DIM) and rows.dtype == np.float32
+    np.testing.assert_allclose(rows, np.repeat(rows[:1], 4, axis=0), atol=1e-6)  # the same pixels
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    for single in (path, path.read_bytes(), image):  # one image, not in a list: one row
+        one = embedder.embed(single)
+        assert one.shape == (1, DIM) and one.dtype == np.float32
+        np.testing.assert_allclose(one[0], rows[0], atol=1e-6)

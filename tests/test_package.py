@@ -133,3 +133,26 @@ def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
     out = subprocess.run([str(py), "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert str(env_dir) in out.stdout
+
+
+def test_the_python_api_names_import_from_gemsearch_plugin() -> None:
+    import gemsearch.plugin as plugin
+    from gemsearch.plugin import (
+        IndexOptions,
+        LocalStoreSpec,
+        OnnxEmbedder,
+        OpenSearchStoreSpec,
+        Searcher,
+        SourceItem,
+        open_store,
+        search,
+        search_by_id,
+    )
+    from gemsearch.plugin.query import Searcher as QuerySearcher
+
+    names = {"search", "search_by_id", "Searcher", "IndexOptions", "SourceItem", "open_store"}
+    assert names | {"LocalStoreSpec", "OpenSearchStoreSpec", "OnnxEmbedder"} <= set(plugin.__all__)
+    assert Searcher is QuerySearcher and callable(search) and callable(search_by_id)
+    assert callable(open_store) and LocalStoreSpec().kind == "local"
+    assert OpenSearchStoreSpec().kind == "opensearch" and IndexOptions().prefix
+    assert SourceItem(path=Path("a.jpg")).shard_key == "a.jpg" and callable(OnnxEmbedder.embed)

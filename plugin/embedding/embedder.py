@@ -24,10 +24,14 @@ from ...onnx_manifest import manifest_of_session
 from ...parallel import bounded_map
 from ...preprocess import Box, crop_and_shrink, shrink, to_array
 from ...protocols import FloatRows
+from ..inputs.images import ImageLoadConfig, load_image
 from .sessions import default_threads, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]
 """One prepared image, ``(3, h, w)``: uint8 pixels or normalised float32, as the model's input wants."""
+
+EmbedInput = Image.Image | bytes | str | os.PathLike[str] | InputArray
+"""What ``OnnxEmbedder.embed`` takes per image: a PIL image, image file bytes, a path, or a prepared array."""
 
 
 def bulk_parallel_runs(providers: Sequence[str] | None = None) -> int:
@@ -174,9 +178,18 @@ class OnnxEmbedder:
         keys = [k for k, _ in group]
         return keys, self.run(np.stack([a for _, a in group]))
 
-    def embed(self, images: Sequence[Image.Image | InputArray]) -> FloatRows:
-        """``(n, d)`` descriptors of PIL images (preprocessed here) or already prepared arrays."""
-        arrays = [im if isinstance(im, np.ndarray) else self.prepare(im) for im in images]
+    def embed(
+        self, images: EmbedInput | Sequence[EmbedInput], *, config: ImageLoadConfig | None = None
+    ) -> FloatRows:
+        """``(n, d)`` float32 descriptors, L2-normalised, one row per image in input order.
+
+        Each image is a PIL image, the bytes of an image file, its path, or an already prepared
+        array ``(3, h, w)``; one image not in a list gives one row. Bytes and files are decoded by the
+        plugin's loader (format from the content, EXIF orientation applied) within ``config``'s caps.
+        """
+        if isinstance(images, (Image.Image, bytes, str, os.PathLike)):
+            images = [images]
+        arrays = [im if isinstance(im, np.ndarray) else self.prepare(_decoded(im, config)) for im in images]
         return self.embed_prepared(arrays)
 
     def embed_image(self, image: Image.Image, crop: Box | None = None) -> FloatRows:
@@ -186,3 +199,9 @@ class OnnxEmbedder:
     def __repr__(self) -> str:
         m = self.manifest
         return f"OnnxEmbedder({m.name}@{m.version8}, dim={m.output_dim}, providers={self.providers})"
+
+
+def _decoded(
+    image: Image.Image | bytes | str | os.PathLike[str], config: ImageLoadConfig | None
+) -> Image.Image:
+    return image if isinstance(image, Image.Image) else load_image(image, config)
