@@ -381,7 +381,7 @@ def test_a_run_the_cluster_stops_gives_every_read_input_exactly_one_ledger_line(
 
         options = IngestOptions(write_batch=20, ledger_path=ledger, workers=2)
         with pytest.raises(StoreError):
-            ingest(iter_sources([str(root)]), embedder, store, options, progress=tick)
+            ingest(iter_sources([str(root)]), embedder, store, options, written=tick)
     lines = [json.loads(line) for line in ledger.read_text().splitlines()]
     end, lines = lines[-1], lines[:-1]
     assert end["stopped_by"] and end["read"] == len(lines) and end["read"] > 60

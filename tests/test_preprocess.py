@@ -211,7 +211,7 @@ def test_the_query_api_takes_boxes_touching_the_edges_from_inside(
     ],
 )
 def test_the_query_api_refuses_boxes_reaching_past_an_edge(box: tuple[float, float, float, float]) -> None:
-    with pytest.raises(ConfigError, match="not inside the 64x48 image"):
+    with pytest.raises(ConfigError, match="leaves the 64x48 image"):
         check_box(box, (W, H))
 
 
