@@ -188,6 +188,9 @@ class _KeepVectors:
     def refresh(self) -> None:
         pass
 
+    def known_fields(self, fields: Iterable[str]) -> set[str]:
+        return set()  # it keeps no metadata
+
     def update_metadata(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
         return 0  # it keeps no metadata
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -33,9 +33,6 @@ from ..preprocess import Box
 from ..protocols import FloatRows, Hit, VectorStore
 from .inputs.images import ImageLoadConfig, load_image, load_image_bytes
 from .query_checks import check_box, check_filters, check_k
-
-if TYPE_CHECKING:
-    from .stores.opensearch.store import OpenSearchStore
 
 log = logging.getLogger(__name__)
 
@@ -233,54 +230,15 @@ class Searcher:
 
 
 def unknown_filter_fields(store: VectorStore, fields: list[str]) -> list[str]:
-    """Those of ``fields`` that no document of ``store`` has: the LocalStore's filter index, or the
-    OpenSearch mapping of ``metadata``. Empty when the store cannot tell (another store, an error)."""
-    from opensearchpy.exceptions import OpenSearchException
-
-    from .stores.local.store import LocalStore
-
+    """Those of ``fields`` that no document of ``store`` has; empty when the store cannot tell now."""
     if not fields:
         return []
     try:
-        if isinstance(store, LocalStore):
-            known = _local_fields(store.path, fields)
-        else:
-            from .stores.opensearch.store import OpenSearchStore
-
-            if not isinstance(store, OpenSearchStore):
-                return []
-            known = _mapped_fields(store, fields)
-    except (StoreError, sqlite3.Error, OSError, OpenSearchException) as exc:  # only a hint
+        known = store.known_fields(fields)
+    except (StoreError, sqlite3.Error, OSError) as exc:  # only a hint
         log.info("cannot tell which filter fields the store knows: %s", str(exc).splitlines()[0])
         return []
     return [field for field in fields if field not in known]
-
-
-def _local_fields(path: Path, fields: list[str]) -> set[str]:
-    """The fields some document of the LocalStore in ``path`` has (its own short-lived connection)."""
-    from .stores.local import db, files
-    from .stores.local.filters import known_fields
-
-    conn = db.connect(path / files.DB_NAME, create=False)
-    try:
-        return known_fields(conn, fields)
-    finally:
-        conn.close()
-
-
-def _mapped_fields(store: OpenSearchStore, fields: list[str]) -> set[str]:
-    """The fields mapped under ``metadata`` in any index behind the store's alias."""
-    mappings = store.client.indices.get_mapping(index=store.read_target)
-    known: set[str] = set()
-    for body in mappings.values():
-        metadata = ((body.get("mappings") or {}).get("properties") or {}).get("metadata") or {}
-        for field in fields:
-            node: Any = metadata
-            for part in field.split("."):
-                node = (node.get("properties") or {}).get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                known.add(field)
-    return known
 
 
 def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:

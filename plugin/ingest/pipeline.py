@@ -270,12 +270,11 @@ def _fresh(read: Iterable[_Read | _Failed], run: _Run) -> Iterator[_Read]:
         )
         if updates:
             _update_metadata(updates, run)
+        updated = {r.input.seq for r in updates}
         for r in chunk:
             if r.id in present:
-                updated = bool(r.item.metadata) and run.opts.update_metadata
-                run.ledger.record(
-                    r.input.seq, r.id, Fate.SKIPPED, "metadata_updated" if updated else "present"
-                )
+                reason = "metadata_updated" if r.input.seq in updated else "present"
+                run.ledger.record(r.input.seq, r.id, Fate.SKIPPED, reason)
             elif run.claims.take(r.id, r.input):
                 yield r
         chunk.clear()

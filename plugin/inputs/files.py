@@ -71,12 +71,19 @@ def read_file_capped(path: Path, roots: Sequence[Path] | None, max_bytes: int) -
         os.close(fd)
 
 
-def _read_fd(fd: int, path: Path, max_bytes: int) -> bytes:
+def check_opened(fd: int, path: Path, max_bytes: int) -> os.stat_result:
+    """The opened file's status, after refusing anything but a regular file of 1..``max_bytes``
+    bytes (checked on the descriptor, so a file swapped after the name was checked is caught)."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         kind = _kind(info.st_mode)
         raise ImageError(f"{path}: is a {kind}, not a regular file", reason="not_regular_file")
     _check_size(path, info.st_size, max_bytes)
+    return info
+
+
+def _read_fd(fd: int, path: Path, max_bytes: int) -> bytes:
+    check_opened(fd, path, max_bytes)
     chunks: list[bytes] = []
     total = 0
     try:

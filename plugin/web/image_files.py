@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import stat
 import threading
 import warnings
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ...errors import ImageError
 from ...image_refs import path_of_ref
-from ..inputs.files import open_inside
+from ..inputs.files import check_opened, open_inside
 from ..inputs.images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
 from ..inputs.rgb import to_rgb
 from .memory import MemoryBudget, decode_cost, header_cost
@@ -156,22 +155,12 @@ class ImageFiles:
         path = self.path_of(image_ref)
         fd = open_inside(path, self.roots)
         file = os.fdopen(fd, "rb")
-        info = os.fstat(fd)
-        problem = _size_problem(info, self.config.max_bytes)
-        if problem is not None:
+        try:
+            info = check_opened(fd, path, self.config.max_bytes)
+        except ImageError:
             file.close()
-            raise ImageError(f"{path}: {problem[0]}", reason=problem[1])
+            raise
         return OpenedFile(file, info.st_size, "application/octet-stream")
-
-
-def _size_problem(info: os.stat_result, max_bytes: int) -> tuple[str, str] | None:
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file", "not_regular_file"
-    if info.st_size == 0:
-        return "the file is empty (0 bytes)", "empty"
-    if info.st_size > max_bytes:
-        return f"more than the {max_bytes}-byte cap", "too_many_bytes"
-    return None
 
 
 def _web_type(head: bytes) -> str | None:

@@ -47,6 +47,7 @@ from .checks import (
     query_vector,
 )
 from .filters import compile_filters, flatten
+from .filters import known_fields as fields_with_values
 from .view import View, ViewCache
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,11 @@ class LocalStore:
     def count(self) -> int:
         with self._mutex:
             return db.read_state(self._connection()).live
+
+    def known_fields(self, fields: Iterable[str]) -> set[str]:
+        """Those of ``fields`` the filter index holds a value for."""
+        with self._mutex:
+            return fields_with_values(self._connection(), fields)
 
     def get(self, doc_id: str) -> Record | None:
         def read(conn: sqlite3.Connection, view: View) -> Record | None:

@@ -236,6 +236,16 @@ class OpenSearchStore:
     def count(self) -> int:
         return int(self._call("count", retry=True, index=self.read_target)["count"])
 
+    def known_fields(self, fields: Iterable[str]) -> set[str]:
+        """Those of ``fields`` mapped under ``metadata`` in any index behind the read target."""
+        mappings = self._call("indices.get_mapping", retry=True, index=self.read_target)
+        wanted = list(dict.fromkeys(fields))
+        known: set[str] = set()
+        for body in mappings.values():
+            metadata = ((body.get("mappings") or {}).get("properties") or {}).get("metadata") or {}
+            known.update(field for field in wanted if _mapped(metadata, field.split(".")))
+        return known
+
     def search(
         self, vector: FloatRows, k: int = 10, filters: Filters | None = None, *, ef_search: int | None = None
     ) -> list[Hit]:
@@ -288,6 +298,13 @@ def similarity(score: float, space_type: str) -> float:
         return 2 * score - 1
     # l2: score = 1 / (1 + d^2), and d^2 = 2 - 2 cos for the unit vectors stored here
     return 1 - (1 / score - 1) / 2
+
+
+def _mapped(mapping: Any, path: list[str]) -> bool:
+    """Whether the object mapping has a field at ``path`` (dotted names, nested ``properties``)."""
+    for part in path:
+        mapping = (mapping.get("properties") or {}).get(part) if isinstance(mapping, dict) else None
+    return isinstance(mapping, dict)
 
 
 def _chunked(ids: Iterable[str], size: int) -> Iterable[list[str]]:
