@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +270,64 @@ def prepare(version: str = DEFAULT_VERSION) -> Path:
     return home
 
 
+def _fetch_plugin_zip(name: str, version: str, dest: Path) -> Path:
+    """``org.opensearch.plugin:<name>:<version>.0:zip`` from Maven Central into ``dest``."""
+    if shutil.which("mvn") is None:
+        raise HarnessError("Maven failure: mvn is not on PATH (install it, e.g. apt-get install maven)")
+    coords = f"org.opensearch.plugin:{name}:{version}.0:zip"
+    _run(
+        ["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={coords}", f"-DoutputDirectory={dest}"],
+        f"Maven failure while fetching {coords}",
+    )
+    found = next(dest.glob(f"{name}-*.zip"), None)
+    if found is None:
+        raise HarnessError(f"Maven failure: {coords} was not fetched")
+    return found
+
+
+def prepare_variant(
+    tag: str,
+    plugins: Sequence[str],
+    configure: Callable[[Path, Path], None] | None = None,
+    version: str = DEFAULT_VERSION,
+) -> Path:
+    """A node home with ``plugins`` (Maven artifact ids, installed in this order) on top of the k-NN
+    home, cached under its ``tag`` like the base home. ``configure(home, java_home)`` runs once after
+    the installs (e.g. to write certificates); a failed preparation leaves no half-built home.
+    """
+    base = prepare(version)
+    root = cache_root()
+    home = root / f"opensearch-{version}-l{HOME_LAYOUT}-{tag}"
+    if (home / READY_MARKER).is_file():
+        return home
+    java_home = find_java(version)
+    env = {**os.environ, "JAVA_HOME": str(java_home)}
+    with _lock(root / f".opensearch-{version}-{tag}.lock"):
+        if (home / READY_MARKER).is_file():
+            return home
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-{tag}-", dir=root))
+        try:
+            built = staging / "home"
+            shutil.copytree(base, built, symlinks=True)
+            (built / READY_MARKER).unlink()
+            for name in plugins:
+                plugin_zip = _fetch_plugin_zip(name, version, staging / "artifacts")
+                _run(
+                    [str(built / "bin" / "opensearch-plugin"), "install", "--batch", plugin_zip.as_uri()],
+                    f"installing the {name} plugin",
+                    env=env,
+                )
+            if configure is not None:
+                configure(built, java_home)
+            (built / READY_MARKER).write_text(json.dumps({"version": version, "plugins": list(plugins)}))
+            shutil.rmtree(home, ignore_errors=True)
+            built.rename(home)
+            _make_readable(root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return home
+
+
 def _make_readable(root: Path) -> None:
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=False)
     for parent in root.parents:  # the node's user must be able to traverse into the cache
@@ -472,11 +530,17 @@ def _new_node(
     )
 
 
-def start_node(version: str = DEFAULT_VERSION, heap: str = DEFAULT_HEAP) -> OpenSearchNode:
-    """Prepare (if needed) and start a single-node cluster; returns once it is ready."""
-    home = prepare(version)
+def start_node(
+    version: str = DEFAULT_VERSION,
+    heap: str = DEFAULT_HEAP,
+    home: Path | None = None,
+    settings: dict[str, Any] | None = None,
+) -> OpenSearchNode:
+    """Prepare (if needed) and start a single-node cluster; returns once it is ready. ``home`` is a
+    prepared home (default: the k-NN home), ``settings`` extra ``opensearch.yml`` entries."""
+    home = home or prepare(version)
     java_home = find_java(version)
-    node = _new_node("node-0", home, {"discovery.type": "single-node"})
+    node = _new_node("node-0", home, {"discovery.type": "single-node", **(settings or {})})
     node.start(java_home, heap)
     try:
         node.wait_ready()
