@@ -20,6 +20,7 @@ Environment: ``GEMSEARCH_OPENSEARCH_VERSION`` (default 2.19.1), ``GEMSEARCH_OPEN
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import json
 import os
@@ -28,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -359,9 +361,24 @@ def _ensure_run_user() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+@dataclass(frozen=True)
+class NodeAccess:
+    """How the harness itself talks to a node: plain HTTP, or HTTPS trusting ``ca_certs`` with basic
+    auth (a node with the security plugin)."""
+
+    scheme: str = "http"
+    ca_certs: Path | None = None
+    auth: tuple[str, str] | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.scheme != "https":
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_certs) if self.ca_certs else None)
+
+
 @dataclass
 class OpenSearchNode:
-    """One OpenSearch JVM: its ports, folder and process. ``url`` is its HTTP endpoint."""
+    """One OpenSearch JVM: its ports, folder and process. ``url`` is its HTTP(S) endpoint."""
 
     name: str
     home: Path
@@ -370,10 +387,11 @@ class OpenSearchNode:
     transport_port: int
     process: subprocess.Popen[bytes] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    access: NodeAccess = field(default_factory=NodeAccess)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.access.scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def log_path(self) -> Path:
@@ -439,12 +457,25 @@ class OpenSearchNode:
                 start_new_session=True,
             )
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
-        """A small JSON HTTP call, so the harness does not depend on the client under test."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 10,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
+        """A small JSON HTTP call, so the harness does not depend on the client under test. ``auth``
+        (user, password) replaces the node's own credentials."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        user_password = auth or self.access.auth
+        if user_password is not None:
+            token = base64.b64encode(":".join(user_password).encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        context = self.access.ssl_context()
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read() or b"null")
 
     def alive(self) -> bool:
@@ -514,7 +545,11 @@ def _remove_stale_workdirs() -> None:
 
 
 def _new_node(
-    name: str, home: Path, settings: dict[str, Any], transport_port: int | None = None
+    name: str,
+    home: Path,
+    settings: dict[str, Any],
+    transport_port: int | None = None,
+    access: NodeAccess | None = None,
 ) -> OpenSearchNode:
     _remove_stale_workdirs()
     workdir = Path(tempfile.mkdtemp(prefix=f"gemsearch-{name}-"))
@@ -527,6 +562,7 @@ def _new_node(
         http_port=free_port(),
         transport_port=transport_port or free_port(),
         settings=settings,
+        access=access or NodeAccess(),
     )
 
 
@@ -535,12 +571,14 @@ def start_node(
     heap: str = DEFAULT_HEAP,
     home: Path | None = None,
     settings: dict[str, Any] | None = None,
+    access: NodeAccess | None = None,
 ) -> OpenSearchNode:
     """Prepare (if needed) and start a single-node cluster; returns once it is ready. ``home`` is a
-    prepared home (default: the k-NN home), ``settings`` extra ``opensearch.yml`` entries."""
+    prepared home (default: the k-NN home), ``settings`` extra ``opensearch.yml`` entries, ``access``
+    how to reach it (HTTPS and credentials for a node with the security plugin)."""
     home = home or prepare(version)
     java_home = find_java(version)
-    node = _new_node("node-0", home, {"discovery.type": "single-node", **(settings or {})})
+    node = _new_node("node-0", home, {"discovery.type": "single-node", **(settings or {})}, access=access)
     node.start(java_home, heap)
     try:
         node.wait_ready()
