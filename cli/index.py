@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from ..errors import ModelError
 from ..manifest import ModelManifest
@@ -93,18 +94,132 @@ def list_command(client: Any, prefix: str, as_json: bool) -> None:
 @index_build_options
 @renamed("--shards", "shards", "--index-shards", kind=click.IntRange(min=1))
 @click.option("--alias/--no-alias", default=True, help="Create the model's alias if it does not exist yet.")
+@click.option(
+    "--plan",
+    "show_plan",
+    is_flag=True,
+    help="Print the sizing plan of this index for --docs vectors and create nothing.",
+)
+@click.option("--docs", type=click.IntRange(min=1), help="Vectors the index will hold (for --plan).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def create_command(client: Any, prefix: str, model: str, alias: bool, as_json: bool, **params: Any) -> None:
+def create_command(
+    client: Any, prefix: str, model: str, alias: bool, show_plan: bool, docs: int | None, as_json: bool,
+    **params: Any,
+) -> None:  # fmt: skip
     """Create the index of a model version from its manifest: MODEL is an exported model (an .onnx
     file or the name of one in $GEMSEARCH_CACHE/models) or a .json manifest.
 
     An existing index is checked instead (dimension, engine, space type, k-NN setting, version).
+    With --plan --docs N it prints memory, disk and shards for N vectors instead (see `index plan`).
     """
     manifest = load_manifest(model)
-    options = IndexOptions(prefix=prefix, **params)
+    options = _index_options(prefix, params)
+    if show_plan:
+        if docs is None:
+            raise click.UsageError("--plan needs --docs N (how many vectors the index will hold)")
+        _print_plan(_sizing(docs, manifest.output_dim, options), (), as_json)
+        return
     name = ensure_index(client, manifest, options, alias=alias)
     result = {"index": name, "alias": manifest.alias_name(prefix), "dims": manifest.output_dim}
     click.echo(json.dumps(result) if as_json else f"index {name} ready ({manifest.output_dim} dims)")
+
+
+def _index_options(prefix: str, params: dict[str, Any]) -> IndexOptions:
+    try:
+        return IndexOptions(prefix=prefix, **params)
+    except ValidationError as exc:
+        raise click.UsageError(_first_problem(exc)) from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _sizing(docs: int, dims: int, options: IndexOptions) -> Any:
+    from ..plugin.stores.opensearch.sizing import SizingInput
+
+    return SizingInput(
+        docs=docs, dims=dims, replicas=options.replicas, engine=options.engine, encoder=options.encoder,
+        m=options.m, vector_in_source=options.vector_in_source,
+    )  # fmt: skip
+
+
+def _print_plan(sizing: Any, measured: Sequence[Path], as_json: bool) -> None:
+    from ..plugin.stores.opensearch import sizing as sz
+
+    results = sz.load_measurements(list(measured) or sz.reference_files())
+    plan = sz.plan(sizing, sz.closest_measured(sizing, results))
+    click.echo(plan.model_dump_json(indent=2) if as_json else "\n".join(sz.describe(plan)))
+
+
+@index.command(name="plan")
+@click.option("--docs", type=click.IntRange(min=1), required=True, help="Vectors the index will hold.")
+@click.option(
+    "--dims",
+    type=click.IntRange(1, 16000),
+    default=1280,
+    show_default=True,
+    help="Vector dimension (1280: the default model, Lite0-GeM).",
+)
+@click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True, help="Replicas.")
+@click.option(
+    "--engine",
+    type=click.Choice(["lucene", "faiss"]),
+    default="lucene",
+    show_default=True,
+    help="k-NN engine.",
+)
+@click.option(
+    "--encoder",
+    type=click.Choice(["none", "sq", "byte", "binary"]),
+    default="none",
+    show_default=True,
+    help="sq: lucene int7 / faiss fp16; byte: byte vectors; binary: faiss BQ.",
+)
+@click.option(
+    "--bits",
+    type=click.Choice(["1", "2", "4"]),
+    default="1",
+    show_default=True,
+    help="Bits per dimension of the binary encoder.",
+)
+@click.option(
+    "--hnsw-m",
+    "--m",
+    "m",
+    type=click.IntRange(2, 512),
+    default=16,
+    show_default=True,
+    help="HNSW links per node (m).",
+)
+@click.option(
+    "--vector-in-source/--no-vector-in-source",
+    default=True,
+    show_default=True,
+    help="Whether _source keeps the vector (disk estimate).",
+)
+@click.option(
+    "--measured",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    multiple=True,
+    help="Results of benchmarks/knn_scale.py (default: benchmarks/reference/knn_scale_*.json).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plan_command(measured: tuple[Path, ...], as_json: bool, bits: str, **params: Any) -> None:
+    """Size an index before building it: memory (graph + vectors), disk, primary shards, and the
+    recall and latency measured for the closest configuration.
+
+    Memory and disk are formulas (the k-NN plugin's documented estimate, 1.1 x (bytes per vector +
+    8 x m) per vector); recall and latency are measurements, with the size they were measured at.
+    """
+    from ..plugin.stores.opensearch.sizing import SizingInput
+
+    try:
+        sizing = SizingInput(bits=int(bits), **params)
+    except ValidationError as exc:
+        raise click.UsageError(_first_problem(exc)) from None
+    _print_plan(sizing, measured, as_json)
 
 
 @index.command(name="swap-alias")

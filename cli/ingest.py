@@ -155,7 +155,10 @@ def _store(params: dict[str, Any]) -> VectorStore:
     if not wants_opensearch(params["store_dir"], urls, config):
         return open_store(LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE))
     spec = OpenSearchStoreSpec(prefix=params["prefix"], urls=tuple(urls) or None, config=config)
-    names = ("engine", "space_type", "m", "ef_construction", "ef_search", "shards", "replicas")
+    names = (
+        "engine", "space_type", "m", "ef_construction", "ef_search", "shards", "replicas", "encoder",
+        "refresh_interval", "vector_in_source",
+    )  # fmt: skip
     index = IndexOptions(**{name: params[name] for name in names})
     dead = BulkOptions(dead_letter_path=params["dead_letter"] or Path("gemsearch-dead-letter.jsonl"))
     return open_store(spec, index=index, bulk=dead)

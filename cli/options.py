@@ -141,7 +141,8 @@ MODELS_HELP = "$GEMSEARCH_CACHE/models"
 
 def index_build_options(func: F) -> F:
     """How a new OpenSearch index is built: --engine, --space-type, --hnsw-m, --ef-construction,
-    --ef-search, --index-shards, --replicas (an existing index is checked, not changed)."""
+    --ef-search, --index-shards, --replicas, --encoder, --refresh-interval, --[no-]vector-in-source
+    (an existing index is checked, not changed)."""
     options = (
         click.option("--engine", type=click.Choice(["lucene", "faiss"]), default="lucene", show_default=True,
                      help="k-NN engine."),
@@ -157,6 +158,15 @@ def index_build_options(func: F) -> F:
                      help="Primary shards of a new index."),
         click.option("--replicas", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Replicas of a new index."),
+        click.option("--encoder", type=click.Choice(["none", "sq", "binary"]), default="none",
+                     show_default=True, help="Quantisation inside OpenSearch: sq = lucene int7 / faiss "
+                     "fp16 (less memory, a little recall); binary = faiss 1-bit (faiss only)."),
+        click.option("--refresh-interval", default="1s", show_default=True,
+                     help="index.refresh_interval of a new index (-1: none; ingest --pause-refresh turns "
+                     "it off during a load only)."),
+        click.option("--vector-in-source/--no-vector-in-source", default=True, show_default=True,
+                     help="Keep the vector in the stored _source; --no-vector-in-source derives it on "
+                     "read instead (k-NN 2.19+), which cuts the index size on disk several-fold."),
     )  # fmt: skip
     for option in reversed(options):
         func = option(func)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from opensearchpy.exceptions import TransportError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ....errors import StoreError
 from ....manifest import ModelManifest
-from ....opensearch_templates import Engine, SpaceType, knn_index_body
+from ....opensearch_templates import Encoder, Engine, SpaceType, knn_index_body
 from .errors import store_error
 
 VECTOR_FIELD = "embedding"
@@ -33,6 +33,15 @@ class IndexOptions(BaseModel):
     ef_search: int = Field(100, ge=1)
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
+    encoder: Encoder = "none"
+    refresh_interval: str = Field("1s", pattern=r"^(-1|\d+(ms|s|m))$")
+    vector_in_source: bool = True
+
+    @model_validator(mode="after")
+    def _encoder_fits_engine(self) -> IndexOptions:
+        if self.encoder == "binary" and self.engine != "faiss":
+            raise ValueError("the binary encoder needs the faiss engine")
+        return self
 
 
 def index_meta(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]:
@@ -58,6 +67,9 @@ def index_body(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]
         shards=options.shards,
         replicas=options.replicas,
         meta=index_meta(manifest, options),
+        encoder=options.encoder,
+        refresh_interval=options.refresh_interval,
+        vector_in_source=options.vector_in_source,
     )
 
 

@@ -1,0 +1,236 @@
+"""Sizing a k-NN index before building it: memory, disk and primary shards for N vectors.
+
+Memory follows the k-NN plugin's documented estimates: an HNSW graph with its vectors needs about
+``1.1 * (bytes_per_vector + 8 * m)`` bytes per vector (``bytes_per_vector`` is ``4 * d`` for float32,
+``2 * d`` for faiss's fp16 ``sq``, ``d`` for byte vectors and lucene's int7 ``sq``, ``d * bits / 8`` for
+faiss binary quantisation), per copy of a shard. For faiss that memory is native memory outside the
+heap; for lucene it is the page cache holding the mapped vector and graph files (the node's RSS).
+
+Disk adds what memory does not hold: lucene keeps the float32 vectors next to a quantised copy,
+every engine keeps the vector in ``_source`` unless it is derived (``vector_in_source=False``), and
+Lucene's stored fields hold that JSON (``SOURCE_BYTES_PER_DIM``, measured by ``benchmarks/knn_scale.py``).
+Measured recall and latency come from that benchmark's results (``MeasuredBand``), never from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ....errors import ConfigError
+
+Encoder = Literal["none", "sq", "byte", "binary"]
+
+OVERHEAD = 1.1  # the k-NN documentation's allowance on top of vectors + graph links
+LINK_BYTES = 8  # per HNSW link and per unit of m, as documented
+# JSON text of a float32 vector in _source, per dimension after Lucene's stored-field compression:
+# the bulk writer sends each value as Python's repr of a float (about 20 characters), which barely
+# compresses. Measured by benchmarks/knn_scale.py (stored_fields_bytes / docs / dims, 1280 dims).
+SOURCE_BYTES_PER_DIM = 19.5
+DOC_OVERHEAD_BYTES = 200  # id, seq_no, version, image_ref and a little metadata, per document
+SHARD_MAX_GIB = 30.0  # the usual guidance: shards of 10-30 GiB
+SHARD_MIN_GIB = 10.0
+GIB = 2**30
+
+
+class SizingInput(BaseModel):
+    """What an index will hold and how it is built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    docs: int = Field(ge=1)
+    dims: int = Field(ge=1, le=16000)
+    replicas: int = Field(0, ge=0)
+    engine: Literal["lucene", "faiss"] = "lucene"
+    encoder: Encoder = "none"
+    bits: int = Field(1, description="bits per dimension of faiss binary quantisation (1, 2 or 4)")
+    m: int = Field(16, ge=2, le=512)
+    vector_in_source: bool = True
+
+    @model_validator(mode="after")
+    def _supported(self) -> SizingInput:
+        if self.encoder == "binary" and self.engine != "faiss":
+            raise ValueError("binary quantisation is a faiss encoder (--engine faiss)")
+        if self.encoder == "binary" and self.bits not in (1, 2, 4):
+            raise ValueError("binary quantisation takes 1, 2 or 4 bits per dimension")
+        return self
+
+
+def vector_bytes(dims: int, engine: str, encoder: Encoder, bits: int = 1) -> float:
+    """Bytes one vector takes in the searched structure (the graph's vectors)."""
+    if encoder == "none":
+        return 4.0 * dims
+    if encoder == "sq":  # lucene: int7 in a byte; faiss: fp16
+        return 2.0 * dims if engine == "faiss" else float(dims)
+    if encoder == "byte":
+        return float(dims)
+    return dims * bits / 8.0  # faiss binary quantisation
+
+
+def hnsw_memory_bytes(docs: int, dims: int, m: int, engine: str = "lucene", encoder: Encoder = "none",
+                      bits: int = 1) -> float:  # fmt: skip
+    """The documented estimate ``1.1 * (bytes_per_vector + 8 * m) * docs`` for one copy."""
+    return OVERHEAD * (vector_bytes(dims, engine, encoder, bits) + LINK_BYTES * m) * docs
+
+
+def disk_bytes_per_doc(s: SizingInput) -> float:
+    """One copy of one document on disk: full-precision vectors, the searched copy, links, source."""
+    full = 4.0 * s.dims  # kept for exact rescoring, merges and (lucene) the raw vector file
+    searched = vector_bytes(s.dims, s.engine, s.encoder, s.bits) if s.encoder != "none" else 0.0
+    links = LINK_BYTES * s.m
+    source = SOURCE_BYTES_PER_DIM * s.dims if s.vector_in_source else 0.0
+    return full + searched + links + source + DOC_OVERHEAD_BYTES
+
+
+def primary_shards(primary_disk_bytes: float, max_gib: float = SHARD_MAX_GIB) -> int:
+    """Fewest primaries that keep each under ``max_gib`` (one below ``SHARD_MIN_GIB`` in all)."""
+    return max(1, math.ceil(primary_disk_bytes / (max_gib * GIB)))
+
+
+class MeasuredBand(BaseModel):
+    """Recall and latency of the closest configuration that ``benchmarks/knn_scale.py`` measured."""
+
+    source: str
+    config: str
+    docs: int
+    dims: int
+    rows: list[dict[str, Any]]
+    knn_files_mb: float | None = None
+    note: str
+
+
+class SizingPlan(BaseModel):
+    """The plan ``gemsearch index plan`` prints; every number says whether it is a formula or measured."""
+
+    input: SizingInput
+    memory_per_copy_bytes: float
+    memory_total_bytes: float
+    disk_per_copy_bytes: float
+    disk_total_bytes: float
+    primary_shards: int
+    shard_size_bytes: float
+    measured: MeasuredBand | None = None
+    notes: list[str] = []
+
+
+def plan(s: SizingInput, measured: MeasuredBand | None = None) -> SizingPlan:
+    """Memory, disk and shards for ``s`` (formulas), with the measured band when one is given."""
+    copies = 1 + s.replicas
+    memory = hnsw_memory_bytes(s.docs, s.dims, s.m, s.engine, s.encoder, s.bits)
+    disk = disk_bytes_per_doc(s) * s.docs
+    shards = primary_shards(disk)
+    notes = []
+    if s.engine == "faiss":
+        notes.append("faiss needs the k-NN native libraries (a full OpenSearch distribution)")
+    else:
+        notes.append("lucene: the graph and vectors are memory-mapped files; keep this much page cache free")
+    if s.vector_in_source:
+        notes.append(
+            f"the vector in _source is about {SOURCE_BYTES_PER_DIM * s.dims / 1024:.0f} KiB per document on "
+            "disk; --no-vector-in-source derives it instead (k-NN >= 2.19)"
+        )
+    return SizingPlan(
+        input=s, memory_per_copy_bytes=memory, memory_total_bytes=memory * copies,
+        disk_per_copy_bytes=disk, disk_total_bytes=disk * copies, primary_shards=shards,
+        shard_size_bytes=disk / shards, measured=measured, notes=notes,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def load_measurements(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The results files of ``benchmarks/knn_scale.py`` among ``paths`` (unreadable ones are errors)."""
+    out = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read k-NN measurements from {path}: {exc}") from exc
+        if data.get("benchmark") != "knn_scale":
+            raise ConfigError(f"{path} is not a results file of benchmarks/knn_scale.py")
+        data["_path"] = str(path)
+        out.append(data)
+    return out
+
+
+def closest_measured(s: SizingInput, results: Sequence[dict[str, Any]]) -> MeasuredBand | None:
+    """The measured configuration nearest to ``s``: same engine and encoder, then dims, m, size."""
+    best: tuple[tuple[float, ...], dict[str, Any], dict[str, Any]] | None = None
+    for data in results:
+        for cfg in data.get("configs", []):
+            if "error" in cfg or cfg.get("engine") != s.engine or cfg.get("encoder") != s.encoder:
+                continue
+            key = (abs(math.log(cfg["dims"] / s.dims)), abs(cfg["m"] - s.m), -data["docs"])
+            if best is None or key < best[0]:
+                best = (key, data, cfg)
+    if best is None:
+        return None
+    _, data, cfg = best
+    exact = cfg["dims"] == s.dims and cfg["m"] == s.m
+    note = f"measured at {data['docs']:,} vectors"
+    if not exact:
+        note += f" ({cfg['dims']} dims, m={cfg['m']})"
+    if s.docs > data["docs"]:
+        note += f"; recall falls and latency grows with size: the best case for {s.docs:,}"
+    return MeasuredBand(
+        source=Path(data["_path"]).name, config=cfg["name"], docs=data["docs"], dims=cfg["dims"],
+        rows=cfg["queries"], knn_files_mb=cfg.get("index", {}).get("knn_files_mb"), note=note,
+    )  # fmt: skip
+
+
+def reference_files(start: Path | None = None) -> list[Path]:
+    """``benchmarks/reference/knn_scale_*.json`` of the source tree this module lives in, if any."""
+    here = (start or Path(__file__)).resolve()
+    for parent in here.parents:
+        folder = parent / "benchmarks" / "reference"
+        if folder.is_dir():
+            return sorted(folder.glob("knn_scale_*.json"))
+    return []
+
+
+def _size(n_bytes: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", GIB), ("MiB", 2**20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.1f} {unit}"
+    return f"{n_bytes / 1024:,.1f} KiB"
+
+
+def describe(p: SizingPlan) -> list[str]:
+    """The plan as lines of text, each number labelled formula or measured."""
+    s = p.input
+    enc = (
+        ""
+        if s.encoder == "none"
+        else f", encoder {s.encoder}" + (f" {s.bits}-bit" if s.encoder == "binary" else "")
+    )
+    copies = 1 + s.replicas
+    lines = [
+        f"{s.docs:,} vectors x {s.dims} dims, {s.engine} HNSW m={s.m}{enc}, {s.replicas} replica(s)",
+        f"memory (graph + vectors, formula 1.1 x (bytes/vector + 8 x m) x docs): "
+        f"{_size(p.memory_per_copy_bytes)} per copy, {_size(p.memory_total_bytes)} for {copies} copies",
+        f"disk (formula: full vectors + quantised copy + links + _source + doc): "
+        f"{_size(p.disk_per_copy_bytes)} per copy, {_size(p.disk_total_bytes)} in all",
+        f"primary shards: {p.primary_shards} (about {_size(p.shard_size_bytes)} each; aim for "
+        f"{SHARD_MIN_GIB:.0f}-{SHARD_MAX_GIB:.0f} GiB)",
+    ]
+    lines += [f"note: {n}" for n in p.notes]
+    if p.measured is None:
+        lines.append("expected recall/latency: no measurement of this engine and encoder "
+                     "(run benchmarks/knn_scale.py; see docs/benchmarks.md)")  # fmt: skip
+        return lines
+    m = p.measured
+    lines.append(f"expected recall and latency, measured ({m.source}, config {m.config}; {m.note}):")
+    for r in m.rows:
+        lines.append(
+            f"  k={r['k']:<3} ef_search={r['ef_search']:<4} recall@{r['k']} {r['recall']:.3f}  "
+            f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
+        )
+    if m.knn_files_mb is not None:
+        lines.append(f"  vector + graph files measured there: {m.knn_files_mb:,.1f} MB at {m.docs:,} vectors")
+    return lines
