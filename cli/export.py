@@ -1,6 +1,7 @@
 """``gemsearch export``: ONNX files from models, and what is inside them.
 
-torch and onnx are imported only when a subcommand runs, so ``gemsearch --help`` stays light.
+torch and onnx are imported only when a subcommand runs, so ``gemsearch --help`` stays light;
+``export default`` and ``export inspect`` need no torch.
 """
 
 from __future__ import annotations
@@ -288,12 +289,29 @@ def check_command(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of the model file [default: $GEMSEARCH_CACHE/models or ~/.cache/gemsearch/models].",
 )
-def default_command(output_dir: Path | None) -> None:
-    """Export the default model (EfficientNet-Lite0 ImageNet + GeM, off the shelf) unless a valid
-    copy exists, and print its path."""
-    from ..exporters.default_model import ensure_default_model
+@click.option(
+    "--from-torch",
+    is_flag=True,
+    help="Export it with torch's ONNX exporter instead (needs the train extra), replacing any copy; "
+    "the file gives the same descriptors and model version.",
+)
+def default_command(output_dir: Path | None, from_torch: bool) -> None:
+    """Build the default model (EfficientNet-Lite0 ImageNet + GeM, off the shelf) unless a valid copy
+    exists, and print its path.
 
-    click.echo(str(ensure_default_model(output_dir)))
+    The file is built from the weights with onnx and numpy alone: no torch needed.
+    """
+    if from_torch:
+        from ..default_model import DEFAULT_MODEL_NAME, default_model_dir
+        from ..exporters.default_model import export_default_model
+
+        path = (output_dir or default_model_dir()) / f"{DEFAULT_MODEL_NAME}.onnx"
+        export_default_model(path)
+    else:
+        from ..default_model import ensure_default_model
+
+        path = ensure_default_model(output_dir)
+    click.echo(str(path))
 
 
 def _verdict(report: Any) -> None:

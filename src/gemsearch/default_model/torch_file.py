@@ -1,0 +1,195 @@
+"""A PyTorch weights file (a state dict saved by ``torch.save``) read into numpy arrays, without torch
+and without running anything the file names.
+
+``torch.save`` writes a pickle, and unpickling calls whatever functions the pickle names. This reader
+resolves only the names a state dict of tensors needs, to functions of its own: the ordered dict,
+the tensor rebuild functions and the storage types (as tags of their dtype). Any other name (a
+function, a class, ``os.system``) is refused with a ``ModelError`` before it is looked up.
+
+Two layouts are read: the zip archive of torch >= 1.6 (``<root>/data.pkl`` and one entry per storage
+under ``<root>/data/``) and the older stream (magic number, protocol, system info, the pickle, the
+storage keys, then each storage as its element count and bytes), which the Lite0 package ships.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import struct
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from gemsearch.errors import ModelError
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_STORAGE_DTYPES = {
+    "FloatStorage": "f4", "DoubleStorage": "f8", "HalfStorage": "f2", "LongStorage": "i8",
+    "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1", "ByteStorage": "u1",
+    "BoolStorage": "?",
+}  # fmt: skip
+
+
+class _StorageType(NamedTuple):
+    """What ``torch.FloatStorage`` & co. stand for in the pickle: an element type, nothing callable."""
+
+    dtype: str
+
+
+class _StorageRef(NamedTuple):
+    key: str
+    dtype: str
+    numel: int
+    view: tuple[str, int, int] | None  # the legacy format's (view key, offset, size) of a root storage
+
+
+class _PendingTensor(NamedTuple):
+    storage: _StorageRef
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> _PendingTensor:
+    if not isinstance(storage, _StorageRef):
+        raise ModelError("a tensor whose storage is not a storage")
+    return _PendingTensor(storage, int(offset), tuple(map(int, size)), tuple(map(int, stride)))
+
+
+def _rebuild_parameter(data: Any, *_: Any) -> Any:
+    return data  # a saved nn.Parameter: its tensor
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves only ``_ALLOWED`` names; storages become references, read once the pickle is done."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise ModelError(
+                f"refusing {module}.{name}: a weights file may name only tensors, storages and dicts"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> _StorageRef:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise ModelError(f"unexpected persistent id {str(pid)[:80]!r}")
+        kind, key, numel = pid[1], pid[2], pid[4]
+        if not isinstance(kind, _StorageType) or not isinstance(numel, int):
+            raise ModelError(f"unexpected storage record {str(pid)[:80]!r}")
+        view = pid[5] if len(pid) > 5 else None
+        return _StorageRef(str(key), kind.dtype, numel, tuple(view) if view is not None else None)
+
+
+def read_state_dict(path: str | Path) -> dict[str, npt.NDArray[Any]]:
+    """The tensors of the state dict saved in ``path``, by name, as numpy arrays (copies, C order)."""
+    try:
+        with open(path, "rb") as f:
+            if zipfile.is_zipfile(f):
+                tensors, storages = _read_zip(f)
+            else:
+                f.seek(0)
+                tensors, storages = _read_legacy(f)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: no such weights file") from exc
+    except (OSError, EOFError, ValueError, struct.error, pickle.UnpicklingError, zipfile.BadZipFile,
+            KeyError, IndexError, TypeError) as exc:  # fmt: skip
+        raise ModelError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+    if not isinstance(tensors, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, _PendingTensor) for k, v in tensors.items()
+    ):
+        raise ModelError(f"{path}: expected a state dict of tensors")
+    try:
+        return {name: _materialise(t, storages) for name, t in tensors.items()}
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def _read_zip(f: IO[bytes]) -> tuple[Any, Callable[[_StorageRef], npt.NDArray[Any]]]:
+    archive = zipfile.ZipFile(f)
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise ModelError("a zip file without one <root>/data.pkl: not a torch weights file")
+    root = pickles[0][: -len("data.pkl")]
+    order = "<"
+    if f"{root}byteorder" in archive.namelist():
+        order = "<" if archive.read(f"{root}byteorder").strip() == b"little" else ">"
+    tensors = _Unpickler(io.BytesIO(archive.read(pickles[0]))).load()
+
+    def storage(ref: _StorageRef) -> npt.NDArray[Any]:
+        data = np.frombuffer(archive.read(f"{root}data/{ref.key}"), dtype=order + ref.dtype)
+        return _sized(data, ref.numel, ref.key)
+
+    return tensors, storage
+
+
+def _read_legacy(f: IO[bytes]) -> tuple[Any, Callable[[_StorageRef], npt.NDArray[Any]]]:
+    header = [_Unpickler(f).load() for _ in range(3)]  # magic number, protocol version, system info
+    if header[0] != _LEGACY_MAGIC or not isinstance(header[2], dict):
+        raise ModelError("not a torch weights file (no zip archive, no legacy magic number)")
+    order = "<" if header[2].get("little_endian", True) else ">"
+    tensors = _Unpickler(f).load()
+    keys = _Unpickler(f).load()
+    if not isinstance(keys, list):
+        raise ModelError("unexpected storage key list")
+    roots: dict[str, npt.NDArray[Any]] = {}
+    dtypes = _storage_dtypes(tensors)
+    for key in keys:
+        (numel,) = struct.unpack(order + "q", f.read(8))
+        dtype = np.dtype(order + dtypes.get(str(key), "u1"))
+        raw = f.read(numel * dtype.itemsize) if numel >= 0 else b""
+        roots[str(key)] = _sized(np.frombuffer(raw, dtype=dtype), numel, str(key))
+
+    def storage(ref: _StorageRef) -> npt.NDArray[Any]:
+        root = roots[ref.key]
+        if ref.view is None:
+            return root
+        _, start, size = (int(v) for v in ref.view[:3])
+        return _sized(root[start : start + size], size, ref.key)
+
+    return tensors, storage
+
+
+def _storage_dtypes(tensors: Any) -> dict[str, str]:
+    """The element type of each root storage, as the tensors that use it name it."""
+    if not isinstance(tensors, Mapping):
+        return {}
+    return {t.storage.key: t.storage.dtype for t in tensors.values() if isinstance(t, _PendingTensor)}
+
+
+def _sized(data: npt.NDArray[Any], numel: int, key: str) -> npt.NDArray[Any]:
+    if numel < 0 or data.size != numel:
+        raise ModelError(f"storage {key}: expected {numel} elements, the file holds {data.size}")
+    return data
+
+
+def _materialise(t: _PendingTensor, storages: Callable[[_StorageRef], npt.NDArray[Any]]) -> npt.NDArray[Any]:
+    """The tensor's elements, after checking that its view stays inside its storage."""
+    data = storages(t.storage)
+    if len(t.size) != len(t.stride) or min((*t.size, *t.stride, t.offset), default=0) < 0:
+        raise ModelError(f"a tensor of storage {t.storage.key} has an invalid size or stride")
+    if 0 in t.size:
+        return np.zeros(t.size, dtype=data.dtype.newbyteorder("="))
+    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True))
+    if last >= data.size:
+        raise ModelError(f"a tensor reaches past the end of storage {t.storage.key}")
+    view = np.lib.stride_tricks.as_strided(
+        data[t.offset :], shape=t.size, strides=[s * data.itemsize for s in t.stride], writeable=False
+    )
+    return np.array(view, dtype=data.dtype.newbyteorder("="), order="C")  # a copy, 0-d stays 0-d
