@@ -44,6 +44,18 @@ def bulk_parallel_runs(providers: Sequence[str] | None = None) -> int:
     return cpus if cpus <= 2 else min(8, cpus // 2)
 
 
+def prepare_image(manifest: ModelManifest, image: Image.Image, crop: Box | None = None) -> InputArray:
+    """``OnnxEmbedder.prepare`` without a session: decode workers prepare images for embedders
+    running elsewhere (Ray's decode tasks) from the model's manifest alone."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    spec = manifest.input
+    image = crop_and_shrink(image, crop, spec.max_side) if crop is not None else shrink(image, spec.max_side)
+    if spec.dtype == "uint8":
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    return to_array(image, spec.mean, spec.std)
+
+
 class OnnxEmbedder:
     """Embeds images with an exported gemsearch model (satisfies the ``Embedder`` protocol).
 
@@ -98,15 +110,7 @@ class OnnxEmbedder:
     def prepare(self, image: Image.Image, crop: Box | None = None) -> InputArray:
         """An RGB image as model input ``(3, h, w)``: cropped (box in full-image pixels, shrunk by the
         factor the full image would get), shrunk to the manifest's ``max_side``, laid out NCHW."""
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        spec = self.manifest.input
-        image = (
-            crop_and_shrink(image, crop, spec.max_side) if crop is not None else shrink(image, spec.max_side)
-        )
-        if spec.dtype == "uint8":
-            return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
-        return to_array(image, spec.mean, spec.std)
+        return prepare_image(self.manifest, image, crop)
 
     # ---------------------------------------------------------------- inference
 
