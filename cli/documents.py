@@ -97,6 +97,7 @@ def _source_ids(sources: Sequence[str]) -> Iterator[tuple[str, str | None]]:
         if isinstance(entry, GemsearchError):
             yield str(entry.origin or entry), None
             continue
+        assert entry.path is not None  # sources name files (only records hold images in memory)
         try:
             doc_id = entry.id or document_id(entry, read_image_file(entry.path))
         except GemsearchError:

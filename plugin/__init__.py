@@ -13,10 +13,11 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .embedding.embedder import OnnxEmbedder
     from .embedding.sessions import read_manifest
-    from .ingest.pipeline import IngestOptions, ingest_collection
+    from .ingest.pipeline import IngestOptions, ingest_collection, ingest_records
     from .ingest.report import IngestReport
     from .inputs.images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
     from .inputs.items import SourceItem
+    from .inputs.records import iter_records
     from .inputs.sources import document_id, iter_sources, open_source, parse_shard
     from .query import Searcher, search, search_by_id
     from .stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
@@ -29,10 +30,11 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "embedding.embedder": ("OnnxEmbedder",),
     "embedding.sessions": ("read_manifest",),
-    "ingest.pipeline": ("IngestOptions", "ingest_collection"),
+    "ingest.pipeline": ("IngestOptions", "ingest_collection", "ingest_records"),
     "ingest.report": ("IngestReport",),
     "inputs.images": ("ImageLoadConfig", "load_image", "load_image_bytes", "load_image_file"),
     "inputs.items": ("SourceItem",),
+    "inputs.records": ("iter_records",),
     "inputs.sources": ("document_id", "iter_sources", "open_source", "parse_shard"),
     "query": ("Searcher", "search", "search_by_id"),
     "stores.factory": ("LocalStoreSpec", "OpenSearchStoreSpec", "open_store"),
@@ -58,6 +60,8 @@ __all__ = [
     "SourceItem",
     "document_id",
     "ingest_collection",
+    "ingest_records",
+    "iter_records",
     "iter_sources",
     "load_image",
     "load_image_bytes",

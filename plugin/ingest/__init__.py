@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .pipeline import IngestOptions, ingest, ingest_collection
+    from .pipeline import IngestOptions, ingest, ingest_collection, ingest_records
     from .report import Fate, IngestReport
 
 _EXPORTS = {
@@ -15,11 +15,12 @@ _EXPORTS = {
         "IngestOptions",
         "ingest",
         "ingest_collection",
+        "ingest_records",
     ),
     "report": (
         "Fate",
         "IngestReport",
     ),
 }
-__all__ = ["Fate", "IngestOptions", "IngestReport", "ingest", "ingest_collection"]
+__all__ = ["Fate", "IngestOptions", "IngestReport", "ingest", "ingest_collection", "ingest_records"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

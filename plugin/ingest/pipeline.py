@@ -3,6 +3,7 @@
 Stages (threads share the work; onnxruntime, PIL decoding and the store's network I/O release the GIL):
 
 1. read + hash (worker pool): the bytes of each file and its document id (sha256 unless given);
+   a record's image is already in memory (``ingest_records``) and only hashed;
 2. existence check (main thread, in chunks): ids already in the store are skipped before any
    decoding, so rerunning a killed ingest resumes it cheaply; an id taken by an earlier input of
    this run waits for that input's fate (a failure releases the id to the next one, in a round
@@ -29,12 +30,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any, TypeAlias
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...errors import GemsearchError, ImageError, SourceError
@@ -46,6 +49,7 @@ from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from ..embedding.sessions import default_threads
 from ..inputs.images import ImageLoadConfig, load_image_bytes, read_image_file
 from ..inputs.items import SourceItem, document_id
+from ..inputs.records import iter_records, record_image
 from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, parse_shard, read_sources
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from .claims import Claims
@@ -54,6 +58,10 @@ from .report import Fate, IngestReport
 from .writer import StoreWriter
 
 log = logging.getLogger(__name__)
+
+StoreArg: TypeAlias = VectorStore | LocalStoreSpec | OpenSearchStoreSpec | str | os.PathLike[str]
+"""A store as the Python API takes it: opened (yours to close), or a spec or LocalStore folder
+(opened for the run and closed after)."""
 
 
 class IngestOptions(BaseModel):
@@ -97,7 +105,7 @@ class _Read:
     input: _Input
     item: SourceItem
     id: str
-    data: bytes
+    data: bytes | Image.Image  # a file's bytes, or a record's image as it was handed over
 
 
 @dataclass
@@ -226,7 +234,7 @@ def _pipeline(inputs: Iterable[_Input], run: _Run) -> None:
 
 
 def _record(p: _Prepared, vector: FloatRows) -> tuple[Record, int]:
-    ref = image_ref_of(p.item.path)
+    ref = image_ref_of(p.item.path) if p.item.path is not None else None
     return Record(id=p.id, vector=vector, image_ref=ref, metadata=dict(p.item.metadata)), p.input.seq
 
 
@@ -240,13 +248,15 @@ def _counted(items: Iterable[SourceItem | SourceError], run: _Run) -> Iterator[_
 def _source_name(entry: SourceItem | SourceError) -> str:
     if isinstance(entry, SourceError):
         return str(entry.origin or entry)
-    return printable_path(entry.path)
+    return printable_path(entry.path) if entry.path is not None else entry.origin
 
 
 def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
     entry = inp.entry
     if isinstance(entry, SourceError):  # a bad manifest row or folder entry, handed over by the source
         return _Failed(inp, None, entry.reason, str(entry), skipped=entry.skipped)
+    if entry.path is None:  # a record's image, in memory: only its id to compute
+        return _in_memory(inp, entry)
     roots = [entry.root] if entry.root is not None else None
     try:
         data = read_image_file(entry.path, cfg, roots)
@@ -255,6 +265,16 @@ def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
     except (OSError, ValueError) as exc:  # whatever the OS says about one file is that file's failure
         return _Failed(inp, None, "unreadable", f"{printable_path(entry.path)}: {exc}")
     return _Read(inp, entry, document_id(entry, data), data)
+
+
+def _in_memory(inp: _Input, item: SourceItem) -> _Read | _Failed:
+    data = item.content
+    if data is None:
+        return _Failed(inp, None, "bad_record", f"{item.origin}: neither a path nor an image")
+    try:
+        return _Read(inp, item, document_id(item, data), data)  # a PIL image's pixels are hashed
+    except Exception as exc:  # a lazily opened image whose data is damaged: this record's failure
+        return _Failed(inp, None, "corrupt", f"{item.name}: unusable image: {type(exc).__name__}: {exc}")
 
 
 def _fresh(read: Iterable[_Read | _Failed], run: _Run) -> Iterator[_Read]:
@@ -311,9 +331,12 @@ def _record_failure(failure: _Failed, run: _Run) -> None:
 
 
 def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared | _Failed:
-    name = printable_path(r.item.path)
+    name = r.item.name
     try:
-        image = load_image_bytes(r.data, cfg, name=name)
+        if isinstance(r.data, Image.Image):
+            image = record_image(r.data, cfg, name)
+        else:
+            image = load_image_bytes(r.data, cfg, name=name)
         return _Prepared(r.input, r.item, r.id, embedder.prepare(image))
     except ImageError as exc:
         return _Failed(r.input, r.id, exc.reason, str(exc), of_the_bytes=True)
@@ -337,7 +360,7 @@ def _arrays(
 def ingest_collection(
     sources: Sequence[str],
     model: str | os.PathLike[str] | OnnxEmbedder,
-    store: VectorStore | LocalStoreSpec | OpenSearchStoreSpec | str | os.PathLike[str],
+    store: StoreArg,
     *,
     shard: str | Shard | None = None,
     extensions: Iterable[str] | None = DEFAULT_IMAGE_EXTENSIONS,
@@ -349,13 +372,42 @@ def ingest_collection(
     path lists; ``model`` an ONNX file or an embedder; ``store`` a VectorStore or a LocalStore folder
     (opened, and closed afterwards) or a ``StoreSpec``; ``shard`` e.g. ``"2/8"``; ``progress`` and
     ``written`` as for ``ingest``."""
+    part = parse_shard(shard) if isinstance(shard, str) else shard
+    items = read_sources(sources, part, extensions)
+    return _ingest_into(items, model, store, options, progress, written)
+
+
+def ingest_records(
+    records: Iterable[Mapping[str, Any]],
+    model: str | os.PathLike[str] | OnnxEmbedder,
+    store: StoreArg,
+    *,
+    options: IngestOptions | None = None,
+    progress: Callable[[int], object] | None = None,
+    written: Callable[[int], object] | None = None,
+) -> IngestReport:
+    """``ingest_collection`` for images a pipeline holds in memory: ``records`` is any iterable
+    (read lazily, never kept) of dicts ``{"id": str, "image": bytes | path | PIL.Image.Image,
+    "metadata": {...}}``, ``id`` and ``metadata`` optional (without an id, the sha256 of the bytes
+    as for files). A bad record is one failed input (``bad_record``) and the run goes on; ids the
+    store holds are skipped before decoding. See ``gemsearch.plugin.inputs.records``."""
+    return _ingest_into(iter_records(records), model, store, options, progress, written)
+
+
+def _ingest_into(
+    items: Iterable[SourceItem | SourceError],
+    model: str | os.PathLike[str] | OnnxEmbedder,
+    store: StoreArg,
+    options: IngestOptions | None,
+    progress: Callable[[int], object] | None,
+    written: Callable[[int], object] | None,
+) -> IngestReport:
+    """``ingest`` with the model and the store given as the Python API takes them."""
     embedder = (
         model
         if isinstance(model, OnnxEmbedder)
         else OnnxEmbedder(resolve_model(model), parallel_runs=bulk_parallel_runs())
     )
-    part = parse_shard(shard) if isinstance(shard, str) else shard
-    items = read_sources(sources, part, extensions)
     if isinstance(store, (str, os.PathLike)):
         store = LocalStoreSpec(path=Path(store))
     if isinstance(store, (LocalStoreSpec, OpenSearchStoreSpec)):

@@ -1,4 +1,5 @@
-"""Inputs: the sources that name images (folders, manifests, path lists, shards) and safe image loading."""
+"""Inputs: the sources that name images (folders, manifests, path lists, shards, in-memory records) and
+safe image loading."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ..._lazy import lazy_exports
 if TYPE_CHECKING:
     from .images import ImageLoadConfig, load_image, load_image_bytes, load_image_file
     from .items import SourceItem, document_id
+    from .records import iter_records
     from .sources import Shard, iter_sources, open_source, parse_shard, read_sources
 
 _EXPORTS = {
@@ -22,6 +24,7 @@ _EXPORTS = {
         "SourceItem",
         "document_id",
     ),
+    "records": ("iter_records",),
     "sources": (
         "Shard",
         "iter_sources",
@@ -35,6 +38,7 @@ __all__ = [
     "Shard",
     "SourceItem",
     "document_id",
+    "iter_records",
     "iter_sources",
     "load_image",
     "load_image_bytes",
