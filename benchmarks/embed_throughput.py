@@ -191,6 +191,9 @@ class _KeepVectors:
     def known_fields(self, fields: Iterable[str]) -> set[str]:
         return set()  # it keeps no metadata
 
+    def metadata_fields(self) -> dict[str, list[str]]:
+        return {}  # it keeps no metadata
+
     def update_metadata(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
         return 0  # it keeps no metadata
 

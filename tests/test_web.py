@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -31,9 +32,17 @@ from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
 from gemsearch.plugin.stores.opensearch.store import OpenSearchStore
 from gemsearch.plugin.web.app import create_app
-from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
+from gemsearch.plugin.web.config import (
+    Limits,
+    LocalStoreSpec,
+    ModelSpec,
+    OpenSearchStoreSpec,
+    ServeConfig,
+    StoreSpec,
+)
 from gemsearch.plugin.web.image_files import ImageFiles
 from gemsearch.plugin.web.memory import MemoryBudget
+from gemsearch.plugin.web.page_api import hit_title
 from gemsearch.protocols import Record
 
 Data = tuple[Path, list[Photo]]
@@ -588,3 +597,87 @@ def test_a_paused_cluster_is_503_within_the_store_timeout(
         assert health.status_code == 503 and health.json()["models"] == {"tiny": False}
         assert search.status_code == 503 and error_of(search)["code"] == "unavailable"
         assert took < 8, f"{took:.1f} s for a health check and a search"
+
+
+def _rich_photos(photos: list[Photo], mixed: bool = False) -> list[Photo]:
+    """The photos with nested, boolean, list, null (and mixed-kind: OpenSearch refuses those)
+    metadata; the first has no camera."""
+    out = []
+    for i, p in enumerate(photos):
+        extra: dict[str, Any] = {"flagged": i % 2 == 0, "tags": ["a", f"t{i}"], "gone": None}
+        if mixed:
+            extra["mixed"] = 1 if i == 0 else "one"
+        if i:
+            extra["camera"] = {"model": f"cam-{i}", "iso": 100 * i}
+        out.append(dataclasses.replace(p, metadata={**p.metadata, **extra}))
+    return out
+
+
+RICH_FIELDS = {
+    "camera.iso": ["number"],
+    "camera.model": ["text"],
+    "flagged": ["boolean"],
+    "group": ["text"],
+    "name": ["text"],
+    "tags": ["text"],
+    "year": ["number"],
+}
+
+
+def _check_fields_and_titles(store: StoreSpec, data: Data, extra_fields: dict[str, list[str]]) -> None:
+    root, photos = data
+    rich = _rich_photos(photos)
+    config = ServeConfig(
+        models=(ModelSpec(path=root / "tiny.onnx", store=store),),
+        image_roots=(root / "photos",),
+        limits=Limits(searches_per_minute=0),
+        title_field="camera.model",
+    )
+    with serving(create_app(config)) as base:
+        answer = requests.get(f"{base}/api/fields", params={"model": "tiny"}, timeout=30).json()
+        assert answer["model"] == "tiny" and not answer["truncated"]
+        fields = {f["name"]: f["kinds"] for f in answer["fields"]}
+        assert fields == RICH_FIELDS | extra_fields  # the null "gone" is no field
+        assert requests.get(f"{base}/api/settings", timeout=10).json()["title_field"] == "camera.model"
+        body = post(base, image_file(rich[0]), k=len(rich), filters=json.dumps({"flagged": True})).json()
+        assert {hit["id"] for hit in body["hits"]} == {p.id for p in rich if p.metadata["flagged"]}
+        for hit in body["hits"]:
+            photo = next(p for p in rich if p.id == hit["id"])
+            assert hit["image_ref"] == str(photo.path)
+            camera = photo.metadata.get("camera")
+            assert hit["title"] == (camera["model"] if camera else photo.path.name)  # else the file name
+        missing = requests.get(f"{base}/api/fields", params={"model": "nope"}, timeout=10)
+        assert missing.status_code == 404 and error_of(missing)["code"] == "unknown_model"
+
+
+def test_fields_and_titles_for_the_page_local(tmp_path: Path, data: Data) -> None:
+    root, photos = data
+    with LocalStore(tmp_path / "rich") as store:
+        fill_store(store, OnnxEmbedder(root / "tiny.onnx"), _rich_photos(photos, mixed=True))
+    _check_fields_and_titles(LocalStoreSpec(path=tmp_path / "rich"), data, {"mixed": ["number", "text"]})
+
+
+def test_fields_and_titles_for_the_page_opensearch(
+    data: Data, opensearch: OpenSearch, opensearch_node: OpenSearchNode, prefix: str
+) -> None:
+    root, photos = data
+    store = OpenSearchStore(opensearch, options=IndexOptions(prefix=prefix))
+    fill_store(store, OnnxEmbedder(root / "tiny.onnx"), _rich_photos(photos))
+    store.refresh()
+    _check_fields_and_titles(OpenSearchStoreSpec(prefix=prefix, urls=(opensearch_node.url,)), data, {})
+
+
+@pytest.mark.parametrize(
+    ("ref", "metadata", "field", "title"),
+    [
+        ("/data/photos/a b.jpg", {"name": "x"}, None, "a b.jpg"),
+        ("/data/photos/a.jpg", {"name": "x"}, "name", "x"),
+        ("/data/photos/a.jpg", {"name": ""}, "name", "a.jpg"),
+        ("/data/photos/a.jpg", {"who": ["ann", "bo"]}, "who", "ann, bo"),
+        ("/data/photos/a.jpg", {"c": {"m": 5}}, "c", "a.jpg"),  # an object is no title
+        ("file:///data/%FF.jpg", {}, None, "\\xff.jpg"),
+        (None, {}, "name", "doc-1"),
+    ],
+)
+def test_hit_titles(ref: str | None, metadata: dict[str, Any], field: str | None, title: str) -> None:
+    assert hit_title("doc-1", ref, metadata, field) == title

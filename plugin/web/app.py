@@ -24,6 +24,7 @@ from .config import Limits, ServeConfig
 from .image_files import ImageFiles, OpenedFile
 from .limits import BodyDeadline, BodyLimit, RateLimiter, SearchRate, SecurityHeaders, parse_json_field
 from .memory import MemoryBudget, header_cost, trim_after
+from .page_api import fields_route, hit_title
 from .registry import ModelRegistry, ModelSlot
 from .schemas import ErrorResponse, Health, HitOut, ModelInfo, SearchResponse, Settings
 
@@ -151,8 +152,9 @@ class _Serving:
         hits = []
         for rank, hit in enumerate(result.hits, 1):
             full, thumb = self.image_urls(slot, hit.id)
-            hits.append(HitOut(rank=rank, id=hit.id, score=hit.score, metadata=hit.metadata, image_url=full,
-                               thumbnail_url=thumb))  # fmt: skip
+            title = hit_title(hit.id, hit.image_ref, hit.metadata, self.config.title_field)
+            hits.append(HitOut(rank=rank, id=hit.id, title=title, score=hit.score, image_ref=hit.image_ref,
+                               metadata=hit.metadata, image_url=full, thumbnail_url=thumb))  # fmt: skip
         return SearchResponse(
             model=slot.name,
             k=k,
@@ -182,6 +184,7 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     _service_routes(app, serving)
     _search_route(app, serving)
     _image_route(app, serving)
+    fields_route(app, serving.slot_for, [slot.name for slot in serving.models])
     _page_routes(app)
     _plain_file_schema(app)
     limits = config.limits
@@ -233,6 +236,7 @@ def _service_routes(app: FastAPI, serving: _Serving) -> None:
             default_k=min(limits.default_k, limits.max_k),
             max_expand=limits.max_expand,
             images=bool(config.image_roots),
+            title_field=config.title_field,
         )
 
 

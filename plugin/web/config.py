@@ -65,6 +65,11 @@ class ServeConfig(_Strict):
     )
     limits: Limits = Limits()
     title: str = "gemsearch"
+    title_field: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$",
+        description="metadata field (dotted for nested) results are titled by; default: the file name",
+    )
 
     @classmethod
     def load(cls, path: Path) -> ServeConfig:

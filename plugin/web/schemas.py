@@ -42,12 +42,15 @@ class Settings(BaseModel):
     default_k: int
     max_expand: int
     images: bool = Field(description="whether stored images are served")
+    title_field: str | None = Field(description="the metadata field hits are titled by (else file names)")
 
 
 class HitOut(BaseModel):
     rank: int
     id: str
+    title: str = Field(description="the serve config's title_field of the metadata, else the file name")
     score: float = Field(description="inner product (cosine) with the query descriptor")
+    image_ref: str | None = Field(description="the stored image reference (a path or file:// URI)")
     metadata: dict[str, Any]
     image_url: str | None = Field(description="the stored image, when image roots are configured")
     thumbnail_url: str | None
@@ -70,3 +73,14 @@ class SearchResponse(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     models: dict[str, bool] = Field(description="model name -> whether its store answers")
+
+
+class FieldInfo(BaseModel):
+    name: str = Field(description="dotted for nested fields, as a filter names it")
+    kinds: list[Literal["boolean", "number", "text"]] = Field(description="the kinds of its values")
+
+
+class FieldsResponse(BaseModel):
+    model: str
+    fields: list[FieldInfo] = Field(description="sorted by name")
+    truncated: bool = Field(description="whether the store has more fields than listed")

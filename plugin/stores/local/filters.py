@@ -117,3 +117,22 @@ def known_fields(conn: sqlite3.Connection, fields: Iterable[str]) -> set[str]:
     """Those of ``fields`` that at least one document has a (non-null) value for; read-only."""
     sql = "SELECT 1 FROM terms WHERE field = ? LIMIT 1"
     return {field for field in dict.fromkeys(fields) if conn.execute(sql, (field,)).fetchone()}
+
+
+_KIND_NAMES = {BOOL: "boolean", NUMBER: "number", TEXT: "text"}
+# each distinct field by one index seek from the previous one, never a scan of all the terms
+_DISTINCT_FIELDS = """WITH RECURSIVE f(field) AS (
+    SELECT MIN(field) FROM terms
+    UNION ALL SELECT (SELECT MIN(field) FROM terms WHERE field > f.field) FROM f WHERE f.field IS NOT NULL
+) SELECT field FROM f WHERE field IS NOT NULL"""
+
+
+def field_kinds(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Every field with a value in the filter index, sorted, with the kinds of its values."""
+    sql = "SELECT 1 FROM terms WHERE field = ? AND kind = ? LIMIT 1"
+    out: dict[str, list[str]] = {}
+    for (field,) in conn.execute(_DISTINCT_FIELDS).fetchall():
+        out[field] = [
+            name for kind, name in _KIND_NAMES.items() if conn.execute(sql, (field, kind)).fetchone()
+        ]
+    return out

@@ -46,7 +46,7 @@ from .checks import (
     prepare_batch,
     query_vector,
 )
-from .filters import compile_filters, flatten
+from .filters import compile_filters, field_kinds, flatten
 from .filters import known_fields as fields_with_values
 from .view import View, ViewCache
 
@@ -207,6 +207,11 @@ class LocalStore:
         """Those of ``fields`` the filter index holds a value for."""
         with self._mutex:
             return fields_with_values(self._connection(), fields)
+
+    def metadata_fields(self) -> dict[str, list[str]]:
+        """Every field the filter index holds a value for, with the kinds of its values."""
+        with self._mutex:
+            return field_kinds(self._connection())
 
     def get(self, doc_id: str) -> Record | None:
         def read(conn: sqlite3.Connection, view: View) -> Record | None:

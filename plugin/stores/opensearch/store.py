@@ -246,6 +246,16 @@ class OpenSearchStore:
             known.update(field for field in wanted if _mapped(metadata, field.split(".")))
         return known
 
+    def metadata_fields(self) -> dict[str, list[str]]:
+        """Every field mapped under ``metadata`` in an index behind the read target, with its kinds."""
+        mappings = self._call("indices.get_mapping", retry=True, index=self.read_target)
+        kinds: dict[str, set[str]] = {}
+        for body in mappings.values():
+            metadata = ((body.get("mappings") or {}).get("properties") or {}).get("metadata") or {}
+            for field, kind in _leaves(metadata, ""):
+                kinds.setdefault(field, set()).add(kind)
+        return {field: sorted(kinds[field]) for field in sorted(kinds)}
+
     def search(
         self, vector: FloatRows, k: int = 10, filters: Filters | None = None, *, ef_search: int | None = None
     ) -> list[Hit]:
@@ -305,6 +315,21 @@ def _mapped(mapping: Any, path: list[str]) -> bool:
     for part in path:
         mapping = (mapping.get("properties") or {}).get(part) if isinstance(mapping, dict) else None
     return isinstance(mapping, dict)
+
+
+_NUMERIC = frozenset({"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float"})
+
+
+def _leaves(mapping: Any, prefix: str) -> Iterable[tuple[str, str]]:
+    """(dotted field, kind) of each mapped leaf; dynamically mapped dates are strings to a filter."""
+    for name, inner in ((mapping or {}).get("properties") or {}).items():
+        field = f"{prefix}.{name}" if prefix else name
+        if "properties" in inner:
+            yield from _leaves(inner, field)
+        elif inner.get("type") == "boolean":
+            yield field, "boolean"
+        else:
+            yield field, "number" if inner.get("type") in _NUMERIC else "text"
 
 
 def _chunked(ids: Iterable[str], size: int) -> Iterable[list[str]]:
