@@ -6,6 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-gemsearch_env "train,samples"
+gemsearch_env .venv-dev "train,samples"
 python tests/support/opensearch_harness.py prepare
 exec python benchmarks/run_all.py "$@"

@@ -5,12 +5,14 @@
 # LocalStore under ./gemsearch-quickstart and runs one crop-and-search. Arguments go to the command,
 # e.g. `bash scripts/quickstart.sh -k 10`. `bash scripts/quickstart.sh --baseline` instead measures
 # mAP of the off-the-shelf poolings (benchmarks/retrieval_baseline.py).
+# Environments: ./.venv (the runtime, no torch) for the quickstart, ./.venv-dev for --baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-gemsearch_env "train,samples"
 if [ "${1:-}" = "--baseline" ]; then
   shift
+  gemsearch_env .venv-dev "train,samples"  # the off-the-shelf poolings run in PyTorch
   exec python benchmarks/retrieval_baseline.py "$@"
 fi
+gemsearch_env .venv "train,samples"
 exec gemsearch quickstart "$@"

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 start=$(date +%s)
 
-gemsearch_env "train,web,samples,dev" || { echo "error: setting up the Python environment failed" >&2; exit 1; }
+gemsearch_env .venv-dev "train,web,samples,dev,ray" || { echo "error: setting up the Python environment failed" >&2; exit 1; }
 
 echo "==> preparing the OpenSearch test node"
 python tests/support/opensearch_harness.py prepare || { echo "error: the OpenSearch test node could not be prepared" >&2; exit 1; }
