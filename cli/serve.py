@@ -22,7 +22,7 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
 
     config_path, model_paths, stores = flags["config_path"], flags["model_paths"], flags["stores"]
     opensearch_urls, opensearch_config = flags["opensearch_urls"], flags["opensearch_config"]
-    prefix, image_roots = flags["prefix"], flags["image_roots"]
+    prefix, image_roots, title_field = flags["prefix"], flags["image_roots"], flags["title_field"]
     given = {k: v for k, v in limits.items() if v is not None}
     if config_path is not None:
         if model_paths or stores or opensearch_urls:
@@ -32,6 +32,8 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
             config = config.model_copy(update={"image_roots": tuple(p.resolve() for p in image_roots)})
         if given:
             config = config.model_copy(update={"limits": config.limits.model_copy(update=given)})
+        if title_field:
+            config = _with_title_field(config, title_field)
         return config
     if not model_paths:
         raise click.UsageError("give --model (with --store or --opensearch) or --config")
@@ -54,9 +56,19 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
             models=tuple(models),
             image_roots=tuple(p.resolve() for p in image_roots),
             limits=Limits(**given),
+            title_field=title_field,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid serve settings: {exc}") from exc
+
+
+def _with_title_field(config: Any, title_field: str) -> Any:
+    """``config`` with ``--title-field`` in place of its file's ``title_field``, checked as the file's is."""
+    try:
+        type(config)(models=config.models, title_field=title_field)
+    except ValueError as exc:
+        raise ConfigError(f"invalid --title-field {title_field!r}: a dotted metadata field name") from exc
+    return config.model_copy(update={"title_field": title_field})
 
 
 @click.command(name="serve")
@@ -77,6 +89,10 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML/JSON serve config (models, stores, image_roots, limits) instead of the flags above.",
+)
+@click.option(
+    "--title-field",
+    help="Metadata field results are titled by on the page (dotted for nested); default: the file name.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")

@@ -15,6 +15,8 @@ from support.live_server import free_port
 from support.query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
+from gemsearch.cli.serve import build_config
+from gemsearch.errors import ConfigError
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.stores.local.store import LocalStore
 
@@ -63,6 +65,8 @@ def test_serve_answers_over_http(root: Path) -> None:
         str(port),
         "--max-k",
         "5",
+        "--title-field",
+        "name",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
@@ -80,8 +84,24 @@ def test_serve_answers_over_http(root: Path) -> None:
         files = {"image": ("q.jpg", (root / "photos" / "rocket.jpg").read_bytes(), "image/jpeg")}
         body = requests.post(f"{base}/api/search", files=files, data={"k": 2}, timeout=30).json()
         assert body["hits"][0]["metadata"]["name"] == "rocket" and len(body["hits"]) == 2
+        assert [hit["title"] for hit in body["hits"]] == [hit["metadata"]["name"] for hit in body["hits"]]
         too_many = requests.post(f"{base}/api/search", files=files, data={"k": 6}, timeout=30)
         assert too_many.status_code == 422  # --max-k 5
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_title_field_flag_overrides_the_config_file(root: Path) -> None:
+    (root / "serve.yaml").write_text(
+        f"models:\n  - path: {root / 'tiny.onnx'}\n    store: {{kind: local, path: store}}\n"
+        "title_field: name\n"
+    )
+    flags = {"config_path": root / "serve.yaml", "model_paths": (), "stores": (), "opensearch_urls": ()}
+    flags |= {"opensearch_config": None, "prefix": "gemsearch", "image_roots": (), "title_field": None}
+    assert build_config(flags, {}).title_field == "name"
+    assert build_config(flags | {"title_field": "camera.model"}, {}).title_field == "camera.model"
+    with pytest.raises(ConfigError, match="invalid --title-field"):
+        build_config(flags | {"title_field": "a b"}, {})
+    result = CliRunner().invoke(main, ["serve", "--config", str(root / "serve.yaml"), "--title-field", "x y"])
+    assert result.exit_code == 1 and "invalid --title-field 'x y'" in result.output
