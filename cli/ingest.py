@@ -78,6 +78,16 @@ from .options import (
     help="OpenSearch: turn periodic refreshes off during the load and restore them after (faster bulk "
     "loads; only when this is the index's one writer).",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process (threads). ray: a Ray cluster (pip install 'gemsearch[ray]'; docs/ray.md).",
+)
+@click.option(
+    "--ray-address", help="With --executor ray: auto or ray://HEAD:10001. Default: Ray on this machine."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 def ingest(
@@ -116,6 +126,9 @@ def ingest(
 
     if params["update_metadata"] and params["no_skip_existing"]:
         raise click.UsageError("--update-metadata and --no-skip-existing exclude each other")
+    if params["executor"] == "ray" or params["ray_address"]:
+        _on_ray(sources, model_path, shard_spec, as_json, progress, params)
+        return
     store = _store(params)  # usage errors (both stores) before the model loads
     shard = parse_shard(shard_spec) if shard_spec else None
     exts = _extensions(params["extensions"], DEFAULT_IMAGE_EXTENSIONS)
@@ -129,6 +142,30 @@ def ingest(
     bar = tqdm(total=total, unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True)
     with store, bar:
         report = _run(read_sources(sources, shard, exts), embedder, store, _options(params), bar)
+    _print(report, as_json)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _on_ray(
+    sources: Sequence[str],
+    model_path: Path,
+    shard: str | None,
+    as_json: bool,
+    progress: bool | None,
+    params: dict[str, Any],
+) -> None:
+    from tqdm import tqdm
+
+    from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS
+    from .ingest_ray import ingest_on_ray
+
+    if params["executor"] != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
+    exts = _extensions(params["extensions"], DEFAULT_IMAGE_EXTENSIONS)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(unit="img", disable=not show, smoothing=0.1, dynamic_ncols=True) as bar:
+        report = ingest_on_ray(sources, model_path, shard, exts, params, bar)
     _print(report, as_json)
     if not report.ok:
         sys.exit(1)
@@ -148,20 +185,26 @@ def _embedder(model_path: Path, params: dict[str, Any]) -> Any:
 
 
 def _store(params: dict[str, Any]) -> VectorStore:
+    spec, index, bulk = store_spec(params)
+    return open_store(spec, index=index, bulk=bulk)
+
+
+def store_spec(params: dict[str, Any]) -> tuple[LocalStoreSpec | OpenSearchStoreSpec, Any, Any]:
+    """The store the options name: its spec, and for OpenSearch the index and bulk options."""
     from ..plugin.stores.opensearch.bulk import BulkOptions
     from ..plugin.stores.opensearch.index_admin import IndexOptions
 
     urls, config = params["opensearch_urls"], params["opensearch_config"]
     if not wants_opensearch(params["store_dir"], urls, config):
-        return open_store(LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE))
+        return LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE), None, None
     spec = OpenSearchStoreSpec(prefix=params["prefix"], urls=tuple(urls) or None, config=config)
     names = (
         "engine", "space_type", "m", "ef_construction", "ef_search", "shards", "replicas", "encoder",
         "refresh_interval", "vector_in_source",
     )  # fmt: skip
     index = IndexOptions(**{name: params[name] for name in names})
-    dead = BulkOptions(dead_letter_path=params["dead_letter"] or Path("gemsearch-dead-letter.jsonl"))
-    return open_store(spec, index=index, bulk=dead)
+    dead = params["dead_letter"] or Path("gemsearch-dead-letter.jsonl")
+    return spec, index, BulkOptions(dead_letter_path=dead.absolute())
 
 
 def _options(params: dict[str, Any]) -> IngestOptions:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..embedding.embedder import OnnxEmbedder
-from .faults import crash_plan
+from .faults import CrashPlan
 from .rows import rows_of, table_of
 
 
@@ -33,12 +33,17 @@ class EmbedActor:
     """A Ray Data callable class: one session per actor, loaded once, used for every batch."""
 
     def __init__(
-        self, model: bytes, providers: tuple[str, ...] | None, threads: int, batch_size: int
+        self,
+        model: bytes,
+        providers: tuple[str, ...] | None,
+        threads: int,
+        batch_size: int,
+        crash: CrashPlan | None = None,
     ) -> None:
         self.embedder = OnnxEmbedder(
             local_model_file(model), providers=providers, threads=threads, batch_size=batch_size
         )
-        self.crash = crash_plan("embed")
+        self.crash = crash or CrashPlan()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         self.crash.tick()

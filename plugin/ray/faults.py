@@ -1,8 +1,9 @@
 """A fault hook for tests: make an actor of a stage die (``os._exit``) at its Nth batch, once per run.
 
 ``GEMSEARCH_RAY_CRASH="embed:3,write:2"`` with ``GEMSEARCH_RAY_CRASH_DIR`` (a folder for the
-markers that make each crash happen once, also across the actor's restarts) is read by the driver
-and handed to the actors, so it works on every node of a cluster. Unset, it does nothing.
+markers that make each crash happen once, also across the actor's restarts) is read from the
+driver's environment and handed to the actors (whose environment is the Ray node's). Unset, it
+does nothing.
 """
 
 from __future__ import annotations

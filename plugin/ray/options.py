@@ -25,6 +25,9 @@ class RayIngestOptions(BaseModel):
     actors_per_gpu: int = Field(1, ge=1, description="embedding actors sharing one GPU")
     embed_threads: int = Field(1, ge=1, description="onnxruntime threads of a CPU embedding actor")
     providers: tuple[str, ...] | None = Field(None, description="onnxruntime providers (default: the best)")
+    embed_memory_mb: int = Field(
+        512, ge=0, description="memory an embedding actor reserves (its session and batches) in MiB"
+    )
     batch_size: int = Field(8, ge=1, description="most same-size images per model run")
     embed_rows: int = Field(64, ge=1, description="rows handed to an embedding actor per call")
     read_rows: int = Field(64, ge=1, description="rows per read/decode task batch and existence check")

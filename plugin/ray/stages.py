@@ -11,6 +11,7 @@ from ...manifest import ModelManifest
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec
 from .decoding import decode_batch
 from .embedding import EmbedActor
+from .faults import crash_plan
 from .layout import Layout
 from .options import RayIngestOptions
 from .reading import read_batch
@@ -39,6 +40,7 @@ def staged(
             "providers": opts.providers,
             "threads": layout.embed_threads,
             "batch_size": opts.batch_size,
+            "crash": crash_plan("embed"),
         },
         batch_format="pyarrow",
         batch_size=opts.embed_rows,
@@ -47,7 +49,13 @@ def staged(
     )
     return ds.map_batches(
         WriterActor,
-        fn_constructor_kwargs={"spec": spec, "index": opts.index, "bulk": opts.bulk, "manifest": manifest},
+        fn_constructor_kwargs={
+            "spec": spec,
+            "index": opts.index,
+            "bulk": opts.bulk,
+            "manifest": manifest,
+            "crash": crash_plan("write"),
+        },
         batch_format="pyarrow",
         batch_size=opts.write_batch,
         compute=ray.data.ActorPoolStrategy(size=layout.writer_actors),

@@ -15,7 +15,7 @@ from ...protocols import Record
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..stores.opensearch.bulk_models import BulkOptions
 from ..stores.opensearch.index_checks import IndexOptions
-from .faults import crash_plan
+from .faults import CrashPlan
 from .rows import Row, finished, metadata_of, rows_of, table_of
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,11 @@ class WriterActor:
         index: IndexOptions | None,
         bulk: BulkOptions | None,
         manifest: ModelManifest,
+        crash: CrashPlan | None = None,
     ) -> None:
         self.store = open_store(spec, index=index, bulk=bulk)
         self.store.ensure_index(manifest)
-        self.crash = crash_plan("write")
+        self.crash = crash or CrashPlan()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         self.crash.tick()
