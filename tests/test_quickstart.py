@@ -1,4 +1,5 @@
-"""``gemsearch quickstart``: the README's main command, on a tiny model and on the real default."""
+"""``gemsearch quickstart``: the README's main command, on a tiny model and on the real default (also
+where torch cannot be imported, as on a base install)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support.no_torch import run_without_torch
 from support.onnx_models import make_tiny_model
 
 from gemsearch.cli import main
+from gemsearch.onnx_manifest import read_manifest
 from gemsearch.plugin.stores.local.store import LocalStore
 
 
@@ -45,3 +48,17 @@ def test_quickstart_with_the_default_model_finds_the_cropped_photo(tmp_path: Pat
     ranking = _ranking(result.output)
     assert len(ranking) == 5 and ranking[0][1]  # the best hit is a view of the query's photo
     assert sum(same for _, same in ranking) >= 4
+
+
+@pytest.mark.slow
+def test_quickstart_runs_to_its_ranking_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = ["quickstart", "--dir", str(tmp_path / "qs"), "-k", "3", "--views", "2"]
+    code = f"from gemsearch.cli import main\nmain({args!r}, standalone_mode=False)\n"
+    run = run_without_torch(code, env={"GEMSEARCH_CACHE": str(cache)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    model = cache / "models" / "lite0-gem.onnx"
+    assert f"lite0-gem@{read_manifest(model).version8}" in run.stdout  # built here, without torch
+    ranking = _ranking(run.stdout)
+    assert len(ranking) == 3 and [s for s, _ in ranking] == sorted((s for s, _ in ranking), reverse=True)
+    assert ranking[0][1]  # the best hit is a view of the query's photo

@@ -99,11 +99,7 @@ def read_state_dict(path: str | Path) -> dict[str, npt.NDArray[Any]]:
     """The tensors of the state dict saved in ``path``, by name, as numpy arrays (copies, C order)."""
     try:
         with open(path, "rb") as f:
-            if zipfile.is_zipfile(f):
-                tensors, storages = _read_zip(f)
-            else:
-                f.seek(0)
-                tensors, storages = _read_legacy(f)
+            return _read(f)
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: no such weights file") from exc
     except (OSError, EOFError, ValueError, struct.error, pickle.UnpicklingError, zipfile.BadZipFile,
@@ -111,14 +107,19 @@ def read_state_dict(path: str | Path) -> dict[str, npt.NDArray[Any]]:
         raise ModelError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from exc
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
+
+
+def _read(f: IO[bytes]) -> dict[str, npt.NDArray[Any]]:
+    if zipfile.is_zipfile(f):
+        tensors, storages = _read_zip(f)
+    else:
+        f.seek(0)
+        tensors, storages = _read_legacy(f)
     if not isinstance(tensors, Mapping) or not all(
         isinstance(k, str) and isinstance(v, _PendingTensor) for k, v in tensors.items()
     ):
-        raise ModelError(f"{path}: expected a state dict of tensors")
-    try:
-        return {name: _materialise(t, storages) for name, t in tensors.items()}
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from exc
+        raise ModelError("expected a state dict of tensors")
+    return {name: _materialise(t, storages) for name, t in tensors.items()}
 
 
 def _read_zip(f: IO[bytes]) -> tuple[Any, Callable[[_StorageRef], npt.NDArray[Any]]]:
