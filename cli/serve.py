@@ -24,6 +24,7 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
     opensearch_urls, opensearch_config = flags["opensearch_urls"], flags["opensearch_config"]
     prefix, image_roots, title_field = flags["prefix"], flags["image_roots"], flags["title_field"]
     given = {k: v for k, v in limits.items() if v is not None}
+    embed_api = _embed_api(flags)
     if config_path is not None:
         if model_paths or stores or opensearch_urls:
             raise click.UsageError("give either --config or --model/--store/--opensearch, not both")
@@ -34,6 +35,8 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
             config = config.model_copy(update={"limits": config.limits.model_copy(update=given)})
         if title_field:
             config = _with_title_field(config, title_field)
+        if embed_api is not None:
+            config = config.model_copy(update={"embed_api": embed_api})
         return config
     if not model_paths:
         raise click.UsageError("give --model (with --store or --opensearch) or --config")
@@ -57,6 +60,7 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
             image_roots=tuple(p.resolve() for p in image_roots),
             limits=Limits(**given),
             title_field=title_field,
+            embed_api=embed_api,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid serve settings: {exc}") from exc
@@ -69,6 +73,20 @@ def _with_title_field(config: Any, title_field: str) -> Any:
     except ValueError as exc:
         raise ConfigError(f"invalid --title-field {title_field!r}: a dotted metadata field name") from exc
     return config.model_copy(update={"title_field": title_field})
+
+
+def _embed_api(flags: dict[str, Any]) -> Any:
+    """The embed API's settings from --embed-api, --embed-token-file and --embed-url-prefix (None:
+    none of them given)."""
+    from ..plugin.web.embed_config import EmbedApiConfig
+
+    token_file, prefixes = flags.pop("embed_token_file", None), flags.pop("embed_url_prefixes", ())
+    if not (flags.pop("embed_api", False) or token_file or prefixes):
+        return None
+    try:
+        return EmbedApiConfig(token_file=token_file, url_prefixes=tuple(prefixes))
+    except ValueError as exc:
+        raise ConfigError(f"invalid embed API settings: {exc}") from exc
 
 
 @click.command(name="serve")
@@ -94,6 +112,21 @@ def _with_title_field(config: Any, title_field: str) -> Any:
     "--title-field",
     help="Metadata field results are titled by on the page (dotted for nested); default: the file name.",
 )
+@click.option(
+    "--embed-api",
+    is_flag=True,
+    help="Serve POST /api/embed for machines (an OpenSearch cluster's ml-commons connector), with the "
+    "bearer token in $GEMSEARCH_EMBED_TOKEN. See docs/ml-commons.md.",
+)
+@click.option(
+    "--embed-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File whose first line is the embed API's bearer token (turns the API on).",
+)
+@click.option(
+    "--embed-url-prefix", "embed_url_prefixes", multiple=True,
+    help="URL prefix the embed API may fetch images from (repeatable; default: base64 images only).",
+)  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 @click.option("--max-upload-mb", type=float, help="Largest uploaded image in MiB (default 16).")

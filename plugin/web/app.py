@@ -184,6 +184,9 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     _service_routes(app, serving)
     _search_route(app, serving)
     _image_route(app, serving)
+    from .embed_api import embed_routes  # it imports this module's error types
+
+    embed_routes(app, serving)
     fields_route(app, serving.slot_for, [slot.name for slot in serving.models])
     _page_routes(app)
     _plain_file_schema(app)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import ConfigError
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, StoreSpec
+from .embed_config import EmbedApiConfig
 
 __all__ = ["Limits", "LocalStoreSpec", "ModelSpec", "OpenSearchStoreSpec", "ServeConfig", "StoreSpec"]
 
@@ -64,6 +65,9 @@ class ServeConfig(_Strict):
         (), description="stored images are served only from inside these folders (none: no images)"
     )
     limits: Limits = Limits()
+    embed_api: EmbedApiConfig | None = Field(
+        None, description="POST /api/embed for machines (an OpenSearch connector): on when configured"
+    )
     title: str = "gemsearch"
     title_field: str | None = Field(
         None,
@@ -99,6 +103,11 @@ class ServeConfig(_Strict):
             elif store.config is not None:
                 store = store.model_copy(update={"config": fix(store.config)})
             models.append(m.model_copy(update={"path": fix(m.path), "store": store}))
+        embed_api = self.embed_api.relative_to(base) if self.embed_api else None
         return self.model_copy(
-            update={"models": tuple(models), "image_roots": tuple(fix(r) for r in self.image_roots)}
+            update={
+                "models": tuple(models),
+                "image_roots": tuple(fix(r) for r in self.image_roots),
+                "embed_api": embed_api,
+            }
         )
