@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "gemsearch.cli.serve:serve",
     "count": "gemsearch.cli.documents:count",
     "delete": "gemsearch.cli.documents:delete",
+    "opensearch": "gemsearch.cli.pipelines:opensearch",
 }
 
 
