@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -164,8 +164,11 @@ class _KeepVectors:
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         return set()
 
-    def count(self) -> int:
-        return len(self.vectors)
+    def count(self, filters: Any = None) -> int:
+        return 0 if filters else len(self.vectors)  # it keeps no metadata: no filter matches
+
+    def ids_matching(self, filters: Any = None) -> Iterator[str]:
+        return iter([] if filters else list(self.vectors))
 
     def get(self, doc_id: str) -> Any:
         return None

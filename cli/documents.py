@@ -1,4 +1,5 @@
-"""``gemsearch count`` and ``gemsearch delete``: the documents of a store or of a model's alias."""
+"""``gemsearch count`` and ``gemsearch delete``: the documents of a store or of a model's alias, all
+of them, by id or by metadata filter."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import click
 
 from ..errors import ConfigError, GemsearchError
 from ..protocols import VectorStore
-from .options import DEFAULT_STORE, exported_model_option, opensearch_options, store_option, wants_opensearch
+from .options import (
+    DEFAULT_STORE,
+    exported_model_option,
+    filter_option,
+    opensearch_options,
+    parse_filters,
+    store_option,
+    wants_opensearch,
+)
 
 
 def _store(params: dict[str, Any], *, write: bool) -> VectorStore:
@@ -33,18 +42,23 @@ def _store(params: dict[str, Any], *, write: bool) -> VectorStore:
 @exported_model_option(required=False, more="; needed with --opensearch (its alias is counted)")
 @store_option("LocalStore folder to count.")
 @opensearch_options("Count the model's documents in OpenSearch at this URL")
+@filter_option(": count only the documents that match")
 @click.option("--json", "as_json", is_flag=True, help='Print {"documents": N} as JSON.')
-def count(as_json: bool, **params: Any) -> None:
-    """The number of documents in a store.
+def count(filter_specs: Sequence[str], as_json: bool, **params: Any) -> None:
+    """The number of documents in a store, or of those matching --filter.
 
     \b
     Examples:
       gemsearch count --store ./gemsearch-store
-      gemsearch count --model lite0-gem --opensearch https://search:9200
+      gemsearch count --model lite0-gem --opensearch https://search:9200 --filter album=nature
     """
+    filters = parse_filters(filter_specs)
     with _store(params, write=False) as store:
-        n = store.count()
-    click.echo(json.dumps({"documents": n}) if as_json else f"{n} documents")
+        n = store.count(filters)
+        if filters and n == 0:
+            _warn_unknown_fields(store, filters)
+    matching = f" match {' '.join(filter_specs)}" if filters else ""
+    click.echo(json.dumps({"documents": n}) if as_json else f"{n} documents{matching}")
 
 
 @click.command(name="delete")
@@ -56,34 +70,97 @@ def count(as_json: bool, **params: Any) -> None:
     help="Delete the documents of these sources instead (a JSONL/CSV manifest, a folder or a path "
     "list, as for ingest: a row's id, else the sha256 of the file); repeatable.",
 )
+@filter_option(": delete the documents that match it instead (the syntax of search --filter)")
 @exported_model_option(required=False, more="; needed with --opensearch (documents go through its alias)")
 @store_option("LocalStore folder to delete from.")
 @opensearch_options("Delete from the model's index in OpenSearch at this URL")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file: each id's fate.")
+@click.option("--dry-run", is_flag=True, help="Only say how many documents would be deleted.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def delete(ids: Sequence[str], sources: Sequence[str], ledger: Path | None, yes: bool, as_json: bool,
-           **params: Any) -> None:  # fmt: skip
-    """Delete documents by id, or the documents of a manifest or folder.
+def delete(ids: Sequence[str], sources: Sequence[str], filter_specs: Sequence[str], ledger: Path | None,
+           dry_run: bool, yes: bool, as_json: bool, **params: Any) -> None:  # fmt: skip
+    """Delete documents by id, the documents of a manifest or folder, or those matching --filter.
 
     Every id gets one fate, in the summary and the --ledger file: deleted, not_found, or failed
-    (a file whose id could not be computed). Exit code 0 unless an id failed.
+    (a file whose id could not be computed). A filter is resolved to the ids it matches, which are
+    deleted a chunk at a time, each with its fate. Exit code 0 unless an id failed.
 
     \b
     Examples:
       gemsearch delete 3f2a...e1 --store ./gemsearch-store
       gemsearch delete --manifest removed.jsonl --model lite0-gem --opensearch https://search:9200 --yes
+      gemsearch delete --filter album=nature --filter 'year<2010' --store ./gemsearch-store --dry-run
     """
-    if not ids and not sources:
-        raise click.UsageError("give ids, or --manifest with the sources to delete")
-    wanted = [(i, i) for i in ids] + list(_source_ids(sources))
-    if not yes:
-        click.confirm(f"Delete up to {len(wanted)} documents?", abort=True)
-    with _store(params, write=True) as store, _ledger(ledger) as out:
-        report = _delete(store, wanted, out)
+    if filter_specs and (ids or sources):
+        raise click.UsageError("give ids and --manifest, or --filter, not both")
+    if not ids and not sources and not filter_specs:
+        raise click.UsageError("give ids, --manifest with the sources to delete, or --filter")
+    if filter_specs:
+        report = _delete_by_filter(filter_specs, ledger, dry_run, yes, as_json, params)
+        if report is None:
+            return
+    else:
+        wanted = [(i, i) for i in ids] + list(_source_ids(sources))
+        if dry_run:
+            with _store(params, write=False) as store:
+                n = len(store.existing_ids([i for _, i in wanted if i is not None]))
+            _echo_dry_run(n, as_json)
+            return
+        if not yes:
+            click.confirm(f"Delete up to {len(wanted)} documents?", abort=True)
+        with _store(params, write=True) as store, _ledger(ledger) as out:
+            report = _delete(store, wanted, out)
     click.echo(json.dumps(report) if as_json else ", ".join(f"{k} {v}" for k, v in report.items()))
     if report["failed"]:
         raise SystemExit(1)
+
+
+DELETE_CHUNK = 1000  # ids per existence check and delete when deleting by filter
+
+
+def _delete_by_filter(
+    specs: Sequence[str], ledger: Path | None, dry_run: bool, yes: bool, as_json: bool, params: dict[str, Any]
+) -> dict[str, int] | None:
+    """Delete the documents matching the filter, ``DELETE_CHUNK`` ids at a time; None after a dry run."""
+    filters = parse_filters(specs)
+    assert filters is not None  # specs were given
+    shown = " ".join(specs)
+    with _store(params, write=not dry_run) as store:
+        n = store.count(filters)
+        if n == 0:
+            _warn_unknown_fields(store, filters)
+        if dry_run:
+            _echo_dry_run(n, as_json)
+            return None
+        if not yes:
+            click.confirm(f"Delete the {n} documents matching {shown}?", abort=True)
+        report = {"deleted": 0, "not_found": 0, "failed": 0}
+        source = f"filter {shown}"
+        with _ledger(ledger) as out:
+            chunk: list[tuple[str, str | None]] = []
+            for doc_id in store.ids_matching(filters):
+                chunk.append((source, doc_id))
+                if len(chunk) == DELETE_CHUNK:
+                    _add(report, _delete(store, chunk, out))
+                    chunk = []
+            if chunk:
+                _add(report, _delete(store, chunk, out))
+    return report
+
+
+def _add(total: dict[str, int], part: dict[str, int]) -> None:
+    for fate, n in part.items():
+        total[fate] += n
+
+
+def _echo_dry_run(n: int, as_json: bool) -> None:
+    click.echo(json.dumps({"would_delete": n}) if as_json else f"{n} documents would be deleted (dry run)")
+
+
+def _warn_unknown_fields(store: VectorStore, filters: dict[str, Any]) -> None:
+    for field in sorted(set(filters) - store.known_fields(filters)):
+        click.echo(f"warning: no document has the field {field!r}; the filter matches nothing", err=True)
 
 
 def _source_ids(sources: Sequence[str]) -> Iterator[tuple[str, str | None]]:

@@ -7,6 +7,7 @@ Runtime commands (ingest, search, serve, index) share the store and cluster opti
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from click.core import ParameterSource
 
 from ..errors import ConfigError
 from ..models_cache import resolve_model
+from ..plugin.query_checks import check_filters
 from ..plugin.query_checks import parse_crop as query_crop
 from ..plugin.stores.factory import DEFAULT_STORE
 from ..preprocess import MULTISCALE as MULTISCALE
@@ -23,8 +25,10 @@ from ..preprocess import MULTISCALE as MULTISCALE
 __all__ = [
     "DEFAULT_STORE",
     "exported_model_option",
+    "filter_option",
     "index_build_options",
     "opensearch_options",
+    "parse_filters",
     "renamed",
     "store_option",
     "wants_opensearch",
@@ -76,6 +80,58 @@ def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:
         )(func)
 
     return decorate
+
+
+def filter_option(where: str) -> Callable[[F], F]:
+    """``--filter`` (repeatable), the metadata filter of ``search``, ``count`` and ``delete``; parse
+    the values with ``parse_filters``. ``where`` says how the command applies it."""
+    return click.option(
+        "--filter", "filter_specs", multiple=True,
+        help=f"Metadata filter{where}: field=value, field>=2020, field<5; repeatable (all must match, "
+        "a repeated field=value matches any of its values).",
+    )  # fmt: skip
+
+
+_OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
+
+
+def parse_filters(specs: Sequence[str]) -> dict[str, Any] | None:
+    """``field=value``, ``field>=value`` (also ``<=``, ``>``, ``<``) -> the store's filter object.
+
+    Values are JSON where they parse as a number, ``true``/``false`` or a quoted string, else plain
+    text; repeating ``field=`` gives any-of, range operators on one field combine.
+    """
+    out: dict[str, Any] = {}
+    for spec in specs:
+        field, op, raw = _split(spec)
+        value = _value(raw)
+        if op is None:
+            old = out.get(field)
+            if isinstance(old, dict):
+                raise ConfigError(f"filter {spec!r}: {field} already has a range condition")
+            out[field] = value if old is None else [*(old if isinstance(old, list) else [old]), value]
+        else:
+            old = out.setdefault(field, {})
+            if not isinstance(old, dict):
+                raise ConfigError(f"filter {spec!r}: {field} already has an equality condition")
+            old[op] = value
+    return check_filters(out)
+
+
+def _split(spec: str) -> tuple[str, str | None, str]:
+    for symbol, op in _OPS:
+        field, sep, raw = spec.partition(symbol)
+        if sep and field.strip() and not any(c in field for c in "<>="):
+            return field.strip(), op, raw.strip()
+    raise ConfigError(f"filter {spec!r} must look like field=value, field>=value, field<value, ...")
+
+
+def _value(raw: str) -> Any:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if isinstance(value, (str, int, float, bool)) else raw
 
 
 def renamed(

@@ -9,55 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ConfigError
-from ..plugin.query_checks import check_filters, parse_crop
+from ..plugin.query_checks import parse_crop
 from ..protocols import VectorStore
 
 if TYPE_CHECKING:
     from ..plugin.query import SearchResult
 from .index import format_table
-from .options import DEFAULT_STORE, exported_model_option, opensearch_options, store_option, wants_opensearch
-
-_OPS = ((">=", "gte"), ("<=", "lte"), (">", "gt"), ("<", "lt"), ("=", None))
-
-
-def parse_filters(specs: Sequence[str]) -> dict[str, Any] | None:
-    """``field=value``, ``field>=value`` (also ``<=``, ``>``, ``<``) -> the store's filter object.
-
-    Values are JSON where they parse as a number, ``true``/``false`` or a quoted string, else plain
-    text; repeating ``field=`` gives any-of, range operators on one field combine.
-    """
-    out: dict[str, Any] = {}
-    for spec in specs:
-        field, op, raw = _split(spec)
-        value = _value(raw)
-        if op is None:
-            old = out.get(field)
-            if isinstance(old, dict):
-                raise ConfigError(f"filter {spec!r}: {field} already has a range condition")
-            out[field] = value if old is None else [*(old if isinstance(old, list) else [old]), value]
-        else:
-            old = out.setdefault(field, {})
-            if not isinstance(old, dict):
-                raise ConfigError(f"filter {spec!r}: {field} already has an equality condition")
-            old[op] = value
-    return check_filters(out)
-
-
-def _split(spec: str) -> tuple[str, str | None, str]:
-    for symbol, op in _OPS:
-        field, sep, raw = spec.partition(symbol)
-        if sep and field.strip() and not any(c in field for c in "<>="):
-            return field.strip(), op, raw.strip()
-    raise ConfigError(f"filter {spec!r} must look like field=value, field>=value, field<value, ...")
-
-
-def _value(raw: str) -> Any:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw
-    return value if isinstance(value, (str, int, float, bool)) else raw
+from .options import (
+    DEFAULT_STORE,
+    exported_model_option,
+    filter_option,
+    opensearch_options,
+    parse_filters,
+    store_option,
+    wants_opensearch,
+)
 
 
 def json_result(result: SearchResult) -> dict[str, Any]:
@@ -94,12 +60,7 @@ def _open_store(
 @exported_model_option(more="; the one the store was built with")
 @click.option("--crop", help="Search for this region only: x,y,w,h in pixels of the full (upright) image.")
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
-@click.option(
-    "--filter",
-    "filter_specs",
-    multiple=True,
-    help="Metadata filter, applied inside the k-NN search: field=value, field>=2020, field<5; repeatable.",
-)
+@filter_option(", applied inside the k-NN search")
 @click.option("--id", "doc_id", help="Search with an indexed document instead of IMAGE (it is left out).")
 @click.option("--expand", type=click.IntRange(1, 100), help="Alpha query expansion with the top N results.")
 @click.option("--alpha", default=3.0, show_default=True, help="Alpha-QE weight exponent (similarity^alpha).")

@@ -72,3 +72,70 @@ def test_delete_needs_ids_and_opensearch_needs_the_model(tmp_path: Path) -> None
     assert code == 2
     code, _ = _cli("count", "--opensearch", "http://127.0.0.1:9")
     assert code == 2
+
+
+def _run_filter(model: Path, tmp_path: Path, where: list[str]) -> None:
+    files = write_collection(tmp_path / "photos", 12, side=64)
+    manifest = tmp_path / "photos.jsonl"
+    albums = {doc_id: ("nature" if n % 3 else "city", 2000 + n) for n, doc_id in enumerate(sorted(files))}
+    manifest.write_text(
+        "".join(
+            json.dumps({"path": str(files[i]), "album": albums[i][0], "year": albums[i][1]}) + "\n"
+            for i in sorted(files)
+        )
+    )
+    code, out = _cli("ingest", str(manifest), "--model", str(model), *where, "--no-progress")
+    assert code == 0, out
+    nature = {i for i, (album, _) in albums.items() if album == "nature"}
+    old_nature = {i for i in nature if albums[i][1] < 2008}
+    assert _cli("count", *where, "--filter", "album=nature") == (
+        0,
+        f"{len(nature)} documents match album=nature\n",
+    )
+    both = ["--filter", "album=nature", "--filter", "year<2008"]
+    assert _cli("count", *where, *both, "--json") == (0, json.dumps({"documents": len(old_nature)}) + "\n")
+
+    code, out = _cli("delete", *both, *where, "--dry-run", "--json")
+    assert code == 0 and json.loads(out) == {"would_delete": len(old_nature)}
+    assert _cli("count", *where) == (0, "12 documents\n")  # a dry run deletes nothing
+
+    ledger = tmp_path / "ledger.jsonl"
+    code, out = _cli("delete", *both, *where, "--yes", "--json", "--ledger", str(ledger))
+    assert code == 0 and json.loads(out) == {"deleted": len(old_nature), "not_found": 0, "failed": 0}
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert {line["id"] for line in lines} == old_nature and {line["fate"] for line in lines} == {"deleted"}
+    assert all(line["source"] == "filter album=nature year<2008" for line in lines)
+    assert _cli("count", *where) == (0, f"{12 - len(old_nature)} documents\n")
+    assert (
+        _cli("count", *where, "--filter", "album=nature", "--json")[1]
+        == json.dumps({"documents": len(nature - old_nature)}) + "\n"
+    )
+    code, out = _cli("delete", *both, *where, "--yes", "--json")  # again: nothing matches
+    assert code == 0 and json.loads(out) == {"deleted": 0, "not_found": 0, "failed": 0}
+    result = CliRunner().invoke(main, ["count", *where, "--filter", "albm=nature"])
+    assert result.stdout.startswith("0 documents") and "no document has the field 'albm'" in result.stderr
+
+
+def test_count_and_delete_by_filter_in_a_local_store(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gemsearch.cli.documents.DELETE_CHUNK", 2)  # several chunks, each reported
+    _run_filter(model, tmp_path, ["--store", str(tmp_path / "store")])
+
+
+@pytest.mark.opensearch
+def test_count_and_delete_by_filter_through_a_model_alias_in_opensearch(
+    model: Path, tmp_path: Path, opensearch: OpenSearch, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pages of 2 ids: the scroll goes on while the ids of earlier pages are being deleted
+    monkeypatch.setattr("gemsearch.plugin.stores.opensearch.store.MGET_CHUNK", 2)
+    monkeypatch.setattr("gemsearch.cli.documents.DELETE_CHUNK", 2)
+    url = str(opensearch.transport.get_connection().host)
+    _run_filter(model, tmp_path, ["--model", str(model), "--opensearch", url, "--prefix", prefix])
+
+
+def test_delete_by_filter_takes_no_ids_and_parses_like_search(tmp_path: Path) -> None:
+    code, _ = _cli("delete", "abc", "--filter", "a=1", "--store", str(tmp_path / "s"), "--yes")
+    assert code == 2
+    result = CliRunner().invoke(main, ["delete", "--filter", "a", "--store", str(tmp_path / "s"), "--yes"])
+    assert result.exit_code == 1 and "must look like field=value" in result.output

@@ -5,7 +5,7 @@ Embeddings are ``(n, d)`` float32 rows, L2-normalised, everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -147,7 +147,15 @@ class VectorStore(Protocol):
 
     def get(self, doc_id: str) -> Record | None: ...
 
-    def count(self) -> int: ...
+    def count(self, filters: Filters | None = None) -> int:
+        """How many documents the store holds; with ``filters``, how many match them."""
+        ...
+
+    def ids_matching(self, filters: Filters | None = None) -> Iterator[str]:
+        """The ids of the documents matching ``filters`` (the search filters' rules; every document
+        without), read lazily. Deleting by filter deletes these ids with ``delete``, a chunk at a
+        time, so every id's fate can be reported."""
+        ...
 
     def known_fields(self, fields: Iterable[str]) -> set[str]:
         """Those of ``fields`` (metadata fields, dotted for nested ones) that some document has."""

@@ -27,7 +27,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -199,9 +199,27 @@ class LocalStore:
         with self._mutex:
             return db.existing(self._connection(), _id_list(ids))
 
-    def count(self) -> int:
+    def count(self, filters: Filters | None = None) -> int:
+        """Live documents; with ``filters``, those that match them."""
+        if filters:
+            queries = compile_filters(filters)
+            return self._read(lambda conn, _view: int(db.matching_rows(conn, queries).shape[0]))
         with self._mutex:
             return db.read_state(self._connection()).live
+
+    def ids_matching(self, filters: Filters | None = None) -> Iterator[str]:
+        """The ids of the documents matching ``filters`` (all of them without), in row order, from
+        one snapshot: later writes neither add ids to nor take ids from the sequence."""
+        queries = compile_filters(filters)
+
+        def read(conn: sqlite3.Connection, _view: View) -> list[str]:
+            if not queries:
+                return [doc_id for (doc_id,) in conn.execute("SELECT id FROM docs ORDER BY row")]
+            rows = db.matching_rows(conn, queries).tolist()
+            by_row = db.docs_by_row(conn, rows)
+            return [by_row[r][0] for r in rows if r in by_row]
+
+        return iter(self._read(read))
 
     def known_fields(self, fields: Iterable[str]) -> set[str]:
         """Those of ``fields`` the filter index holds a value for."""

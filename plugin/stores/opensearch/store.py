@@ -13,7 +13,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 MGET_CHUNK = 1000
+SCROLL = "2m"  # how long a scroll of ids_matching waits for its reader between pages
 _FIELD_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
@@ -233,8 +234,28 @@ class OpenSearchStore:
             metadata=source.get("metadata") or {},
         )
 
-    def count(self) -> int:
-        return int(self._call("count", retry=True, index=self.read_target)["count"])
+    def count(self, filters: Filters | None = None) -> int:
+        """Documents behind the read target; with ``filters``, those that match them."""
+        body = {"query": filter_clause(filters)} if filters else None
+        return int(self._call("count", retry=True, index=self.read_target, body=body)["count"])
+
+    def ids_matching(self, filters: Filters | None = None) -> Iterator[str]:
+        """The ids of the documents matching ``filters`` (all without), read with a scroll (a
+        snapshot: deleting the ids meanwhile does not disturb it), ``MGET_CHUNK`` a page."""
+        query = filter_clause(filters) if filters else {"match_all": {}}
+        body = {"query": query, "_source": False, "sort": ["_doc"], "size": MGET_CHUNK}
+        page = self._call("search", retry=True, index=self.read_target, body=body, params={"scroll": SCROLL})
+        scroll_id = page.get("_scroll_id")
+        try:
+            while page["hits"]["hits"]:
+                yield from (hit["_id"] for hit in page["hits"]["hits"])
+                # a page is not asked for twice: a retried scroll could skip one
+                page = self._call("scroll", body={"scroll_id": scroll_id, "scroll": SCROLL})
+                scroll_id = page.get("_scroll_id", scroll_id)
+        finally:
+            if scroll_id:
+                with contextlib.suppress(TransportError, StoreError):
+                    self.client.clear_scroll(body={"scroll_id": scroll_id})
 
     def known_fields(self, fields: Iterable[str]) -> set[str]:
         """Those of ``fields`` mapped under ``metadata`` in any index behind the read target."""
