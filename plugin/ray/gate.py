@@ -44,11 +44,14 @@ class Gate:
         present = self._store.existing_ids(set(ids)) if self._store is not None else set()
         verdicts = []
         for doc_id, seq in zip(ids, seqs, strict=True):
-            if doc_id in present:
+            holder = self._holders.get(doc_id, seq)
+            if holder != seq:  # a duplicate in this run, also once the holder's write is stored
+                verdicts.append(holder)
+            elif doc_id in present:
                 verdicts.append(PRESENT)
-                continue
-            holder = self._holders.setdefault(doc_id, seq)
-            verdicts.append(FRESH if holder == seq else holder)
+            else:
+                self._holders[doc_id] = seq
+                verdicts.append(FRESH)
         return verdicts
 
     def hand_over(self, doc_id: str, seq: int) -> None:

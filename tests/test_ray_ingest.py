@@ -1,0 +1,169 @@
+"""The Ray executor on a real Ray (local, started once for the module) against the single-process
+ingest: the same ids, vectors within 1e-6 and report counts, into a LocalStore and into the real
+OpenSearch node; a Ray Dataset as input; embedding and writer actors killed mid-run; the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from support.ingest_helpers import write_collection
+from support.onnx_models import make_tiny_model
+from support.opensearch_harness import OpenSearchNode
+from support.ray_helpers import assert_same_documents, counts, import_ray, sha_ids, write_photos
+
+from gemsearch.cli import main
+from gemsearch.plugin.embedding.sessions import read_manifest
+from gemsearch.plugin.ingest.pipeline import ingest_collection
+from gemsearch.plugin.ingest.report import Fate, IngestReport
+from gemsearch.plugin.ray.faults import CRASH_DIR_ENV, CRASH_ENV
+from gemsearch.plugin.ray.options import RayIngestOptions
+from gemsearch.plugin.ray.run import ingest_dataset
+from gemsearch.plugin.stores.factory import OpenSearchStoreSpec, open_store
+from gemsearch.plugin.stores.local.store import LocalStore
+from gemsearch.plugin.stores.opensearch.bulk_models import BulkOptions
+
+ray = import_ray()
+# small batches, so a run of a few dozen images has many of them (and crashes land mid-run)
+OPTS = RayIngestOptions(embed_actors=1, embed_rows=4, read_rows=4, write_batch=4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_tiny_model(path, name="tiny", dim=16)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
+    root = tmp_path_factory.mktemp("photos")
+    return root, sha_ids(write_photos(root))
+
+
+@pytest.fixture(scope="module")
+def single(
+    photos: tuple[Path, set[str]], model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[IngestReport, Path]:
+    """The single-process ingest of the photos into a LocalStore: what the Ray runs must equal."""
+    store = tmp_path_factory.mktemp("single") / "store"
+    return ingest_collection([str(photos[0])], model, store), store
+
+
+def test_local_store_gets_what_the_single_process_ingest_writes(
+    photos: tuple[Path, set[str]], model: Path, single: tuple[IngestReport, Path], tmp_path: Path
+) -> None:
+    root, ids = photos
+    report = ingest_dataset([str(root)], model, tmp_path / "store", options=OPTS)
+    assert counts(report) == counts(single[0])
+    assert report.failed_by_reason.total() == 3 and report.skipped_by_reason == {"duplicate": 1}
+    with LocalStore(tmp_path / "store", read_only=True) as ours, LocalStore(single[1], read_only=True) as ref:
+        assert_same_documents(ours, ref, ids)
+    again = ingest_dataset([str(root)], model, tmp_path / "store", options=OPTS)
+    assert again.embedded == 0 and again.skipped_by_reason == {"present": len(ids) + 1}  # + the copy
+
+
+def test_opensearch_gets_what_the_single_process_ingest_writes(
+    photos: tuple[Path, set[str]], model: Path, opensearch_node: OpenSearchNode, prefix: str, tmp_path: Path
+) -> None:
+    root, ids = photos
+    urls = (opensearch_node.url,)
+    reference = ingest_collection([str(root)], model, OpenSearchStoreSpec(prefix=prefix, urls=urls))
+    spec = OpenSearchStoreSpec(prefix=f"{prefix}-ray", urls=urls)
+    bulk = BulkOptions(dead_letter_path=tmp_path / "dead.jsonl")
+    report = ingest_dataset(
+        [str(root)], model, spec, options=OPTS.model_copy(update={"bulk": bulk, "writer_actors": 2})
+    )
+    assert counts(report) == counts(reference)
+    manifest = read_manifest(model)
+    with open_store(spec) as ours, open_store(OpenSearchStoreSpec(prefix=prefix, urls=urls)) as ref:
+        ours.ensure_index(manifest)
+        ref.ensure_index(manifest)
+        assert_same_documents(ours, ref, ids)
+
+
+def test_a_ray_dataset_of_paths_or_of_bytes_is_ingested(
+    photos: tuple[Path, set[str]], model: Path, single: tuple[IngestReport, Path], tmp_path: Path
+) -> None:
+    root, ids = photos
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    report = ingest_dataset(
+        ray.data.from_items([{"path": p} for p in paths]), model, tmp_path / "a", options=OPTS
+    )
+    assert counts(report) == counts(single[0])
+    with LocalStore(tmp_path / "a", read_only=True) as ours, LocalStore(single[1], read_only=True) as ref:
+        assert_same_documents(ours, ref, ids)
+    rows = [{"bytes": (root / "coffee" / "orig.jpg").read_bytes(), "id": "coffee-1", "city": "Prague"}]
+    rows.append({"bytes": b"junk", "id": "junk-1", "city": "Brno"})
+    report = ingest_dataset(ray.data.from_items(rows), model, tmp_path / "b", options=OPTS)
+    assert (report.read, report.count(Fate.INDEXED), report.count(Fate.FAILED)) == (2, 1, 1)
+    with LocalStore(tmp_path / "b", read_only=True) as store:
+        record = store.get("coffee-1")
+        assert record is not None and record.metadata == {"city": "Prague"} and record.image_ref is None
+        assert store.count() == 1
+
+
+def test_killed_embedding_and_writer_actors_lose_and_duplicate_nothing(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "photos"
+    files = write_collection(root, 40, seed=3, side=48)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(CRASH_ENV, "embed:3,write:3")
+    monkeypatch.setenv(CRASH_DIR_ENV, str(markers))
+    report = ingest_dataset([str(root)], model, tmp_path / "store", options=OPTS)
+    assert sorted(p.name for p in markers.iterdir()) == ["crashed-embed", "crashed-write"]  # both died
+    assert (report.read, report.count(Fate.INDEXED), report.count(Fate.FAILED)) == (41, 40, 1)
+    assert report.count(Fate.PENDING) == 0 and report.stopped_by is None
+    with LocalStore(tmp_path / "store", read_only=True) as store:
+        assert store.count() == len(files) and store.existing_ids(files) == set(files)
+
+
+def _cli(args: list[str]) -> Any:
+    return CliRunner().invoke(main, ["ingest", *args, "--no-progress"])
+
+
+def test_cli_executor_ray_reports_like_the_single_process_ingest(
+    photos: tuple[Path, set[str]], model: Path, single: tuple[IngestReport, Path], tmp_path: Path
+) -> None:
+    root, ids = photos
+    result = _cli(
+        [str(root), "--model", str(model), "--store", str(tmp_path / "s"), "--executor", "ray", "--json"]
+    )
+    assert result.exit_code == 1, result.output  # the broken files failed
+    report = json.loads(result.stdout)
+    assert {k: report[k] for k in counts(single[0])} == counts(single[0])
+    with LocalStore(tmp_path / "s", read_only=True) as store:
+        assert store.existing_ids(ids) == ids
+    usage = _cli([str(root), "--model", str(model), "--ray-address", "auto"])
+    assert usage.exit_code == 2 and "--ray-address needs --executor ray" in usage.output
+    local_only = _cli([str(root), "--model", str(model), "--executor", "ray", "--workers", "2"])
+    assert local_only.exit_code == 2 and "--workers" in local_only.output
+
+
+def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['ray'] = sys.modules['ray.data'] = None\n"
+        "from gemsearch.cli import main\n"
+        f"main(['ingest', {str(tmp_path)!r}, '--model', {str(model)!r}, '--executor', 'ray'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "Error: ray[data] is not installed; install it with: pip install 'gemsearch[ray]'"
+    ]
