@@ -1,8 +1,8 @@
 """An OpenSearch node with ml-commons (and the job scheduler it needs) for the remote-model tests.
 
 Built by the harness as the ``ml`` variant of the k-NN home (both plugin zips from Maven Central),
-started with the settings that let a one-node cluster call a connector on 127.0.0.1, and a 1 GB heap
-(ml-commons does not start in the default 512 MB). Only the tests that ask for ``ml_node`` start it.
+started with the settings that let a one-node cluster call a connector on 127.0.0.1 and a 1 GB heap
+(ml-commons does not start in the default 512 MB). Only tests that ask for its ``ml_node`` start it.
 
 By hand::
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,10 @@ def start_ml_node() -> OpenSearchNode:
     return node
 
 
-@pytest.fixture(scope="session")
-def ml_node() -> Iterator[OpenSearchNode]:
-    """A node with ml-commons, for the whole session (its log goes into failing tests' reports)."""
-    from conftest import _NODES
+@contextmanager
+def running_ml_node() -> Iterator[OpenSearchNode]:
+    """A node with ml-commons while the block runs; a failing test that used it gets its log."""
+    from conftest import _NODES  # the node list whose logs go into failing tests' reports
 
     node = start_ml_node()
     _NODES.append(node)
@@ -66,6 +67,14 @@ def ml_node() -> Iterator[OpenSearchNode]:
     finally:
         _NODES.remove(node)
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def ml_node() -> Iterator[OpenSearchNode]:
+    """The ml-commons node for the session (a test module asks for it with
+    ``pytest_plugins = ["support.ml_commons_node"]``)."""
+    with running_ml_node() as node:
+        yield node
 
 
 def main() -> int:
