@@ -1,5 +1,7 @@
 """End to end in Debian's headless Chromium (Playwright): drop an image, crop it, choose the model and k,
-search, see the results, open one; and the page's error messages. Screenshots go to test-artifacts/.
+search, see the titled results beside the query's crop, open one in the detail view, search "more like
+this", filter by metadata, load more up to the server's limit; the page's error messages; dark mode.
+Screenshots of each state go to test-artifacts/screenshots/.
 
 Chromium comes from ``scripts/install_chromium.sh`` (Debian's package); the test fails, never skips,
 when it is missing.
@@ -26,18 +28,23 @@ from gemsearch.plugin.web.app import create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
+SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
+LONG = "tiny-b-whitened-multiscale-gem-landmarks-2026"  # a model name the dropdown must show whole
+MAX_K = 5
+VIEWPORT = {"width": 1280, "height": 900}
 
 pytestmark = pytest.mark.slow
 
+Site = tuple[str, list[Photo], Path]
+
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Photo], Path]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("browser")
     photos = write_photos(root / "photos", max_side=320)
     models = []
-    for name, seed in (("tiny", 1), ("tiny-b", 5)):
+    for name, seed in (("tiny", 1), (LONG, 5)):
         tiny_model(root / f"{name}.onnx", name=name, seed=seed)
         with LocalStore(root / name) as store:
             fill_store(store, OnnxEmbedder(root / f"{name}.onnx"), photos)
@@ -48,7 +55,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[P
     config = ServeConfig(
         models=tuple(models),
         image_roots=(root / "photos",),
-        limits=Limits(max_upload_bytes=150_000, searches_per_minute=0),
+        limits=Limits(max_upload_bytes=150_000, searches_per_minute=0, max_k=MAX_K, default_k=2),
     )
     with serving(create_app(config)) as url:
         yield url, photos, root
@@ -65,22 +72,32 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture
-def page(browser: Any, site: tuple[str, list[Photo], Path]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1200, "height": 860})
-    page = context.new_page()
+def open_page(browser: Any, url: str, **context: Any) -> tuple[Any, list[str]]:
+    page = browser.new_context(viewport=VIEWPORT, **context).new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(site[0] + "/")
+    page.goto(url + "/")
     expect(page.locator("#model option")).to_have_count(3)
+    expect(page.locator("#filter-field option").first).to_contain_text("group")  # the fields have loaded
+    return page, errors
+
+
+@pytest.fixture
+def page(browser: Any, site: Site) -> Iterator[Any]:
+    page, errors = open_page(browser, site[0])
     yield page
-    context.close()
+    page.context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def drop_file(page: Any, path: Path, mime: str = "image/jpeg") -> None:
+def shot(page: Any, name: str, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=full_page)
+
+
+def drop_file(page: Any, path: Path, mime: str = "image/jpeg", data: bytes | None = None) -> None:
     """Drop a file on the drop zone the way a user does (a DataTransfer carrying a File)."""
-    data = base64.b64encode(path.read_bytes()).decode()
+    encoded = base64.b64encode(path.read_bytes() if data is None else data).decode()
     transfer = page.evaluate_handle(
         """([data, name, mime]) => {
             const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
@@ -88,9 +105,28 @@ def drop_file(page: Any, path: Path, mime: str = "image/jpeg") -> None:
             dt.items.add(new File([bytes], name, { type: mime }));
             return dt;
         }""",
-        [data, path.name, mime],
+        [encoded, path.name, mime],
     )
     page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+
+
+def choose(page: Any, photo: Photo) -> None:
+    """Choose the photo's file and wait until the page shows it."""
+    page.set_input_files("#file", str(photo.path))
+    with Image.open(photo.path) as im:
+        expect(page.locator("#crop-info")).to_have_text(
+            f"Whole image, {im.width}\u00d7{im.height} (drag on it to crop)"
+        )
+
+
+def search(page: Any, k: int | None = None, button: str = "#search") -> None:
+    """Click search (or ``button``) and wait until the page has the answer."""
+    if k is not None:
+        page.fill("#k", str(k))
+    results = page.locator("#results")
+    before = results.get_attribute("data-answered") or "0"
+    page.click(button)
+    expect(results).not_to_have_attribute("data-answered", before)
 
 
 def crop_numbers(page: Any) -> tuple[int, int, int, int]:
@@ -101,9 +137,17 @@ def crop_numbers(page: Any) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
-def test_drop_crop_choose_model_and_k_search_and_open(page: Any, site: tuple[str, list[Photo], Path]) -> None:
+def card_titles(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator("#results .title").all_text_contents()]
+
+
+def by_name(photos: list[Photo], name: str) -> Photo:
+    return next(p for p in photos if p.name == name)
+
+
+def test_drop_crop_choose_model_and_k_search(page: Any, site: Site) -> None:
     _, photos, _ = site
-    coffee = next(p for p in photos if p.name == "coffee")
+    coffee = by_name(photos, "coffee")
     drop_file(page, coffee.path)
     page.wait_for_selector("#stage:not([hidden])")
     assert "Whole image" in page.locator("#crop-info").text_content()
@@ -131,72 +175,181 @@ def test_drop_crop_choose_model_and_k_search_and_open(page: Any, site: tuple[str
     x2, y2, w2, h2 = crop_numbers(page)
     assert w2 < w and abs(w2 - h2) <= 1 and (x2, y2) == (x, y)  # the opposite corner stayed
 
-    # 16:9 preset, then the second model and k = 4
+    # 16:9 preset, then the second model (its whole name in the list) and k = 4
     page.click("button.preset[data-ratio='1.7777778']")
-    _, _, w3, h3 = crop_numbers(page)
+    x3, y3, w3, h3 = crop_numbers(page)
     assert w3 / h3 == pytest.approx(16 / 9, abs=0.03)
-    page.select_option("#model", "tiny-b")
-    page.fill("#k", "4")
-    page.click("#search")
-    page.wait_for_selector("#results li.hit")
+    options = page.locator("#model option").all_text_contents()
+    assert options == ["tiny", LONG, "down"]
+    page.select_option("#model", LONG)
+    assert page.evaluate(
+        """() => {  // the closed list shows the whole name: the select is as wide as the text
+            const s = document.getElementById('model'), span = document.createElement('span');
+            span.style.font = getComputedStyle(s).font;
+            span.textContent = s.selectedOptions[0].text;
+            document.body.append(span);
+            const fits = span.getBoundingClientRect().width <= s.clientWidth;
+            span.remove();
+            return fits;
+        }"""
+    )
+    assert "tinyconv" in page.locator("#model-info").text_content()
+    search(page, 4)
     cards = page.locator("#results li.hit")
     assert cards.count() == 4
-    summary = page.locator("#summary").text_content()
-    assert "4 results for the region with tiny-b" in summary
+    assert f"4 results for the region with {LONG}" in page.locator("#summary").text_content()
     scores = [float(s) for s in page.locator("#results .score").all_text_contents()]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1.0001 for s in scores)
-    names = page.locator("#results dd").all_text_contents()
-    assert set(names) & {p.name for p in photos}
-    for img in page.locator("#results img").all():
-        expect(img).to_have_js_property("complete", True)
-        assert img.evaluate("(i) => i.naturalWidth") > 0
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "browser-search.png"), full_page=True)
 
-    # clicking a result opens the stored image
-    with page.context.expect_page() as opened:
-        page.locator("#results a.thumb").first.click()
-    new = opened.value
-    new.wait_for_load_state()
-    assert "/api/images/" in new.url and "size=full" in new.url
-    assert new.evaluate("document.images.length") == 1  # Chromium's image viewer: the image loaded
+    # each card is titled by its file name; the query's crop is shown beside the results
+    assert set(card_titles(page)) <= {p.path.name for p in photos} and len(set(card_titles(page))) == 4
+    assert page.locator("#query-label").text_content() == f"Query: region {x3},{y3},{w3},{h3} of coffee.jpg"
+    thumb = page.locator("#query-thumb")
+    expect(thumb).to_be_visible()
+    natural = thumb.evaluate("(i) => [i.naturalWidth, i.naturalHeight]")
+    assert natural[0] / natural[1] == pytest.approx(16 / 9, abs=0.05)
+    assert "cosine similarity" in page.locator("#legend").text_content()
+    assert "1 = identical" in page.locator("#legend").text_content()
+    for image in page.locator("#results img").all():
+        expect(image).to_have_js_property("complete", True)
+        assert image.evaluate("(i) => i.naturalWidth") > 0
 
-    # "more like this" searches with the document id
-    page.locator("#results button.similar").first.click()
-    expect(page.locator("#summary")).to_contain_text("similar to")
-    assert page.locator("#results li.hit").count() == 4
+    # at 1280x900 the first results are above the fold, beside the query
+    first = page.locator("#results li.hit").first.locator(".thumb img").bounding_box()
+    assert first["y"] + first["height"] <= VIEWPORT["height"], first
+    assert page.locator("#query-image").bounding_box()["y"] < first["y"]
+    shot(page, "results.png")
 
 
-def test_choose_file_and_whole_image(page: Any, site: tuple[str, list[Photo], Path]) -> None:
+def test_detail_view_and_more_like_this(page: Any, site: Site) -> None:
     _, photos, _ = site
-    rocket = next(p for p in photos if p.name == "rocket")
-    page.set_input_files("#file", str(rocket.path))
-    page.wait_for_selector("#stage:not([hidden])")
-    page.fill("#k", "2")
-    page.click("#search")
-    page.wait_for_selector("#results li.hit")
-    assert "for the image with tiny" in page.locator("#summary").text_content()
+    rocket = by_name(photos, "rocket")
+    choose(page, rocket)
+    search(page, 3)
     first = page.locator("#results li.hit").first
-    assert "rocket" in first.text_content()  # the whole photo finds itself first (score 1)
+    assert first.locator(".title").text_content() == "rocket.jpg"  # the whole photo finds itself first
     assert float(first.locator(".score").text_content()) == pytest.approx(1.0, abs=1e-3)
 
+    # the card opens the detail view from the keyboard: image, id, score, image reference, metadata
+    first.locator("button.open-detail").focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    assert page.locator("#detail-title").text_content() == "rocket.jpg"
+    fields = dict(zip(dialog.locator("#detail-fields dt").all_text_contents(),
+                      dialog.locator("#detail-fields dd").all_text_contents(), strict=True))  # fmt: skip
+    assert fields["id"] == rocket.id and fields["image"] == str(rocket.path)
+    assert fields["score"].startswith("1.0000") or fields["score"].startswith("0.9999")
+    meta = dict(zip(dialog.locator("#detail-metadata dt").all_text_contents(),
+                    dialog.locator("#detail-metadata dd").all_text_contents(), strict=True))  # fmt: skip
+    assert meta == {key: str(value) for key, value in rocket.metadata.items()}
+    big = dialog.locator("#detail-image img")
+    expect(big).to_have_js_property("complete", True)
+    with Image.open(rocket.path) as im:
+        assert big.evaluate("(i) => i.naturalWidth") == im.width  # the stored file, full size
+    assert "size=full" in (dialog.locator("#detail-open").get_attribute("href") or "")
+    shot(page, "detail.png")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
 
-def test_error_messages(page: Any, site: tuple[str, list[Photo], Path], tmp_path: Path) -> None:
+    # "more like this" on the second card: the query panel shows that document and says so
+    second = page.locator("#results li.hit").nth(1)
+    title = second.locator(".title").text_content()
+    second_id = second.get_attribute("data-id")
+    search(page, button=f"#results li.hit[data-id='{second_id}'] button.similar")
+    expect(page.locator("#doc-query-label")).to_have_text(f"Query: more like {title}")
+    expect(page.locator("#query-label")).to_have_text(f"Query: more like {title}")
+    assert page.locator("#drop").is_hidden() and page.locator("#presets").is_hidden()
+    expect(page.locator("#doc-query-thumb img")).to_have_js_property("complete", True)
+    expect(page.locator("#summary")).to_contain_text(f"results like {title}")
+    ids = [c.get_attribute("data-id") for c in page.locator("#results li.hit").all()]
+    assert len(ids) == 3 and second_id not in ids  # the query document itself is left out
+    shot(page, "more-like-this.png")
+
+    # from the detail view too; then back to the user's image
+    page.locator("#results li.hit button.open-detail").first.click()
+    detail_title = page.locator("#detail-title").text_content()
+    search(page, button="#detail-similar")
+    expect(page.locator("#doc-query-label")).to_have_text(f"Query: more like {detail_title}")
+    page.click("#back-to-image")
+    assert page.locator("#stage").is_visible() and page.locator("#doc-query").is_hidden()
+    search(page)
+    assert page.locator("#query-label").text_content() == "Query: rocket.jpg (whole image)"
+
+
+def test_filters_from_the_fields_of_the_index(page: Any, site: Site) -> None:
     _, photos, _ = site
+    fields = page.locator("#filter-field option").all_text_contents()
+    assert fields == ["group (text)", "name (text)", "year (number)"]
+    choose(page, photos[0])
+    page.select_option("#filter-field", "year")
+    page.select_option("#filter-op", "gte")
+    page.fill("#filter-value", "2003")
+    page.click("#filter-add")
+    page.select_option("#filter-field", "group")
+    page.select_option("#filter-op", "eq")
+    page.fill("#filter-value", "even")
+    page.keyboard.press("Enter")  # Enter in the value adds it too
+    expect(page.locator("#filter-list li")).to_have_count(2)
+    search(page, MAX_K)
+    expected = {p.path.name for p in photos if p.metadata["year"] >= 2003 and p.metadata["group"] == "even"}
+    assert set(card_titles(page)) == expected and expected
+    assert 'filtered by year ≥ 2003, group is "even"' in page.locator("#summary").text_content()
+    shot(page, "filters.png")
+
+    # a second bound on the same field joins the first; removing a filter widens the search again
+    page.select_option("#filter-field", "year")
+    page.select_option("#filter-op", "lt")
+    page.fill("#filter-value", "2005")
+    page.click("#filter-add")
+    search(page)
+    assert set(card_titles(page)) == {p.path.name for p in photos if p.metadata["year"] in (2003, 2004)
+                                      and p.metadata["group"] == "even"}  # fmt: skip
+    page.click("#filter-list li:has-text('group') button")
+    expect(page.locator("#filter-list li")).to_have_count(2)
+    search(page)
+    assert set(card_titles(page)) == {p.path.name for p in photos if p.metadata["year"] in (2003, 2004)}
+
+    # a value the form cannot send says why, and adds nothing
+    page.fill("#filter-value", "")
+    page.click("#filter-add")
+    expect(page.locator("#message")).to_have_text("Type a value for the filter.")
+    expect(page.locator("#filter-list li")).to_have_count(2)
+
+
+def test_load_more_up_to_the_servers_limit(page: Any, site: Site) -> None:
+    _, photos, _ = site
+    choose(page, photos[2])
+    search(page, 2)
+    more = page.locator("#load-more")
+    counts = [page.locator("#results li.hit").count()]
+    while more.is_visible():
+        search(page, button="#load-more")
+        counts.append(page.locator("#results li.hit").count())
+    assert counts == [2, 4, MAX_K]  # pages of 2, then the server's limit from /api/settings
+    expect(page.locator("#limit-note")).to_contain_text(f"{MAX_K} results: the most this server gives")
+    titles = card_titles(page)
+    assert len(set(titles)) == MAX_K and titles[0] == photos[2].path.name
+    assert page.evaluate(
+        "document.activeElement.closest('li.hit') === document.querySelectorAll('li.hit')[4]"
+    )
+
+
+def test_error_messages(page: Any, site: Site, tmp_path: Path) -> None:
+    _, photos, _ = site
+    message = page.locator("#message")
     # too large: refused in the page before any upload (the limit comes from /api/settings)
     big = tmp_path / "big.png"
     Image.effect_noise((300, 300), 80).convert("RGB").save(big)
     assert big.stat().st_size > 150_000
     drop_file(page, big, "image/png")
-    message = page.locator("#message")
-    message.wait_for(state="visible")
-    assert "too large" in message.text_content()
+    expect(message).to_contain_text("too large")
 
     # a file the browser cannot show: refused in the page
     fake = tmp_path / "fake.jpg"
     fake.write_bytes(b"this is text, not a JPEG")
     drop_file(page, fake)
-    expect(page.locator("#message")).to_contain_text("cannot be shown")
+    expect(message).to_contain_text("cannot be shown")
     assert page.locator("#search").is_disabled()
 
     # an image the browser shows but the server does not read (SVG): the server's 415, explained
@@ -205,19 +358,56 @@ def test_error_messages(page: Any, site: tuple[str, list[Photo], Path], tmp_path
                    'height="80" fill="teal"/></svg>')  # fmt: skip
     drop_file(page, svg, "image/svg+xml")
     page.wait_for_selector("#stage:not([hidden])")
-    page.click("#search")
-    expect(page.locator("#message")).to_contain_text("not an image")
-    assert "not an image this server can read" in message.text_content()
+    search(page)
+    expect(message).to_contain_text("not an image this server can read")
+
+    # a good search, then k over the server's limit: said plainly, the previous results stay
+    choose(page, photos[0])
+    search(page, 3)
+    before = card_titles(page)
+    page.fill("#k", str(MAX_K + 20))
+    search(page)
+    expect(message).to_contain_text(f"at most {MAX_K} results")
+    assert "previous search" in message.text_content()
+    assert card_titles(page) == before and page.locator("#results").is_visible()
+
+    # a JPEG cut short: the browser shows what arrived, the server says it is damaged
+    cut = tmp_path / "cut.jpg"
+    data = photos[1].path.read_bytes()
+    drop_file(page, cut, data=data[: len(data) * 2 // 3])
+    page.wait_for_selector("#stage:not([hidden])")
+    page.fill("#k", "3")
+    search(page)
+    expect(message).to_contain_text("This file is damaged")
+    assert card_titles(page) == before
+    shot(page, "error-damaged.png")
 
     # the cluster behind a model is down: a clear message, not a stack trace
-    page.set_input_files("#file", str(photos[0].path))
-    page.wait_for_selector("#stage:not([hidden])")
+    choose(page, photos[0])
     page.select_option("#model", "down")
-    page.click("#search")
-    expect(page.locator("#message")).to_contain_text("cluster", timeout=20_000)
-    assert "down or unreachable" in message.text_content()
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "browser-error.png"))
+    search(page)
+    expect(message).to_contain_text("cluster", timeout=20_000)
+    assert "down or unreachable" in message.text_content() and card_titles(page) == before
+    shot(page, "error-cluster-down.png")
+
+
+def test_dark_mode_follows_the_system(browser: Any, site: Site) -> None:
+    url, photos, _ = site
+    colours = {}
+    for scheme in ("light", "dark"):
+        page, errors = open_page(browser, url, color_scheme=scheme)
+        choose(page, by_name(photos, "chelsea"))
+        search(page, 4)
+        colours[scheme] = page.evaluate(
+            "() => [getComputedStyle(document.documentElement).backgroundColor,"
+            " getComputedStyle(document.querySelector('li.hit')).backgroundColor]"
+        )
+        if scheme == "dark":
+            shot(page, "dark.png")
+        page.context.close()
+        assert not errors
+    assert colours["light"][0] != colours["dark"][0] and colours["light"][1] != colours["dark"][1]
+    assert sum(map(int, re.findall(r"\d+", colours["dark"][0])[:3])) < 3 * 60  # dark, not just different
 
 
 def test_install_script_is_idempotent() -> None:

@@ -308,7 +308,7 @@ def test_page_static_schema_and_headers(url: str) -> None:
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "script-src 'self'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
-    for asset in ("app.js", "cropper.js", "style.css"):
+    for asset in ("app.js", "cropper.js", "filters.js", "messages.js", "results.js", "style.css"):
         assert requests.get(f"{url}/static/{asset}", timeout=10).status_code == 200
     # no CDN anywhere on the page: every script and stylesheet comes from this server
     assert "http://" not in page.text and "https://" not in page.text

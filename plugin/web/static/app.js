@@ -1,14 +1,13 @@
-// The demo page: choose or drop an image, crop it, pick the model and k, search, show the hits.
+// The page: choose or drop an image (or take a result's, "more like this"), crop it, pick the model,
+// k and filters, search, show the hits, load more up to the server's limit.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, settings: null, cropper: null, objectUrl: null };
-
-const MESSAGES = {
-  413: (e) => `The image is too large: ${e.message}`,
-  415: () => "That file is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, TIFF).",
-  429: (e, r) => `Too many searches; try again in ${r.headers.get("Retry-After") || "a few"} seconds.`,
-  503: () => "The search backend (the cluster) is down or unreachable; try again later.",
+const state = {
+  settings: null, cropper: null, filters: null, file: null, objectUrl: null,
+  query: { kind: "image" }, // or {kind: "doc", hit}: "more like this"
+  last: null, // the search shown: {request, pageSize, hits}
+  answered: 0, // searches answered (or failed), on #results as data-answered for scripts and tests
 };
 
 function showMessage(text, kind = "error") {
@@ -18,8 +17,6 @@ function showMessage(text, kind = "error") {
   el.hidden = !text;
 }
 
-function megabytes(n) { return `${(n / 2 ** 20).toFixed(n < 2 ** 20 ? 2 : 0)} MB`; }
-
 async function getJson(url) {
   const response = await fetch(url, { headers: { Accept: "application/json" } });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -27,27 +24,45 @@ async function getJson(url) {
 }
 
 async function init() {
+  state.cropper = new Cropper($("stage"), $("query-image"), $("crop-box"), describeCrop);
+  state.filters = new Filters((problem) => showMessage(problem));
+  wireControls();
   try {
     const [settings, models] = await Promise.all([getJson("/api/settings"), getJson("/api/models")]);
-    state.settings = settings;
-    $("title").textContent = settings.title;
-    const k = $("k");
-    k.max = settings.max_k;
-    k.value = settings.default_k;
-    $("expand").disabled = settings.max_expand < 1;
-    const select = $("model");
-    for (const m of models) {
-      const option = document.createElement("option");
-      option.value = m.name;
-      const docs = m.documents === null ? "store unreachable" : `${m.documents} images`;
-      option.textContent = `${m.name} — ${m.backbone}, ${m.pooling}, ${m.dims}-d, ${docs}`;
-      option.selected = m.default;
-      select.append(option);
-    }
+    applySettings(settings);
+    fillModels(models);
+    await state.filters.load($("model").value);
   } catch (err) {
     showMessage(`Cannot reach the search server (${err.message}).`);
   }
-  state.cropper = new Cropper($("stage"), $("query-image"), $("crop-box"), describeCrop);
+}
+
+function applySettings(settings) {
+  state.settings = settings;
+  $("title").textContent = settings.title;
+  $("k").max = settings.max_k;
+  $("k").value = settings.default_k;
+  $("expand").disabled = settings.max_expand < 1;
+}
+
+// each option shows the model's whole name; its details go in the line below the list
+function fillModels(models) {
+  const select = $("model");
+  for (const m of models) {
+    const option = new Option(m.name, m.name, m.default, m.default);
+    const docs = m.documents === null ? "store unreachable" : `${m.documents} images`;
+    option.dataset.info = `${m.backbone}, ${m.pooling}, ${m.dims}-d, ${docs}`;
+    select.append(option);
+  }
+  describeModel();
+}
+
+function describeModel() {
+  const option = $("model").selectedOptions[0];
+  $("model-info").textContent = option ? option.dataset.info : "";
+}
+
+function wireControls() {
   wireDrop();
   for (const b of document.querySelectorAll(".preset[data-ratio]")) {
     b.addEventListener("click", () => choosePreset(b));
@@ -56,7 +71,11 @@ async function init() {
     choosePreset(document.querySelector('.preset[data-ratio="free"]'));
     state.cropper.reset();
   });
-  $("search").addEventListener("click", () => search());
+  $("model").addEventListener("change", () => { describeModel(); state.filters.load($("model").value); });
+  $("search").addEventListener("click", () => searchNew());
+  $("load-more").addEventListener("click", () => loadMore());
+  $("back-to-image").addEventListener("click", () => useImageQuery());
+  $("detail-close").addEventListener("click", () => $("detail").close());
 }
 
 function choosePreset(button) {
@@ -76,7 +95,10 @@ function describeCrop(cropper) {
 function wireDrop() {
   const drop = $("drop");
   const input = $("file");
-  input.addEventListener("change", () => input.files[0] && useFile(input.files[0]));
+  input.addEventListener("change", () => {
+    if (input.files[0]) useFile(input.files[0]);
+    input.value = ""; // so that choosing the same file again is a change too
+  });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
@@ -94,124 +116,167 @@ function useFile(file) {
   showMessage("");
   const max = state.settings ? state.settings.max_upload_bytes : Infinity;
   if (file.size > max) {
-    showMessage(`The image is too large: ${megabytes(file.size)}, the limit is ${megabytes(max)}.`);
+    showMessage(`The image is too large: ${Messages.megabytes(file.size)}, the limit is ${Messages.megabytes(max)}.`);
     return;
   }
   if (file.type && !file.type.startsWith("image/")) {
     showMessage(`"${file.name}" is not an image.`);
     return;
   }
-  state.file = file;
   if (state.objectUrl) URL.revokeObjectURL(state.objectUrl);
   state.objectUrl = URL.createObjectURL(file);
   const img = $("query-image");
   img.onload = () => {
+    state.file = file;
+    useImageQuery();
     $("drop-hint").hidden = true;
     $("stage").hidden = false;
     choosePreset(document.querySelector('.preset[data-ratio="free"]'));
     state.cropper.reset();
-    $("search").disabled = false;
   };
   img.onerror = () => {
-    showMessage(`"${file.name}" cannot be shown as an image.`);
+    showMessage(`"${file.name}" cannot be shown: the file is damaged or is not an image.`);
     state.file = null;
     $("search").disabled = true;
   };
   img.src = state.objectUrl;
 }
 
-async function search(docId = null) {
+// the query panel: the user's image and its crop, or the document of "more like this"
+function useImageQuery() {
+  state.query = { kind: "image" };
+  $("drop").hidden = false;
+  $("presets").hidden = false;
+  $("crop-info").hidden = false;
+  $("doc-query").hidden = true;
+  $("search").disabled = !state.file;
+  if (state.file) state.cropper.render();
+}
+
+function useDocQuery(hit) {
+  state.query = { kind: "doc", hit };
+  $("drop").hidden = true;
+  $("presets").hidden = true;
+  $("crop-info").hidden = true;
+  $("doc-query").hidden = false;
+  $("doc-query-thumb").replaceChildren(Results.thumbnail(hit, `the query: ${hit.title}`));
+  $("doc-query-label").textContent = `Query: more like ${hit.title}`;
+  $("back-to-image").hidden = !state.file;
+  $("search").disabled = false;
+}
+
+function moreLike(hit) {
+  useDocQuery(hit);
+  searchNew();
+  window.scrollTo({ top: 0 });
+}
+
+// what is searched, fixed when the search starts: "load more" asks the same with a larger k
+function snapshot() {
+  const request = {
+    model: $("model").value, filters: state.filters.toJson(), filterText: state.filters.describe(),
+    expand: $("expand").checked ? Math.min(2, state.settings.max_expand) : 0,
+  };
+  if (state.query.kind === "doc") {
+    const hit = state.query.hit;
+    return { ...request, id: hit.id, label: `Query: more like ${hit.title}`, what: `like ${hit.title}`,
+      picture: hit.thumbnail_url || "" };
+  }
+  const cropper = state.cropper, crop = cropper.cropParam();
+  const name = state.file.name || "the image";
+  const box = cropper.box || { x: 0, y: 0, w: cropper.width, h: cropper.height };
+  return { ...request, file: state.file, crop, picture: Results.cropPicture($("query-image"), box),
+    label: crop ? `Query: region ${crop} of ${name}` : `Query: ${name} (whole image)`,
+    what: crop ? "for the region" : "for the image" };
+}
+
+function formOf(request, k) {
   const form = new FormData();
-  if (docId) form.append("id", docId);
-  else if (state.file) {
-    form.append("image", state.file, state.file.name || "query");
-    const crop = state.cropper.cropParam();
-    if (crop) form.append("crop", crop);
-  } else return;
-  form.append("model", $("model").value);
-  form.append("k", $("k").value);
-  if ($("expand").checked) form.append("expand", String(Math.min(2, state.settings.max_expand)));
-  const button = $("search");
-  button.disabled = true;
-  $("summary").textContent = "Searching…";
+  if (request.id) form.append("id", request.id);
+  else {
+    form.append("image", request.file, request.file.name || "query");
+    if (request.crop) form.append("crop", request.crop);
+  }
+  form.append("model", request.model);
+  form.append("k", String(k));
+  if (request.filters) form.append("filters", request.filters);
+  if (request.expand) form.append("expand", String(request.expand));
+  return form;
+}
+
+function searchNew() {
+  if (state.query.kind === "image" && !state.file) return;
+  const k = Number($("k").value);
+  run(snapshot(), k, k);
+}
+
+function loadMore() {
+  const last = state.last;
+  if (!last) return;
+  run(last.request, Math.min(last.hits.length + last.pageSize, state.settings.max_k), last.pageSize);
+}
+
+// one search; a failure leaves the results shown before it in place
+async function run(request, k, pageSize) {
+  const busy = [$("search"), $("load-more")];
+  for (const b of busy) b.disabled = true;
   showMessage("");
+  $("results").setAttribute("aria-busy", "true");
   try {
-    const response = await fetch("/api/search", { method: "POST", body: form });
+    const response = await fetch("/api/search", { method: "POST", body: formOf(request, k) });
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = body.error || { message: `HTTP ${response.status}` };
-      const make = MESSAGES[response.status];
-      showMessage(make ? make(error, response) : error.message);
-      $("summary").textContent = "";
-      $("results").replaceChildren();
-      return;
-    }
-    render(body, docId);
+    if (!response.ok) return failed(response.status, body.error || {}, response);
+    const before = state.last && state.last.request === request ? state.last.hits.length : 0;
+    state.last = { request, pageSize, k, hits: body.hits };
+    render(body, before);
   } catch (err) {
-    showMessage(`Cannot reach the search server (${err.message}).`);
-    $("summary").textContent = "";
+    failed(0, { message: `cannot reach the search server (${err.message})` });
   } finally {
-    button.disabled = !state.file;
+    $("results").removeAttribute("aria-busy");
+    $("results").dataset.answered = String(++state.answered);
+    for (const b of busy) b.disabled = false;
+    $("search").disabled = state.query.kind === "image" && !state.file;
   }
 }
 
-function render(result, docId) {
-  const t = result.timings;
-  const what = docId ? `similar to ${docId.slice(0, 12)}…` : result.crop ? "for the region" : "for the image";
+function failed(status, error, response) {
+  const text = status ? Messages.forError(status, error, state.settings, response)
+    : `The search failed: ${error.message}.`;
+  const kept = $("results").children.length ? " The results below are from the previous search." : "";
+  showMessage(text + kept);
+}
+
+function render(result, before) {
+  const last = state.last, request = last.request, t = result.timings;
+  $("results-head").hidden = false;
+  $("query-thumb").src = request.picture;
+  $("query-thumb").hidden = !request.picture;
+  $("query-label").textContent = request.label;
+  const filtered = request.filterText ? `, filtered by ${request.filterText}` : "";
   $("summary").textContent =
-    `${result.hits.length} results ${what} with ${result.model} — decode ${t.decode_ms.toFixed(0)} ms, ` +
-    `embed ${t.embed_ms.toFixed(0)} ms, k-NN ${t.knn_ms.toFixed(0)} ms` +
+    `${result.hits.length} results ${request.what} with ${result.model}${filtered} — ` +
+    `decode ${t.decode_ms.toFixed(0)} ms, embed ${t.embed_ms.toFixed(0)} ms, k-NN ${t.knn_ms.toFixed(0)} ms` +
     (result.expand ? `, expansion ${t.expand_ms.toFixed(0)} ms` : "");
-  const list = $("results");
-  list.replaceChildren();
-  for (const hit of result.hits) list.append(card(hit));
-  if (!result.hits.length) showMessage("No results (the store may be empty, or the filters match nothing).", "info");
+  const actions = { open: (hit) => Results.showDetail(hit, actions), similar: moreLike };
+  $("results").replaceChildren(...result.hits.map((hit) => Results.card(hit, actions)));
+  showMore(result.hits.length, last.k);
+  if (before && result.hits.length > before) $("results").children[before].querySelector("button").focus();
+  if (!result.hits.length) showMessage(emptyText(result), "info");
 }
 
-function card(hit) {
-  const li = document.createElement("li");
-  li.className = "hit";
-  const link = document.createElement(hit.image_url ? "a" : "div");
-  if (hit.image_url) {
-    link.href = hit.image_url;
-    link.target = "_blank";
-    link.rel = "noopener";
-  }
-  link.className = "thumb";
-  if (hit.thumbnail_url) {
-    const img = document.createElement("img");
-    img.src = hit.thumbnail_url;
-    img.alt = `result ${hit.rank}`;
-    img.loading = "lazy";
-    img.onerror = () => { link.replaceChildren("image not available"); };
-    link.append(img);
-  } else {
-    link.textContent = "no image";
-  }
-  const info = document.createElement("div");
-  info.className = "info";
-  const head = document.createElement("p");
-  head.innerHTML = "<strong></strong> <span class=score></span>";
-  head.querySelector("strong").textContent = `#${hit.rank}`;
-  head.querySelector(".score").textContent = hit.score.toFixed(3);
-  info.append(head);
-  const meta = document.createElement("dl");
-  for (const [key, value] of Object.entries(hit.metadata).slice(0, 6)) {
-    const dt = document.createElement("dt");
-    dt.textContent = key;
-    const dd = document.createElement("dd");
-    dd.textContent = typeof value === "object" ? JSON.stringify(value) : String(value);
-    meta.append(dt, dd);
-  }
-  info.append(meta);
-  const similar = document.createElement("button");
-  similar.type = "button";
-  similar.className = "similar";
-  similar.textContent = "more like this";
-  similar.addEventListener("click", () => search(hit.id));
-  info.append(similar);
-  li.append(link, info);
-  return li;
+// "load more" while the server may have more: the last page was full and k is under its limit
+function showMore(shown, k) {
+  const max = state.settings.max_k;
+  const full = shown >= k;
+  $("load-more").hidden = !(full && k < max);
+  $("limit-note").hidden = !(full && k >= max);
+  $("limit-note").textContent = `${shown} results: the most this server gives for one search.`;
+}
+
+function emptyText(result) {
+  const unknown = result.unknown_filter_fields || [];
+  if (unknown.length) return `No document has the field ${unknown.join(", ")}, so the filters match nothing.`;
+  return "No results (the store may be empty, or the filters match nothing).";
 }
 
 document.addEventListener("DOMContentLoaded", init);
