@@ -257,8 +257,9 @@ def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
 def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
     """An OpenSearch alias may have been moved to another model version: compare the ``_meta`` of the
     indices it points at. A cluster that cannot be asked now is checked by the searches themselves."""
-    from opensearchpy.exceptions import TransportError
+    from opensearchpy.exceptions import AuthorizationException, TransportError
 
+    from .stores.opensearch.errors import store_error
     from .stores.opensearch.index_checks import gemsearch_meta
     from .stores.opensearch.store import OpenSearchStore
 
@@ -266,6 +267,8 @@ def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
         return
     try:
         mappings = store.client.indices.get_mapping(index=store.read_target)
+    except AuthorizationException as exc:  # a role that may search but not read the mappings: say so
+        raise store_error(exc, store.client, index=store.read_target) from exc
     except (TransportError, StoreError) as exc:
         # one line, at INFO: the search that follows reports an unreachable cluster or a missing alias
         log.info("cannot read the model version behind %s: %s", store.read_target, str(exc).splitlines()[0])

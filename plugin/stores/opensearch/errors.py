@@ -25,6 +25,7 @@ from opensearchpy.exceptions import (
 
 from ....errors import StoreError
 from .connection import ENV_PREFIX, OpenSearchConfig
+from .permissions import denied
 
 __all__ = ["StoreError", "cluster_urls", "remember_config", "store_error", "translated"]
 
@@ -102,11 +103,7 @@ def store_error(
         return StoreError(f"OpenSearch at {url} refused the credentials (401): {CREDENTIALS_FIX}")
     if isinstance(exc, AuthorizationException):
         who = f"user {config.user!r}" if config is not None and config.user else "these credentials"
-        on = f" on {index}" if index else ""
-        return StoreError(
-            f"OpenSearch at {url} denied {who} access{on} (403): grant the user's role the index "
-            f"permissions, or use another user ({CREDENTIALS_FIX})"
-        )
+        return StoreError(denied(exc.info, url, who, index))
     if isinstance(exc, NotFoundError):
         if model and prefix:
             return StoreError(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
+from opensearchpy.exceptions import AuthorizationException, NotFoundError, RequestError, TransportError
 from pydantic import BaseModel
 
 from ....errors import StoreError
@@ -66,10 +66,11 @@ def ensure_index(client: Any, manifest: ModelManifest, options: IndexOptions, *,
     """Create this model version's index (or check the existing one); returns its name.
 
     With ``alias``, the model's alias is created pointing here if it does not exist yet (the first
-    version of a model goes live at once; later versions wait for ``swap_alias``).
+    version of a model goes live at once; later versions wait for ``swap_alias``). Existence is asked
+    with GETs, not HEADs: a 403 to a HEAD has no body naming the permission the user lacks.
     """
     name = manifest.index_name(options.prefix)
-    if not client.indices.exists(index=name):
+    if not _index_exists(client, name):
         try:
             client.indices.create(index=name, body=index_body(manifest, options))
             log.info("created index %s (%d dims, %s)", name, manifest.output_dim, options.engine)
@@ -78,21 +79,34 @@ def ensure_index(client: Any, manifest: ModelManifest, options: IndexOptions, *,
                 raise StoreError(f"cannot create index {name}: {exc.info or exc}") from exc
     preflight(client, name, manifest, options)
     alias_name = manifest.alias_name(options.prefix)
-    if alias and not client.indices.exists_alias(name=alias_name):
+    if alias and not alias_targets(client, alias_name):
         _check_not_an_index(client, alias_name)
         client.indices.put_alias(index=name, name=alias_name)
         log.info("alias %s -> %s", alias_name, name)
     return name
 
 
+def _index_exists(client: Any, name: str) -> bool:
+    try:
+        return name in client.indices.get(index=name)
+    except NotFoundError:
+        return False
+
+
 def _check_not_an_index(client: Any, alias: str) -> None:
-    if client.indices.exists(index=alias) and not client.indices.exists_alias(name=alias):
+    try:  # an alias resolves to its indices, an index to itself
+        state = client.indices.get(index=alias)
+    except NotFoundError:
+        return
+    if alias in state:
         raise StoreError(f"{alias} is an index, so it cannot be used as the model's alias")
 
 
 def alias_targets(client: Any, alias: str) -> list[str]:
+    """The indices ``alias`` points at ([] if there is no such alias). Asked as ``/<alias>/_alias/<alias>``:
+    ``/_alias/<alias>`` looks at every index, which a role limited to ``<prefix>-*`` may not."""
     try:
-        return sorted(client.indices.get_alias(name=alias))
+        return sorted(client.indices.get_alias(index=alias, name=alias))
     except NotFoundError:
         return []
 
@@ -169,7 +183,10 @@ def list_indices(client: Any, prefix: str = "gemsearch") -> list[IndexInfo]:
     """The indices named ``<prefix>-*`` with their model, vector field, aliases and size."""
     pattern = f"{prefix}-*"
     states = client.indices.get(index=pattern, params={"allow_no_indices": "true"})
-    cat = {row["index"]: row for row in client.cat.indices(index=pattern, format="json")}
+    try:
+        cat = {row["index"]: row for row in client.cat.indices(index=pattern, format="json")}
+    except AuthorizationException:  # _cat needs cluster monitor rights a search role has not: count instead
+        cat = {name: {"docs.count": client.count(index=name)["count"]} for name in states}
     return [_info(name, states[name], cat.get(name, {})) for name in sorted(states)]
 
 

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from opensearchpy.exceptions import ConnectionError, NotFoundError, TransportError
+from opensearchpy.exceptions import AuthorizationException, ConnectionError, NotFoundError, TransportError
 
 from ....errors import StoreError
 from ....manifest import ModelManifest
@@ -182,6 +182,9 @@ class OpenSearchStore:
             response = self._call(
                 "mget", retry=True, index=self.read_target, body={"ids": chunk}, params={"_source": "false"}
             )
+            errors = [d["error"] for d in response["docs"] if d.get("error")]
+            if errors:  # e.g. a role without read access: every id would look new and be re-embedded
+                raise self._error(_doc_error(errors[0]), self.read_target)
             found.update(d["_id"] for d in response["docs"] if d.get("found"))
         return found
 
@@ -351,6 +354,14 @@ def _leaves(mapping: Any, prefix: str) -> Iterable[tuple[str, str]]:
             yield field, "boolean"
         else:
             yield field, "number" if inner.get("type") in _NUMERIC else "text"
+
+
+def _doc_error(error: Any) -> TransportError:
+    """One document's error in an ``mget`` answer as the error the whole request would have raised."""
+    kind = error.get("type") if isinstance(error, dict) else None
+    if kind == "security_exception":
+        return AuthorizationException(403, kind, {"error": error})
+    return TransportError("N/A", kind or "error", {"error": error})
 
 
 def _chunked(ids: Iterable[str], size: int) -> Iterable[list[str]]:
