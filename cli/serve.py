@@ -147,7 +147,8 @@ def serve(
     """Serve the search API and the demo page (needs `pip install 'gemsearch[web]'`).
 
     The page uploads an image, crops a region with aspect presets, picks the model and the number
-    of results, and shows the ranked images. The API: POST /api/search, GET /api/models,
+    of results, filters by metadata, and shows the ranked images (titled by --title-field, else the
+    file name). The API: POST /api/search, GET /api/models, GET /api/fields,
     GET /api/images/{id}, GET /healthz; its OpenAPI schema is at /openapi.json. The browser only
     talks to this server, never to OpenSearch.
 
