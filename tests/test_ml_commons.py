@@ -156,7 +156,7 @@ def test_the_pipeline_reports_each_failing_document_and_goes_on(bulk: dict[str, 
     assert failed["not-base64"]["status"] == 400 and "bad_base64" in failed["not-base64"]["error"]["reason"]
 
 
-@pytest.mark.parametrize("crop", [None, "30,20,90,70"])
+@pytest.mark.parametrize(("crop", "group"), [(None, None), ("30,20,90,70", None), (None, "odd")])
 def test_search_pipeline_finds_what_gemsearch_search_finds(
     client: OpenSearch,
     made: dict[str, Any],
@@ -166,19 +166,23 @@ def test_search_pipeline_finds_what_gemsearch_search_finds(
     prefix: str,
     bulk: dict[str, Any],
     crop: str | None,
+    group: str | None,
 ) -> None:
     query = photos[3].path
     body = search_body(4, b64(query), crop)
+    if group is not None:  # a filter inside the k-NN clause, as gemsearch search --filter makes it
+        body["query"]["template"]["knn"]["embedding"]["filter"] = {"term": {"metadata.group": group}}
     hits = client.search(index=made["alias"], body=body, params={"search_pipeline": made["search_pipeline"]})
     ids = [h["_id"] for h in hits["hits"]["hits"]]
     args = ["search", str(query), "--model", str(root / "tiny.onnx"), "--opensearch", ml_node.url,
-            "--prefix", prefix, "-k", "4", "--json", *(["--crop", crop] if crop else [])]  # fmt: skip
+            "--prefix", prefix, "-k", "4", "--json", *(["--crop", crop] if crop else []),
+            *(["--filter", f"group={group}"] if group else [])]  # fmt: skip
     result = run(*args)
     assert result.exit_code == 0, result.output
     expected = [h["id"] for h in json.loads(result.output)["hits"]]
-    assert ids == expected and len(ids) == 4
+    assert ids == expected and len(ids) == (3 if group else 4)  # 3 of the 7 photos are "odd"
     if crop is None:
-        assert ids[0] == photos[3].id
+        assert (ids[0] == photos[3].id) == (group != "even")
 
 
 def test_a_server_with_another_model_version_is_refused(
