@@ -6,9 +6,10 @@ Memory follows the k-NN plugin's documented estimates: an HNSW graph with its ve
 faiss binary quantisation), per copy of a shard. For faiss that memory is native memory outside the
 heap; for lucene it is the page cache holding the mapped vector and graph files (the node's RSS).
 
-Disk adds what memory does not hold: lucene keeps the float32 vectors next to a quantised copy,
-every engine keeps the vector in ``_source`` unless it is derived (``vector_in_source=False``), and
-Lucene's stored fields hold that JSON (``SOURCE_BYTES_PER_DIM``, measured by ``benchmarks/knn_scale.py``).
+Disk adds what memory does not hold: the vector at full precision twice (the vector file and a
+doc-values copy) next to any quantised copy, and the vector's JSON in ``_source`` unless it is
+derived (``vector_in_source=False``), which Lucene's stored fields compress poorly
+(``SOURCE_BYTES_PER_DIM``, measured by ``benchmarks/knn_scale.py``).
 Measured recall and latency come from that benchmark's results (``MeasuredBand``), never from here.
 """
 
@@ -28,10 +29,11 @@ Encoder = Literal["none", "sq", "byte", "binary"]
 
 OVERHEAD = 1.1  # the k-NN documentation's allowance on top of vectors + graph links
 LINK_BYTES = 8  # per HNSW link and per unit of m, as documented
-# JSON text of a float32 vector in _source, per dimension after Lucene's stored-field compression:
-# the bulk writer sends each value as Python's repr of a float (about 20 characters), which barely
-# compresses. Measured by benchmarks/knn_scale.py (stored_fields_bytes / docs / dims, 1280 dims).
-SOURCE_BYTES_PER_DIM = 19.5
+# JSON text of a vector in _source, per dimension after Lucene's stored-field compression: the
+# bulk writer sends each float as Python's repr (about 20 characters), which compresses poorly.
+# Measured by benchmarks/knn_scale.py (the fdt file / docs / dims; 1280 dims, 2,048 vectors).
+SOURCE_BYTES_PER_DIM = 15.7
+SOURCE_BYTES_PER_DIM_BYTE = 2.0  # byte vectors: small integers as text
 DOC_OVERHEAD_BYTES = 200  # id, seq_no, version, image_ref and a little metadata, per document
 SHARD_MAX_GIB = 30.0  # the usual guidance: shards of 10-30 GiB
 SHARD_MIN_GIB = 10.0
@@ -79,12 +81,14 @@ def hnsw_memory_bytes(docs: int, dims: int, m: int, engine: str = "lucene", enco
 
 
 def disk_bytes_per_doc(s: SizingInput) -> float:
-    """One copy of one document on disk: full-precision vectors, the searched copy, links, source."""
-    full = 4.0 * s.dims  # kept for exact rescoring, merges and (lucene) the raw vector file
-    searched = vector_bytes(s.dims, s.engine, s.encoder, s.bits) if s.encoder != "none" else 0.0
+    """One copy of one document on disk: the vector file, the doc-values copy of the vector, the
+    quantised copy, the links, the vector's JSON in ``_source`` and the rest of the document."""
+    raw = float(s.dims) if s.encoder == "byte" else 4.0 * s.dims  # what was sent, at full precision
+    quantised = vector_bytes(s.dims, s.engine, s.encoder, s.bits) if s.encoder in ("sq", "binary") else 0.0
     links = LINK_BYTES * s.m
-    source = SOURCE_BYTES_PER_DIM * s.dims if s.vector_in_source else 0.0
-    return full + searched + links + source + DOC_OVERHEAD_BYTES
+    per_dim = SOURCE_BYTES_PER_DIM_BYTE if s.encoder == "byte" else SOURCE_BYTES_PER_DIM
+    source = per_dim * s.dims if s.vector_in_source else 0.0
+    return 2 * raw + quantised + links + source + DOC_OVERHEAD_BYTES
 
 
 def primary_shards(primary_disk_bytes: float, max_gib: float = SHARD_MAX_GIB) -> int:
@@ -180,7 +184,7 @@ def closest_measured(s: SizingInput, results: Sequence[dict[str, Any]]) -> Measu
         note += f"; recall falls and latency grows with size: the best case for {s.docs:,}"
     return MeasuredBand(
         source=Path(data["_path"]).name, config=cfg["name"], docs=data["docs"], dims=cfg["dims"],
-        rows=cfg["queries"], knn_files_mb=cfg.get("index", {}).get("knn_files_mb"), note=note,
+        rows=cfg["queries"], knn_files_mb=cfg.get("index", {}).get("search_files_mb"), note=note,
     )  # fmt: skip
 
 
@@ -232,5 +236,7 @@ def describe(p: SizingPlan) -> list[str]:
             f"p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms"
         )
     if m.knn_files_mb is not None:
-        lines.append(f"  vector + graph files measured there: {m.knn_files_mb:,.1f} MB at {m.docs:,} vectors")
+        lines.append(
+            f"  graph + searched vector files measured there: {m.knn_files_mb:,.1f} MB at {m.docs:,} vectors"
+        )
     return lines

@@ -1,0 +1,102 @@
+"""benchmarks/knn_scale.py at a tiny size on the real node, and the properties its data relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support.opensearch_harness import OpenSearchNode
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def scale_data() -> Iterator[object]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _scale_data
+
+        yield _scale_data
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _toy_real(mod: object, n_regions: int = 12, views: int = 10, dim: int = 64) -> object:
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((n_regions, dim))
+    x = np.repeat(centres, views, axis=0) + 0.3 * rng.standard_normal((n_regions * views, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    region = np.repeat(np.arange(n_regions), views)
+    query = np.tile(np.arange(views) >= views - 2, n_regions)
+    return mod.RealSet(x, region, query)  # type: ignore[attr-defined]
+
+
+def test_synthetic_vectors_depend_only_on_their_index(scale_data: object) -> None:
+    """A resumed load sends exactly the vectors an uninterrupted one would have sent."""
+    mod = scale_data
+    gen = mod.Synthetic(_toy_real(mod), seed=3)  # type: ignore[attr-defined]
+    whole = np.concatenate([x for _, x in gen.rows(0, 3000)])
+    tail = np.concatenate([x for _, x in gen.rows(1500, 3000)])
+    np.testing.assert_array_equal(whole[1500:], tail)
+    assert np.allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
+    other = mod.Synthetic(_toy_real(mod), seed=4)  # type: ignore[attr-defined]
+    assert not np.allclose(next(other.rows(0, 10))[1], whole[:10])
+    # views of one object are each other's neighbours, as views of one photo region are
+    sims = whole[:400] @ whole[:400].T
+    same = np.equal.outer(np.arange(400) // mod.OBJECT_VIEWS, np.arange(400) // mod.OBJECT_VIEWS)  # type: ignore[attr-defined]
+    np.fill_diagonal(same, False)
+    off = ~same
+    np.fill_diagonal(off, False)
+    assert sims[same].mean() > sims[off].mean() + 0.1
+
+
+def test_exact_top_matches_a_full_sort(scale_data: object) -> None:
+    mod = scale_data
+    rng = np.random.default_rng(0)
+    x, q = rng.standard_normal((500, 16)).astype(np.float32), rng.standard_normal((7, 16)).astype(np.float32)
+    chunks = iter([(0, x[:200]), (200, x[200:450]), (450, x[450:])])
+    top = mod.exact_top(q, chunks, 10)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(top, np.argsort(-(q @ x.T), axis=1)[:, :10])
+
+
+@pytest.mark.slow
+def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
+    out = tmp_path / "knn_scale.json"
+    cmd = [
+        sys.executable, str(BENCH / "knn_scale.py"), "--docs", "5000", "--configs", "f32-1280-m16",
+        "f32-256-m16", "--queries", "200", "--opensearch", str(opensearch_node.url),
+        "--node-pid", str(opensearch_node.process.pid if opensearch_node.process else 0), "--fresh",
+        "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "knn_scale" and data["docs"] == 5000 and data["queries"] == 200
+    assert data["machine"]["usable_cores"] >= 1
+    assert [c["name"] for c in data["configs"]] == ["f32-1280-m16", "f32-256-m16"]
+    for cfg in data["configs"]:
+        assert "error" not in cfg, cfg
+        assert cfg["load"]["loaded"] == 5000 and cfg["load"]["docs_per_s"] > 0
+        assert cfg["load"]["force_merge_s"] >= 0 and cfg["index"]["segments"] == 1
+        # 5,000 float32 vectors at least, and the disk holds more than the vector files
+        assert cfg["index"]["knn_files_mb"] >= 5000 * 4 * cfg["dims"] / 2**20
+        assert cfg["index"]["store_mb"] > cfg["index"]["knn_files_mb"]
+        assert (
+            cfg["memory"]["heap_used_mb"] > 0 and cfg["memory"]["rss_mb"] > cfg["memory"]["heap_used_mb"] / 4
+        )
+        rows = {(r["k"], r["ef_search"]): r for r in cfg["queries"]}
+        assert set(rows) == {(10, 10), (10, 20), (10, 40), (10, 100), (100, 100), (100, 200), (100, 400)}
+        for r in rows.values():
+            assert 0 < r["p50_ms"] <= r["p99_ms"] and 0 <= r["recall"] <= 1
+        assert rows[(10, 100)]["recall"] >= 0.95  # the index default ef_search, against brute force
+        assert rows[(10, 40)]["recall"] >= rows[(10, 10)]["recall"] - 0.01  # more ef, no less recall
+    real, synthetic = data["realism"]["real"], data["realism"]["synthetic"]
+    assert set(real["recall_at_10"]) == set(synthetic["recall_at_10"])
+    assert 0.5 < real["sim_at_1"] <= 1 and 0.5 < synthetic["sim_at_1"] <= 1
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("### knn_scale") and "f32-256-m16" in table and "Realism check" in table
