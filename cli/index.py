@@ -112,8 +112,8 @@ def create_command(
     An existing index is checked instead (dimension, engine, space type, k-NN setting, version).
     With --plan --docs N it prints memory, disk and shards for N vectors instead (see `index plan`).
     """
-    manifest = load_manifest(model)
     options = _index_options(prefix, params)
+    manifest = load_manifest(model)
     if show_plan:
         if docs is None:
             raise click.UsageError("--plan needs --docs N (how many vectors the index will hold)")
