@@ -24,7 +24,7 @@ from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.stores.local.store import LocalStore
-from gemsearch.plugin.web.app import create_app
+from gemsearch.plugin.web.app import _IMAGE_STATUS, create_app
 from gemsearch.plugin.web.config import Limits, LocalStoreSpec, ModelSpec, OpenSearchStoreSpec, ServeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -389,6 +389,30 @@ def test_error_messages(page: Any, site: Site, tmp_path: Path) -> None:
     expect(message).to_contain_text("cluster", timeout=20_000)
     assert "down or unreachable" in message.text_content() and card_titles(page) == before
     shot(page, "error-cluster-down.png")
+
+
+def test_every_error_code_of_the_server_reads_as_a_sentence(page: Any) -> None:
+    codes = {code for _, code in _IMAGE_STATUS.values()} | {
+        "bad_image", "unknown_model", "not_found", "timeout", "rate_limited", "unavailable", "busy",
+        "internal", "invalid_request", "bad_request",
+    }  # fmt: skip
+    texts = page.evaluate(
+        """(codes) => Object.fromEntries(codes.map((code) => [code, Messages.forError(
+            400, { code, message: "RAW-REASON" }, { max_k: 7, max_upload_bytes: 2 ** 20, max_pixels: 4e6 },
+            new Response(null, { headers: { "Retry-After": "3" } }))]))""",
+        sorted(codes),
+    )
+    for code, text in texts.items():
+        if code in ("bad_request", "invalid_request"):  # the server's reason, with a plain opening
+            assert text == "The search was refused: RAW-REASON.", code
+        else:
+            assert "RAW-REASON" not in text and text.endswith("."), (code, text)
+    assert "1 MB" in texts["too_large"] and "4 megapixels" in texts["too_many_pixels"]
+    assert "in 3 seconds" in texts["rate_limited"] and "damaged" in texts["truncated_image"]
+    k_error = {"code": "invalid_request", "message": "k: Input should be less than or equal to 7"}
+    assert page.evaluate("(e) => Messages.forError(422, e, { max_k: 7 })", k_error) == (
+        "The server gives at most 7 results; ask for fewer."
+    )
 
 
 def test_dark_mode_follows_the_system(browser: Any, site: Site) -> None:
