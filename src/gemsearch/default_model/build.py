@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 
 from gemsearch import __version__
-from gemsearch._deps import require
 from gemsearch.errors import ModelError
 from gemsearch.files import atomic_write
 from gemsearch.manifest import InputSpec, ModelManifest, MultiScaleSpec, PoolingSpec, Provenance
@@ -58,7 +57,8 @@ def ensure_default_model(directory: Path | None = None) -> Path:
 def build_default_model(path: Path, weights_file: Path | None = None) -> ModelManifest:
     """Write the default model to ``path`` (through a temporary file and a rename, so a killed build
     leaves no broken model) from the Lite0 package's weights, or ``weights_file``; return its manifest."""
-    onnx = require("onnx", "train")
+    import onnx  # a base dependency, imported here to keep importing this package light
+
     source = weights_file or lite0_weights_path()
     log.info("building the default model %s from %s", DEFAULT_MODEL_NAME, source)
     trunk = lite0_trunk_weights(read_state_dict(source))

