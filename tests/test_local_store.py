@@ -19,6 +19,7 @@ import pytest
 
 from gemsearch.errors import StoreError
 from gemsearch.manifest import InputSpec, ModelManifest, PoolingSpec
+from gemsearch.plugin.stores.local.filters import _DISTINCT_FIELDS
 from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import Record, VectorStore
 
@@ -399,6 +400,7 @@ _WRITER = """
 import hashlib, sys
 import numpy as np
 from gemsearch.manifest import ModelManifest, PoolingSpec
+from gemsearch.plugin.stores.local.filters import _DISTINCT_FIELDS
 from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import Record
 
@@ -571,3 +573,36 @@ def test_update_metadata_merges_fields_rebuilds_filters_and_keeps_vectors(tmp_pa
         assert store.search(query, k=5, filters={"album": "nature"})[0].id == "a"
     with LocalStore(tmp_path / "s", read_only=True) as reader:  # durable, seen by another reader
         assert [h.id for h in reader.search(vectors[0], k=5, filters={"album": "nature"})] == ["a"]
+
+
+def test_metadata_fields_follow_the_documents_and_are_found_by_index_seeks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    metas: list[dict[str, Any]] = [
+        {"name": "a", "camera": {"model": "x", "iso": 100}, "flag": True, "gone": None},
+        {"name": "b", "mixed": 2, "tags": ["p", "q"]},
+        {"name": "c", "mixed": "two"},
+    ]
+    with _open(tmp_path / "s") as store:
+        assert store.metadata_fields() == {}
+        store.ensure_index(_manifest())
+        store.upsert(_records(["a", "b", "c"], _unit(rng, 3), metas))
+        assert store.metadata_fields() == {
+            "camera.iso": ["number"],
+            "camera.model": ["text"],
+            "flag": ["boolean"],
+            "mixed": ["number", "text"],
+            "name": ["text"],
+            "tags": ["text"],
+        }
+        store.delete(["a"])
+        store.update_metadata([("c", {"mixed": 3, "year": 2020})])
+        assert store.metadata_fields() == {
+            "mixed": ["number"],
+            "name": ["text"],
+            "tags": ["text"],
+            "year": ["number"],
+        }
+        plan = " ".join(
+            str(row[-1]) for row in store._connection().execute("EXPLAIN QUERY PLAN " + _DISTINCT_FIELDS)
+        )
+        assert "SCAN terms" not in plan, plan  # each next field is one seek, never a walk of all terms
