@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 from support.opensearch_harness import OpenSearchNode, start_node
+from support.secured_fixtures import secured, secured_node  # noqa: F401  (the secured node, on demand)
 
 _NODES: list[OpenSearchNode] = []
 

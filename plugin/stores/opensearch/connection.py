@@ -191,6 +191,13 @@ def make_client(config: OpenSearchConfig | None = None) -> Any:
     from .errors import remember_config
 
     config = config or OpenSearchConfig.load()
+    if config.use_ssl and not config.verify_certs:
+        log.warning(
+            "TLS certificates of %s are NOT verified (verify_certs is false): anyone on the network path "
+            "can read the credentials and answers; set %sCA_CERTS instead",
+            ", ".join(config.urls),
+            ENV_PREFIX,
+        )
     client = OpenSearch(**client_kwargs(config))
     remember_config(client, config)
     return client

@@ -125,11 +125,17 @@ def denied(info: Any, url: str, who: str, index: str | None) -> str:
             f"OpenSearch at {url} denied {who} access{on} (403, no action named): give the user the "
             f"gemsearch role for this command ({DOC})"
         )
-    roles = sorted({r for a in actions for r in granting_roles(a)}, key=list(ROLES).index)
-    names = ", ".join(roles[:-1]) + (" or " if len(roles) > 1 else "") + (roles[-1] if roles else "")
-    grant = (
-        f"the {names} role in {DOC} grants it"
-        if roles
-        else f"no gemsearch role grants it (see {DOC}); ask the cluster's administrators"
-    )
+    ungranted = [a for a in actions if not granting_roles(a)]
+    common = [r for r in ROLES if all(r in granting_roles(a) for a in actions)]
+    if ungranted:
+        grant = f"no gemsearch role grants {', '.join(ungranted)} ({DOC}); ask the cluster's administrators"
+    elif common:
+        grant = f"the {_either(common)} role in {DOC} grants it"
+    else:  # several actions that no one role holds
+        needed = [r for r in ROLES if any(r in granting_roles(a) for a in actions)]
+        grant = f"the roles {', '.join(needed)} in {DOC} grant them together"
     return f"OpenSearch at {url} denied {who} the action {', '.join(actions)}{on} (403): {grant}"
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
