@@ -313,7 +313,8 @@ def test_page_static_schema_and_headers(url: str) -> None:
     # no CDN anywhere on the page: every script and stylesheet comes from this server
     assert "http://" not in page.text and "https://" not in page.text
     schema = requests.get(f"{url}/openapi.json", timeout=10).json()
-    assert {"/api/search", "/api/models", "/api/images/{doc_id}", "/healthz"} <= set(schema["paths"])
+    paths = {"/api/search", "/api/models", "/api/fields", "/api/images/{doc_id}", "/healthz"}
+    assert paths <= set(schema["paths"])
     assert requests.get(f"{url}/docs", timeout=10).status_code == 404  # the CDN-based docs page is off
     response = requests.get(f"{url}/api/nothing", timeout=10)
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
