@@ -121,9 +121,10 @@ def _rounds(
     tally: Tally,
 ) -> None:
     """Round one runs every input; a later round, the inputs whose id a failure handed on."""
+    where = {"label_selector": {"ray.io/node-id": layout.driver_node}} if layout.local_store else {}
     gate = (
         ray.remote(Gate)
-        .options(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+        .options(num_cpus=0, max_restarts=-1, max_task_retries=-1, **where)
         .remote(spec, opts.index, manifest, opts.skip_existing)
     )
     try:

@@ -30,7 +30,7 @@ def staged(
 ) -> Any:
     import ray
 
-    tasks = {"batch_format": "pyarrow", "batch_size": opts.read_rows, "num_cpus": opts.task_cpus}
+    tasks = {"batch_format": "pyarrow", "batch_size": opts.read_rows, "num_cpus": layout.task_cpus}
     ds = ds.map_batches(read_batch, fn_kwargs={"image": opts.image, "gate": gate}, **tasks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"image": opts.image, "manifest": manifest}, **tasks)
     ds = ds.map_batches(
@@ -47,6 +47,8 @@ def staged(
         compute=ray.data.ActorPoolStrategy(size=layout.embed_actors),
         **layout.embed_resources,
     )
+    # a LocalStore is a folder on the driver's machine: its one writer runs there
+    pinned = {"label_selector": {"ray.io/node-id": layout.driver_node}} if layout.local_store else {}
     return ds.map_batches(
         WriterActor,
         fn_constructor_kwargs={
@@ -60,4 +62,5 @@ def staged(
         batch_size=opts.write_batch,
         compute=ray.data.ActorPoolStrategy(size=layout.writer_actors),
         num_cpus=opts.writer_cpus,
+        **pinned,
     )
