@@ -365,6 +365,17 @@ def byte_scale_of(real: RealSet, reducer: Reducer, dims: int) -> float:
     return float(127.0 / np.percentile(np.abs(reducer(real.indexed, dims)), 99.9))
 
 
+def formula_only(docs: int, dims: int = 1280, m: int = 16) -> list[dict[str, Any]]:
+    """faiss figures this node cannot measure: the documented memory formula, labelled so."""
+    rows = [("faiss", "none", 1), ("faiss", "sq", 1), ("faiss", "binary", 1), ("faiss", "binary", 2),
+            ("faiss", "binary", 4)]  # fmt: skip
+    return [
+        {"engine": e, "encoder": enc, "bits": bits, "dims": dims, "m": m, "measured": False,
+         "formula_memory_mb": round(hnsw_memory_bytes(docs, dims, m, e, enc, bits) / MB, 1)}  # type: ignore[arg-type]
+        for e, enc, bits in rows
+    ]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -399,6 +410,12 @@ def tables(res: dict[str, Any]) -> str:
                f"OpenSearch {res['opensearch']['version']} (lucene engine)")  # fmt: skip
     query_head = ["config", "k", "ef_search", "recall@k", "p50 / p99 ms"]
     parts = [caption, "", markdown_table(head, size_rows), "", markdown_table(query_head, query_rows)]
+    if res.get("formula_only"):
+        rows = [[f"{r['engine']} {r['encoder']}" + (f" {r['bits']}-bit" if r["encoder"] == "binary" else ""),
+                 r["dims"], r["m"], r["formula_memory_mb"]] for r in res["formula_only"]]  # fmt: skip
+        parts += ["", "Not measured (faiss needs the k-NN native libraries, absent from the Maven k-NN zip): "
+                  "the documented memory formula 1.1 x (bytes per vector + 8 x m) x vectors", "",
+                  markdown_table(["engine / encoder", "dims", "m", "memory MB (formula)"], rows)]  # fmt: skip
     if res.get("realism"):
         r = res["realism"]
         rows = [
@@ -476,6 +493,7 @@ def main(argv: list[str] | None = None) -> None:
             except Exception as exc:  # e.g. an encoder this node lacks: recorded, not fatal
                 res["configs"].append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
             print(f"{name} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    res["formula_only"] = formula_only(args.docs)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     md = write(res, args.out)
     print(md.read_text())

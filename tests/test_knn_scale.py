@@ -95,6 +95,8 @@ def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) ->
             assert 0 < r["p50_ms"] <= r["p99_ms"] and 0 <= r["recall"] <= 1
         assert rows[(10, 100)]["recall"] >= 0.95  # the index default ef_search, against brute force
         assert rows[(10, 40)]["recall"] >= rows[(10, 10)]["recall"] - 0.01  # more ef, no less recall
+    faiss = data["formula_only"]  # what this node cannot run is a formula, and says so
+    assert faiss and all(r["engine"] == "faiss" and r["measured"] is False for r in faiss)
     real, synthetic = data["realism"]["real"], data["realism"]["synthetic"]
     assert set(real["recall_at_10"]) == set(synthetic["recall_at_10"])
     assert 0.5 < real["sim_at_1"] <= 1 and 0.5 < synthetic["sim_at_1"] <= 1
