@@ -19,6 +19,7 @@ from gemsearch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = [
+    "gemsearch.default_model",
     "gemsearch.trainer",
     "gemsearch.exporters",
     "gemsearch.plugin",
@@ -113,6 +114,15 @@ def test_wheel_installs_and_imports_every_subpackage(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert str(env_dir) in out.stdout, "gemsearch was not imported from the wheel"
     assert subprocess.run([str(env_dir / "bin" / "gemsearch"), "--help"], capture_output=True).returncode == 0
+    # the default model is built there, with no torch installed at all
+    built = subprocess.run(
+        [str(env_dir / "bin" / "gemsearch"), "export", "default", "-o", str(tmp_path / "models")],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "models" / "lite0-gem.onnx").is_file()
+    assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0
     # the training parts import once torch is present: borrow it from this environment
     purelib = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
