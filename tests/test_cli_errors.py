@@ -185,3 +185,136 @@ def test_verbose_shows_the_retries_and_the_traceback(closed_url: str) -> None:
     assert retries and all("127.0.0.1" in line for line in retries)
     debug = gemsearch("--debug", "index", "list", "--opensearch", closed_url)
     assert debug.stderr.count("Traceback") > verbose.stderr.count("Traceback")
+
+
+# ---------------------------------------------------------------- every cluster-facing command
+
+MISSING_INDEX = "nothing-00000000"
+
+
+def every_command(files: dict[str, Path], url: str, prefix: str = "gemsearch") -> dict[str, list[str]]:
+    """One invocation of every command that talks to a cluster, as a new user would type it."""
+    model = str(files["model"])
+    cluster = ["--opensearch", url, "--prefix", prefix]
+    return {
+        **{name: [*args, "--prefix", prefix] for name, args in commands(files, url).items()},
+        "count": ["count", "--model", model, *cluster],
+        "count --filter": ["count", "--model", model, *cluster, "--filter", "album=nature"],
+        "delete": ["delete", "0" * 64, "--model", model, *cluster, "--yes"],
+        "delete --filter": ["delete", "--filter", "album=nature", "--model", model, *cluster, "--yes"],
+        "index create": ["index", "create", model, *cluster],
+        "index swap-alias": ["index", "swap-alias", f"{prefix}-{MISSING_INDEX}", *cluster],
+        "index drop": ["index", "drop", f"{prefix}-{MISSING_INDEX}", "--yes", *cluster],
+    }
+
+
+EVERY_COMMAND = [
+    "ingest", "search", "count", "count --filter", "delete", "delete --filter",
+    "index list", "index create", "index swap-alias", "index drop",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND)
+def test_every_command_on_a_cluster_that_is_down_says_so_in_three_lines(
+    command: str, files: dict[str, Path], closed_url: str
+) -> None:
+    result = gemsearch(*every_command(files, closed_url)[command])
+    assert_short_error(result, f"cannot reach OpenSearch at {closed_url}", "is the cluster up?")
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND)
+def test_every_command_with_a_wrong_password_says_so_in_three_lines(
+    command: str, files: dict[str, Path], refusing_url: str
+) -> None:
+    env = {"GEMSEARCH_OPENSEARCH_USER": "ingest", "GEMSEARCH_OPENSEARCH_PASSWORD": PASSWORD}
+    result = gemsearch(*every_command(files, refusing_url)[command], env=env)
+    assert_short_error(result, f"OpenSearch at {refusing_url} refused the credentials (401)")
+
+
+# with no index or alias under the prefix: the commands that need one fail in a few lines and name
+# what is missing; ingest and index create make it, index list lists nothing
+NEEDS_THE_ALIAS = {
+    "search": "no index for model tiny",
+    "count": "no index for model tiny",
+    "count --filter": "no index for model tiny",
+    "delete": "no index for model tiny",
+    "delete --filter": "no index for model tiny",
+    "index swap-alias": MISSING_INDEX,
+    "index drop": MISSING_INDEX,
+}
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND)
+def test_every_command_without_the_alias_answers_in_three_lines(
+    command: str, files: dict[str, Path], opensearch_node: OpenSearchNode, prefix: str, tmp_path: Path
+) -> None:
+    args = every_command(files, opensearch_node.url, prefix)[command]
+    result = gemsearch(*args)
+    output = (result.stdout + result.stderr).strip()
+    if command in NEEDS_THE_ALIAS:
+        assert_short_error(result, NEEDS_THE_ALIAS[command], opensearch_node.url)
+    else:
+        assert result.returncode == 0, output
+        assert "Traceback" not in output and len(output.splitlines()) <= 3, output
+
+
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "gemsearch-test-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_serve_on_a_cluster_that_is_down_logs_one_line_per_error(
+    files: dict[str, Path], closed_url: str, tmp_path: Path
+) -> None:
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = tmp_path / "serve.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GEMSEARCH_OPENSEARCH_")}
+    args = ["serve", "--model", str(files["model"]), "--opensearch", closed_url, "--port", str(port)]
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gemsearch.cli", *args], stdout=log, stderr=subprocess.STDOUT, env=clean
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        body, content_type = _multipart("image", "q.png", files["image"].read_bytes())
+        request = urllib.request.Request(
+            f"{base}/api/search", data=body, headers={"Content-Type": content_type}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=120)
+        assert answer.value.code == 503
+        error = json.loads(answer.value.read())["error"]
+        assert error["code"] == "unavailable" and "\n" not in error["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log_text = log_path.read_text()
+    assert "Traceback" not in log_text, log_text
+    lines = log_text.splitlines()
+    # one line per message: a multi-line message or a traceback would bring indented lines
+    assert not [line for line in lines if line[:1].isspace()], log_text
+    about_the_cluster = [line for line in lines if "OpenSearch" in line]
+    assert about_the_cluster and all(closed_url in line for line in about_the_cluster), log_text

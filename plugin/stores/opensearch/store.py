@@ -59,6 +59,7 @@ class OpenSearchStore:
         self._model = model
         self._alias = f"{self.options.prefix}-{model}" if model else None
         self._rng = random.Random()
+        self._answered = False  # whether the cluster has answered this store (lost, not absent)
 
     @property
     def read_target(self) -> str:
@@ -74,6 +75,7 @@ class OpenSearchStore:
         except TransportError as exc:
             raise store_error(exc, self.client, index=manifest.index_name(self.options.prefix)) from exc
         self.manifest = manifest
+        self._answered = True
 
     # ------------------------------------------------------------------ writes
 
@@ -191,7 +193,9 @@ class OpenSearchStore:
     def _call(self, method: str, *, retry: bool = False, **kwargs: Any) -> Any:
         """A client call whose transport errors become StoreErrors that name the index. With
         ``retry`` (idempotent reads), timeouts, lost connections, 429 and 5xx answers are retried
-        with the bulk writer's backoff policy, so a cluster that pauses does not end an ingest."""
+        with the bulk writer's backoff policy, so a cluster that pauses does not end an ingest. A
+        cluster that has never answered this store is not waited for: a wrong URL or a cluster
+        that is down ends the command at once, in one line, instead of after minutes of retries."""
         policy = self.bulk_options.retry
         started = time.monotonic()
         for attempt in range(1, policy.max_attempts + 1):
@@ -199,9 +203,12 @@ class OpenSearchStore:
                 target = self.client
                 for part in method.split("."):
                     target = getattr(target, part)
-                return target(**kwargs)
+                answer = target(**kwargs)
+                self._answered = True
+                return answer
             except TransportError as exc:
-                transient = isinstance(exc, ConnectionError) or exc.status_code in _TRANSIENT
+                lost = isinstance(exc, ConnectionError) and self._answered
+                transient = lost or exc.status_code in _TRANSIENT
                 late = time.monotonic() - started > policy.max_total_s
                 if (
                     isinstance(exc, NotFoundError)
@@ -361,6 +368,8 @@ def _doc_error(error: Any) -> TransportError:
     kind = error.get("type") if isinstance(error, dict) else None
     if kind == "security_exception":
         return AuthorizationException(403, kind, {"error": error})
+    if kind == "index_not_found_exception":  # a missing alias: named as the model never ingested
+        return NotFoundError(404, kind, {"error": error})
     return TransportError("N/A", kind or "error", {"error": error})
 
 
