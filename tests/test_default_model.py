@@ -116,6 +116,13 @@ def test_a_tensor_reaching_past_its_storage_is_refused(tmp_path: Path) -> None:
         read_state_dict(path)
 
 
+def test_a_tensor_that_repeats_its_storage_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.pth"
+    torch.save({"w": torch.zeros(1).expand(10_000, 10_000)}, path)  # stride 0: 1e8 elements from one
+    with pytest.raises(ModelError, match="more elements than its storage"):
+        read_state_dict(path)
+
+
 @pytest.mark.parametrize("junk", [b"", b"not a weights file", pickle.dumps([1, 2, 3], protocol=2)])
 def test_a_file_that_is_not_a_state_dict_gets_a_model_error(tmp_path: Path, junk: bytes) -> None:
     path = tmp_path / "junk.pth"

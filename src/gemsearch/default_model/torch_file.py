@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import io
+import math
+import os
 import pickle
 import struct
 import zipfile
@@ -45,7 +47,6 @@ class _StorageRef(NamedTuple):
     key: str
     dtype: str
     numel: int
-    view: tuple[str, int, int] | None  # the legacy format's (view key, offset, size) of a root storage
 
 
 class _PendingTensor(NamedTuple):
@@ -75,7 +76,12 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 
 
 class _Unpickler(pickle.Unpickler):
-    """Resolves only ``_ALLOWED`` names; storages become references, read once the pickle is done."""
+    """Resolves only ``_ALLOWED`` names; storages become references, read once the pickle is done
+    (``dtypes``: the element type of each storage the pickle named)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        super().__init__(file)
+        self.dtypes: dict[str, str] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -91,8 +97,11 @@ class _Unpickler(pickle.Unpickler):
         kind, key, numel = pid[1], pid[2], pid[4]
         if not isinstance(kind, _StorageType) or not isinstance(numel, int):
             raise ModelError(f"unexpected storage record {str(pid)[:80]!r}")
-        view = pid[5] if len(pid) > 5 else None
-        return _StorageRef(str(key), kind.dtype, numel, tuple(view) if view is not None else None)
+        if self.dtypes.setdefault(str(key), kind.dtype) != kind.dtype:
+            raise ModelError(f"storage {key} named with two element types")
+        if len(pid) > 5 and pid[5] is not None:  # views of storages, saved by torch before 0.4
+            raise ModelError("storage views (files of torch < 0.4) are not read; save the state dict again")
+        return _StorageRef(str(key), kind.dtype, numel)
 
 
 def read_state_dict(path: str | Path) -> dict[str, npt.NDArray[Any]]:
@@ -132,10 +141,13 @@ def _read_zip(f: IO[bytes]) -> tuple[Any, Callable[[_StorageRef], npt.NDArray[An
     if f"{root}byteorder" in archive.namelist():
         order = "<" if archive.read(f"{root}byteorder").strip() == b"little" else ">"
     tensors = _Unpickler(io.BytesIO(archive.read(pickles[0]))).load()
+    read: dict[str, npt.NDArray[Any]] = {}  # storages shared by several tensors are read once
 
     def storage(ref: _StorageRef) -> npt.NDArray[Any]:
-        data = np.frombuffer(archive.read(f"{root}data/{ref.key}"), dtype=order + ref.dtype)
-        return _sized(data, ref.numel, ref.key)
+        if ref.key not in read:
+            data = np.frombuffer(archive.read(f"{root}data/{ref.key}"), dtype=order + ref.dtype)
+            read[ref.key] = _sized(data, ref.numel, ref.key)
+        return read[ref.key]
 
     return tensors, storage
 
@@ -145,33 +157,24 @@ def _read_legacy(f: IO[bytes]) -> tuple[Any, Callable[[_StorageRef], npt.NDArray
     if header[0] != _LEGACY_MAGIC or not isinstance(header[2], dict):
         raise ModelError("not a torch weights file (no zip archive, no legacy magic number)")
     order = "<" if header[2].get("little_endian", True) else ">"
-    tensors = _Unpickler(f).load()
+    unpickler = _Unpickler(f)
+    tensors = unpickler.load()
     keys = _Unpickler(f).load()
-    if not isinstance(keys, list):
-        raise ModelError("unexpected storage key list")
+    if not isinstance(keys, list) or set(map(str, keys)) != set(unpickler.dtypes):
+        raise ModelError("the storage key list does not match the storages the tensors use")
+    end = os.fstat(f.fileno()).st_size
     roots: dict[str, npt.NDArray[Any]] = {}
-    dtypes = _storage_dtypes(tensors)
-    for key in keys:
+    for key in map(str, keys):
         (numel,) = struct.unpack(order + "q", f.read(8))
-        dtype = np.dtype(order + dtypes.get(str(key), "u1"))
-        raw = f.read(numel * dtype.itemsize) if numel >= 0 else b""
-        roots[str(key)] = _sized(np.frombuffer(raw, dtype=dtype), numel, str(key))
+        dtype = np.dtype(order + unpickler.dtypes[key])
+        if not 0 <= numel * dtype.itemsize <= end - f.tell():
+            raise ModelError(f"storage {key}: {numel} elements do not fit in the rest of the file")
+        roots[key] = np.frombuffer(f.read(numel * dtype.itemsize), dtype=dtype)
 
     def storage(ref: _StorageRef) -> npt.NDArray[Any]:
-        root = roots[ref.key]
-        if ref.view is None:
-            return root
-        _, start, size = (int(v) for v in ref.view[:3])
-        return _sized(root[start : start + size], size, ref.key)
+        return _sized(roots[ref.key], ref.numel, ref.key)
 
     return tensors, storage
-
-
-def _storage_dtypes(tensors: Any) -> dict[str, str]:
-    """The element type of each root storage, as the tensors that use it name it."""
-    if not isinstance(tensors, Mapping):
-        return {}
-    return {t.storage.key: t.storage.dtype for t in tensors.values() if isinstance(t, _PendingTensor)}
 
 
 def _sized(data: npt.NDArray[Any], numel: int, key: str) -> npt.NDArray[Any]:
@@ -190,6 +193,8 @@ def _materialise(t: _PendingTensor, storages: Callable[[_StorageRef], npt.NDArra
     last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride, strict=True))
     if last >= data.size:
         raise ModelError(f"a tensor reaches past the end of storage {t.storage.key}")
+    if math.prod(t.size) > data.size - t.offset:  # stride 0 repeats elements: no weights do, bombs do
+        raise ModelError(f"a tensor of storage {t.storage.key} has more elements than its storage")
     view = np.lib.stride_tricks.as_strided(
         data[t.offset :], shape=t.size, strides=[s * data.itemsize for s in t.stride], writeable=False
     )
