@@ -14,5 +14,5 @@ if [ "${1:-}" = "--baseline" ]; then
   gemsearch_env .venv-dev "train,samples"  # the off-the-shelf poolings run in PyTorch
   exec python benchmarks/retrieval_baseline.py "$@"
 fi
-gemsearch_env .venv "train,samples"
+gemsearch_env .venv "samples"  # the runtime: onnxruntime, no torch
 exec gemsearch quickstart "$@"
