@@ -155,7 +155,7 @@ class _KeepVectors:
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
 
-    def ensure_index(self, manifest: Any) -> None:
+    def ensure_index(self, manifest: Any, *, decode: str = "draft") -> None:
         pass
 
     def upsert(self, records: Sequence[Any]) -> None:
@@ -182,6 +182,7 @@ class _KeepVectors:
     # the rest of the store contract: nothing to report, refresh or close
     manifest = None
     dead_letter_path = None
+    decode = None
 
     def write(self, records: Iterable[Any], *, refresh: bool | None = None) -> WriteReport:
         batch = list(records)

@@ -23,6 +23,7 @@ from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_st
 from ..protocols import VectorStore
 from .options import (
     DEFAULT_STORE,
+    exact_decode_option,
     exported_model_option,
     index_build_options,
     opensearch_options,
@@ -50,6 +51,7 @@ from .options import (
     "--providers",
     help="Comma-separated onnxruntime providers (cpu, cuda, tensorrt). Default: the best present.",
 )
+@exact_decode_option
 @click.option("--write-batch", default=256, show_default=True, help="Documents per store write.")
 @click.option("--max-pixels", type=int, help="Refuse images with more pixels (decompression bombs).")
 @click.option("--max-bytes", type=int, help="Refuse files larger than this many bytes.")
@@ -181,6 +183,7 @@ def _embedder(model_path: Path, params: dict[str, Any]) -> Any:
         threads=params["threads"],
         batch_size=params["batch_size"],
         parallel_runs=params["parallel_runs"] or bulk_parallel_runs(providers),
+        decode="exact" if params["exact_decode"] else None,
     )
 
 

@@ -24,6 +24,7 @@ from ..preprocess import MULTISCALE as MULTISCALE
 
 __all__ = [
     "DEFAULT_STORE",
+    "exact_decode_option",
     "exported_model_option",
     "filter_option",
     "index_build_options",
@@ -193,6 +194,18 @@ def exported_model_option(
 
 
 MODELS_HELP = "$GEMSEARCH_CACHE/models"
+
+
+def exact_decode_option(func: F) -> F:
+    """``--exact-decode``: decode JPEGs in full (cirtorch's preprocessing bit for bit) instead of the
+    default draft decoding; the command gets ``exact_decode``."""
+    return click.option(
+        "--exact-decode",
+        is_flag=True,
+        help="Decode every JPEG pixel before shrinking, as cirtorch does (bit for bit; slower, more "
+        "memory). Default: let the JPEG decoder scale down first (descriptors within a hair of exact). "
+        "A store records the mode it was built with; ingest and search must use the same one.",
+    )(func)
 
 
 def index_build_options(func: F) -> F:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from .index import format_table
 from .options import (
     DEFAULT_STORE,
+    exact_decode_option,
     exported_model_option,
     filter_option,
     opensearch_options,
@@ -66,6 +67,7 @@ def _open_store(
 @click.option("--alpha", default=3.0, show_default=True, help="Alpha-QE weight exponent (similarity^alpha).")
 @store_option("LocalStore folder to search.")
 @opensearch_options("Search OpenSearch at this URL; queries go to the model's alias")
+@exact_decode_option
 @click.option("--json", "as_json", is_flag=True, help="Print the hits and timings as JSON.")
 def search(
     image: Path | None,
@@ -80,6 +82,7 @@ def search(
     opensearch_urls: Sequence[str],
     opensearch_config: Path | None,
     prefix: str,
+    exact_decode: bool,
     as_json: bool,
 ) -> None:
     """Find the indexed images most similar to IMAGE, or to a region of it (--crop).
@@ -102,7 +105,7 @@ def search(
     filters = parse_filters(filter_specs)
     box = parse_crop(crop) if crop else None
     qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
-    embedder = open_model(model_path)
+    embedder = open_model(model_path, decode="exact" if exact_decode else None)
     store = _open_store(store_dir, opensearch_urls, opensearch_config, prefix, embedder.manifest.name)
     try:
         searcher = Searcher(embedder, store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import click
 
 from .._deps import require
 from ..errors import ConfigError
-from .options import exported_model_option, opensearch_options
+from .options import exact_decode_option, exported_model_option, opensearch_options
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _embed_api(flags: dict[str, Any]) -> Any:
 @click.option(
     "--rate", "searches_per_minute", type=float, help="Searches per minute per client (default 120)."
 )
+@exact_decode_option
 def serve(
     host: str,
     port: int,
@@ -142,6 +144,7 @@ def serve(
     max_pixels: int | None,
     max_k: int | None,
     searches_per_minute: float | None,
+    exact_decode: bool,
     **flags: Any,
 ) -> None:
     """Serve the search API and the demo page (needs `pip install 'gemsearch[web]'`).
@@ -162,6 +165,10 @@ def serve(
     from ..plugin.web.memory import limit_arenas
 
     limit_arenas()  # before the model's and the server's threads start
+    if exact_decode:  # the server's embedders take their decode mode from the environment
+        from ..plugin.embedding.embedder import DECODE_ENV
+
+        os.environ[DECODE_ENV] = "exact"
     from ..plugin.web.app import create_app
 
     limits = {

@@ -29,9 +29,9 @@ from ..errors import ConfigError, ModelError, StoreError
 from ..manifest import ModelManifest
 from ..models_cache import models_dir as models_dir
 from ..models_cache import resolve_model as resolve_model
-from ..preprocess import Box
+from ..preprocess import Box, DecodeMode, decode_mismatch
 from ..protocols import FloatRows, Hit, VectorStore
-from .inputs.images import ImageLoadConfig, load_image, load_image_bytes
+from .inputs.images import ImageLoadConfig, ScaledImage, load_image, load_image_bytes, read_image_file
 from .query_checks import check_box, check_filters, check_k
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,16 @@ class QueryEmbedder(Protocol):
     @property
     def manifest(self) -> ModelManifest: ...
 
-    def embed_image(self, image: Image.Image, crop: Box | None = None) -> FloatRows:
+    @property
+    def decode(self) -> DecodeMode:
+        """How it decodes JPEG files (the store must hold descriptors decoded the same way)."""
+        ...
+
+    def decode_bytes(self, data: bytes, config: ImageLoadConfig | None = None, name: str = "") -> ScaledImage:
+        """Image file bytes decoded in its ``decode`` mode."""
+        ...
+
+    def embed_image(self, image: Image.Image | ScaledImage, crop: Box | None = None) -> FloatRows:
         """``(d,)`` descriptor of ``image``, or of the region ``crop`` cut from it."""
         ...
 
@@ -126,7 +135,7 @@ class Searcher:
         self.embedder = embedder
         self.store = store
         self.image_config = image_config or ImageLoadConfig()
-        _check_same_model(embedder.manifest, store)
+        _check_same_model(embedder.manifest, store, embedder.decode)
 
     @property
     def manifest(self) -> ModelManifest:
@@ -148,10 +157,10 @@ class Searcher:
         pixels of the full (upright) image; the region is cut before shrinking, as in evaluation."""
         k, checked, qe = check_k(k), check_filters(filters), expansion(expand)
         start = time.perf_counter()
-        pil = self.decode(image)
-        box = check_box(crop, pil.size) if crop is not None else None
+        scaled = self._decode_scaled(image)
+        box = check_box(crop, scaled.full_size) if crop is not None else None
         decoded = time.perf_counter()
-        vector = np.asarray(self.embedder.embed_image(pil, crop=box), dtype=np.float32)
+        vector = np.asarray(self.embedder.embed_image(scaled, crop=box), dtype=np.float32)
         embedded = time.perf_counter()
         result = self._ranked(vector, k, checked, qe)
         result.timings.decode_ms = (decoded - start) * 1e3
@@ -203,6 +212,15 @@ class Searcher:
             return load_image_bytes(image, self.image_config, "the image")
         return load_image(image, self.image_config)
 
+    def _decode_scaled(self, image: ImageInput) -> ScaledImage:
+        """As ``decode``, JPEG files and bytes in the embedder's decode mode (possibly reduced)."""
+        if isinstance(image, Image.Image):
+            return ScaledImage(self.decode(image), image.size)
+        if isinstance(image, bytes):
+            return self.embedder.decode_bytes(image, self.image_config, "the image")
+        data = read_image_file(image, self.image_config)
+        return self.embedder.decode_bytes(data, self.image_config, str(image))
+
     def _ranked(
         self, vector: FloatRows, k: int, filters: dict[str, Any] | None, qe: QueryExpansion | None
     ) -> SearchResult:
@@ -241,11 +259,13 @@ def unknown_filter_fields(store: VectorStore, fields: list[str]) -> list[str]:
     return [field for field in fields if field not in known]
 
 
-def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
-    """Refuse a store made for another model (when the store knows its model or can tell)."""
+def _check_same_model(manifest: ModelManifest, store: VectorStore, decode: DecodeMode) -> None:
+    """Refuse a store made for another model or decode mode (when the store knows or can tell)."""
     theirs = store.manifest
     if theirs is None:
-        _check_alias_versions(manifest, store)
+        _check_alias_versions(manifest, store, decode)
+    if store.decode is not None and store.decode != decode:
+        raise ModelError(f"the store cannot be searched so: {decode_mismatch(store.decode, decode)}")
     same = isinstance(theirs, ModelManifest) and theirs.version == manifest.version
     if isinstance(theirs, ModelManifest) and not (same and theirs.name == manifest.name):
         raise ModelError(
@@ -254,13 +274,13 @@ def _check_same_model(manifest: ModelManifest, store: VectorStore) -> None:
         )
 
 
-def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
+def _check_alias_versions(manifest: ModelManifest, store: VectorStore, decode: DecodeMode) -> None:
     """An OpenSearch alias may have been moved to another model version: compare the ``_meta`` of the
     indices it points at. A cluster that cannot be asked now is checked by the searches themselves."""
     from opensearchpy.exceptions import AuthorizationException, TransportError
 
     from .stores.opensearch.errors import store_error
-    from .stores.opensearch.index_checks import gemsearch_meta
+    from .stores.opensearch.index_checks import gemsearch_meta, meta_decode
     from .stores.opensearch.store import OpenSearchStore
 
     if not isinstance(store, OpenSearchStore):
@@ -282,25 +302,34 @@ def _check_alias_versions(manifest: ModelManifest, store: VectorStore) -> None:
                 f"is {manifest.name}@{manifest.version8}: descriptors would not compare (export or pass the "
                 "model that index was built with)"
             )
+        if meta and meta_decode(meta) != decode:
+            raise ModelError(
+                f"{store.read_target} serves index {index}: {decode_mismatch(meta_decode(meta), decode)}"
+            )
 
 
 # ----------------------------------------------------------------------------- one-call API
 
 
 @lru_cache(maxsize=8)
-def _cached_embedder(path: str, mtime_ns: int, size: int) -> QueryEmbedder:
+def _cached_embedder(path: str, mtime_ns: int, size: int, decode: DecodeMode) -> QueryEmbedder:
     from .embedding.embedder import OnnxEmbedder
 
-    return OnnxEmbedder(path)
+    return OnnxEmbedder(path, decode=decode)
 
 
-def open_model(model: str | os.PathLike[str] | QueryEmbedder) -> QueryEmbedder:
-    """An embedder for an ONNX file or model name (kept open: the next call with the file reuses it)."""
+def open_model(
+    model: str | os.PathLike[str] | QueryEmbedder, decode: DecodeMode | None = None
+) -> QueryEmbedder:
+    """An embedder for an ONNX file or model name (kept open: the next call with the file reuses it),
+    decoding JPEGs in ``decode`` mode (default: ``default_decode()``)."""
     if not isinstance(model, (str, os.PathLike)):
         return model
+    from .embedding.embedder import default_decode
+
     path = resolve_model(model).resolve()
     st = path.stat()
-    return _cached_embedder(str(path), st.st_mtime_ns, st.st_size)
+    return _cached_embedder(str(path), st.st_mtime_ns, st.st_size, decode or default_decode())
 
 
 def searchable_store(

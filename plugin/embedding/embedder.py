@@ -12,19 +12,29 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ...errors import ImageError, ModelError
+from ...errors import ConfigError, ImageError, ModelError
 from ...manifest import ModelManifest
 from ...onnx_manifest import manifest_of_session
 from ...parallel import bounded_map
-from ...preprocess import Box, crop_and_shrink, shrink, to_array
+from ...preprocess import (
+    DECODE_MODES,
+    DEFAULT_DECODE,
+    Box,
+    DecodeMode,
+    crop_and_shrink,
+    shrink_reduced,
+    to_array,
+)
 from ...protocols import FloatRows
-from ..inputs.images import ImageLoadConfig, load_image
+from ..inputs.files import read_file_capped
+from ..inputs.images import ImageLoadConfig, ScaledImage, load_scaled_image_bytes
 from .sessions import default_threads, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]
@@ -33,24 +43,40 @@ InputArray = npt.NDArray[Any]
 EmbedInput = Image.Image | bytes | str | os.PathLike[str] | InputArray
 """What ``OnnxEmbedder.embed`` takes per image: a PIL image, image file bytes, a path, or a prepared array."""
 
+MAX_PARALLEL_RUNS = 2
+"""Default cap on concurrent CPU runs: each holds its own activations (about 300 MB for Lite0 at
+1024 px), so the cap, not the core count, bounds the model's memory (docs/runtime.md#memory)."""
+
+
+DECODE_ENV = "GEMSEARCH_DECODE"
+
+
+def default_decode() -> DecodeMode:
+    """The decode mode of embedders not given one: ``$GEMSEARCH_DECODE`` (``draft``/``exact``, which
+    ``--exact-decode`` sets for the command's process), else ``DEFAULT_DECODE``."""
+    value = os.environ.get(DECODE_ENV) or DEFAULT_DECODE
+    if value not in DECODE_MODES:
+        raise ConfigError(f"${DECODE_ENV} is {value!r}; expected one of {', '.join(DECODE_MODES)}")
+    return value
+
 
 def bulk_parallel_runs(providers: Sequence[str] | None = None) -> int:
-    """Concurrent runs for bulk embedding: on CPU one per 2 cores (one per core on 2 cores, where two
-    single-thread runs embedded ~16% more images/s than one run with two threads), at most 8; one on
-    a GPU, which parallelises inside each run."""
+    """Concurrent runs for bulk embedding: on CPU one per core up to ``MAX_PARALLEL_RUNS`` (on 2
+    cores two single-thread runs embedded ~16% more images/s than one run with two threads; beyond
+    that, more runs buy little and cost memory: the threads are split among the runs instead); one
+    on a GPU, which parallelises inside each run."""
     if resolve_providers(providers)[0] != "CPUExecutionProvider":
         return 1
-    cpus = default_threads()
-    return cpus if cpus <= 2 else min(8, cpus // 2)
+    return min(MAX_PARALLEL_RUNS, default_threads())
 
 
-def prepare_image(manifest: ModelManifest, image: Image.Image, crop: Box | None = None) -> InputArray:
+def prepare_image(
+    manifest: ModelManifest, image: Image.Image | ScaledImage, crop: Box | None = None
+) -> InputArray:
     """``OnnxEmbedder.prepare`` without a session: decode workers prepare images for embedders
     running elsewhere (Ray's decode tasks) from the model's manifest alone."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
     spec = manifest.input
-    image = crop_and_shrink(image, crop, spec.max_side) if crop is not None else shrink(image, spec.max_side)
+    image = _shrunk(image, crop, spec.max_side)
     if spec.dtype == "uint8":
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
     return to_array(image, spec.mean, spec.std)
@@ -64,7 +90,11 @@ class OnnxEmbedder:
     images of one shape run together; ``parallel_runs``: batches run at once by ``run_grouped``, the
     threads split among them. Photos mostly differ in size, so batches are small, and on small inputs
     onnxruntime's intra-op threads idle at every sync point: running different images side by side
-    keeps the cores busier than more threads per image.
+    keeps the cores busier than more threads per image. ``batch_pixels`` caps the pixels of one
+    batch on CPU (default: one image of ``max_side`` x ``max_side``; a batch's activations grow with
+    its pixels, and batching large images gains nothing on CPU). ``decode``: how JPEG files and bytes
+    are decoded (``DecodeMode``, default ``default_decode()``); images handed over decoded are shrunk
+    as in exact mode.
     """
 
     def __init__(
@@ -75,17 +105,22 @@ class OnnxEmbedder:
         threads: int | None = None,
         batch_size: int = 8,
         parallel_runs: int = 1,
+        batch_pixels: int | None = None,
+        decode: DecodeMode | None = None,
     ) -> None:
         if batch_size < 1 or parallel_runs < 1:
             raise ModelError("batch_size and parallel_runs must be at least 1")
         self.path = str(path)
         self.parallel_runs = parallel_runs
+        self.decode: DecodeMode = decode or default_decode()
         intra = max(1, (threads or default_threads()) // parallel_runs)
         self.session = open_session(path, providers, intra)
         self.manifest: ModelManifest = manifest_of_session(self.session, self.path)
         self.batch_size = batch_size
         self._input, self._output = self._check_signature()
         self._on_gpu = self.providers[0] != "CPUExecutionProvider"
+        side = self.manifest.input.max_side
+        self.batch_pixels = batch_pixels or (2**62 if self._on_gpu else side * side)
 
     def _check_signature(self) -> tuple[str, str]:
         # manifest_of_session has checked the input and output against the manifest
@@ -105,11 +140,24 @@ class OnnxEmbedder:
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
+    @property
+    def draft_side(self) -> int | None:
+        """The side JPEG files are draft-decoded towards (None: exact decoding, or no shrinking)."""
+        return self.manifest.input.max_side if self.decode == "draft" else None
+
+    def decode_bytes(
+        self, data: bytes, config: ImageLoadConfig | None = None, name: str = "<bytes>"
+    ) -> ScaledImage:
+        """Image file bytes decoded as this embedder's ``decode`` mode says (see ``prepare``)."""
+        return load_scaled_image_bytes(data, config, name, self.draft_side)
+
     # ---------------------------------------------------------------- preprocessing
 
-    def prepare(self, image: Image.Image, crop: Box | None = None) -> InputArray:
+    def prepare(self, image: Image.Image | ScaledImage, crop: Box | None = None) -> InputArray:
         """An RGB image as model input ``(3, h, w)``: cropped (box in full-image pixels, shrunk by the
-        factor the full image would get), shrunk to the manifest's ``max_side``, laid out NCHW."""
+        factor the full image would get), shrunk to the manifest's ``max_side``, laid out NCHW. A
+        ``ScaledImage`` decoded at a reduced scale is shrunk to the size its full image would get (a
+        crop box is scaled down with it)."""
         return prepare_image(self.manifest, image, crop)
 
     # ---------------------------------------------------------------- inference
@@ -149,10 +197,11 @@ class OnnxEmbedder:
         return out
 
     def run_grouped(self, items: Iterable[tuple[int, InputArray]]) -> Iterator[tuple[list[int], FloatRows]]:
-        """Run ``(key, array)`` pairs in batches of one shape (up to ``batch_size``); yields the keys of
-        each batch with its descriptors, in no particular order. At most ``4 * batch_size`` images wait
-        for company: then the largest group runs as it is, so memory stays flat on mixed sizes. With
-        ``parallel_runs > 1`` that many batches run at once (onnxruntime sessions are thread-safe)."""
+        """Run ``(key, array)`` pairs in batches of one shape (up to ``batch_size`` images and
+        ``batch_pixels`` pixels); yields the keys of each batch with its descriptors, in no particular
+        order. At most ``4 * batch_size`` images wait for company: then the largest group runs as it
+        is, so memory stays flat on mixed sizes. With ``parallel_runs > 1`` that many batches run at
+        once (onnxruntime sessions are thread-safe)."""
         groups = self._groups(items)
         if self.parallel_runs == 1:
             yield from (self._run_group(group) for group in groups)
@@ -167,9 +216,10 @@ class OnnxEmbedder:
             group = groups[array.shape]
             group.append((key, array))
             waiting += 1
-            if len(group) < self.batch_size and waiting < 4 * self.batch_size:
+            full = len(group) >= self._batch_limit(array.shape)
+            if not full and waiting < 4 * self.batch_size:
                 continue
-            if len(group) < self.batch_size:
+            if not full:
                 group = max(groups.values(), key=len)
             waiting -= len(group)
             yield list(group)
@@ -177,6 +227,11 @@ class OnnxEmbedder:
         for group in groups.values():
             if group:
                 yield list(group)
+
+    def _batch_limit(self, shape: tuple[int, ...]) -> int:
+        """Images of ``shape`` per batch: ``batch_size``, fewer where their pixels pass ``batch_pixels``."""
+        pixels = int(np.prod(shape[-2:]))
+        return max(1, min(self.batch_size, self.batch_pixels // max(1, pixels)))
 
     def _run_group(self, group: list[tuple[int, InputArray]]) -> tuple[list[int], FloatRows]:
         keys = [k for k, _ in group]
@@ -193,10 +248,21 @@ class OnnxEmbedder:
         """
         if isinstance(images, (Image.Image, bytes, str, os.PathLike)):
             images = [images]
-        arrays = [im if isinstance(im, np.ndarray) else self.prepare(_decoded(im, config)) for im in images]
+        arrays = [
+            im if isinstance(im, np.ndarray) else self.prepare(self._decoded(im, config)) for im in images
+        ]
         return self.embed_prepared(arrays)
 
-    def embed_image(self, image: Image.Image, crop: Box | None = None) -> FloatRows:
+    def _decoded(
+        self, image: Image.Image | bytes | str | os.PathLike[str], config: ImageLoadConfig | None
+    ) -> Image.Image | ScaledImage:
+        if isinstance(image, Image.Image):
+            return image
+        cfg = config or ImageLoadConfig()
+        data = image if isinstance(image, bytes) else read_file_capped(Path(image), None, cfg.max_bytes)
+        return self.decode_bytes(data, cfg, "<bytes>" if isinstance(image, bytes) else str(image))
+
+    def embed_image(self, image: Image.Image | ScaledImage, crop: Box | None = None) -> FloatRows:
         """``(d,)`` descriptor of one image, optionally of a crop of it (a query region)."""
         return np.asarray(self.run(self.prepare(image, crop)[None])[0], dtype=np.float32)
 
@@ -205,7 +271,12 @@ class OnnxEmbedder:
         return f"OnnxEmbedder({m.name}@{m.version8}, dim={m.output_dim}, providers={self.providers})"
 
 
-def _decoded(
-    image: Image.Image | bytes | str | os.PathLike[str], config: ImageLoadConfig | None
-) -> Image.Image:
-    return image if isinstance(image, Image.Image) else load_image(image, config)
+def _shrunk(image: Image.Image | ScaledImage, crop: Box | None, max_side: int) -> Image.Image:
+    scaled = image if isinstance(image, ScaledImage) else ScaledImage(image, image.size)
+    pil, scale = scaled.image, scaled.scale
+    if pil.mode != "RGB":
+        pil = pil.convert("RGB")
+    if crop is not None:
+        box = crop if scale == 1 else (crop[0] / scale, crop[1] / scale, crop[2] / scale, crop[3] / scale)
+        return crop_and_shrink(pil, box, max_side)
+    return shrink_reduced(pil, scaled.full_size, scale, max_side)

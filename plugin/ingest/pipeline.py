@@ -47,7 +47,7 @@ from ...parallel import bounded_map
 from ...protocols import FloatRows, Record, VectorStore
 from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from ..embedding.sessions import default_threads
-from ..inputs.images import ImageLoadConfig, load_image_bytes, read_image_file
+from ..inputs.images import ImageLoadConfig, ScaledImage, read_image_file
 from ..inputs.items import SourceItem, document_id
 from ..inputs.records import iter_records, record_image
 from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, parse_shard, read_sources
@@ -68,8 +68,9 @@ class IngestOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workers: int = Field(default_factory=default_threads, ge=1, description="read/decode threads")
-    window: int = Field(32, ge=1, description="images read or decoded ahead of the model, per stage")
-    check_chunk: int = Field(64, ge=1, description="ids per existence check against the store")
+    # each input read holds its file's bytes until decoded: (2 * window + check_chunk) files at most
+    window: int = Field(8, ge=1, description="images read or decoded ahead of the model, per stage")
+    check_chunk: int = Field(16, ge=1, description="ids per existence check against the store")
     write_batch: int = Field(256, ge=1, description="documents per store write")
     skip_existing: bool = Field(True, description="skip ids already in the store (resume; re-ingest no-op)")
     image: ImageLoadConfig = ImageLoadConfig()
@@ -161,7 +162,7 @@ def ingest(
     ledger = Ledger(report, opts.ledger_path, on_done=progress, on_written=written)
     start = time.perf_counter()
     try:
-        store.ensure_index(embedder.manifest)
+        store.ensure_index(embedder.manifest, decode=embedder.decode)
         paused = store.bulk_load() if opts.pause_refresh else contextlib.nullcontext()
         with paused:  # the writer finishes (and refreshes) before the settings are restored
             _run_rounds(items, embedder, store, opts, report, ledger)
@@ -334,9 +335,9 @@ def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared
     name = r.item.name
     try:
         if isinstance(r.data, Image.Image):
-            image = record_image(r.data, cfg, name)
+            image: Image.Image | ScaledImage = record_image(r.data, cfg, name)
         else:
-            image = load_image_bytes(r.data, cfg, name=name)
+            image = embedder.decode_bytes(r.data, cfg, name)
         return _Prepared(r.input, r.item, r.id, embedder.prepare(image))
     except ImageError as exc:
         return _Failed(r.input, r.id, exc.reason, str(exc), of_the_bytes=True)

@@ -30,6 +30,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...errors import ConfigError, ImageError
+from ...preprocess import thumbnail_size
 from .files import read_file_capped
 from .rgb import to_rgb
 
@@ -95,6 +96,16 @@ class ImageLoadConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class ScaledImage:
+    """A decoded image, possibly decoded at ``1/scale`` of its size (a JPEG draft): ``full_size`` is
+    the upright size of the whole image, the frame crop boxes and the shrunk size refer to."""
+
+    image: Image.Image  # RGB, upright
+    full_size: tuple[int, int]
+    scale: int = 1
+
+
+@dataclass(frozen=True)
 class LoadedImage:
     """A decoded image with the bytes it came from (hash them for the document id)."""
 
@@ -129,6 +140,15 @@ def load_image_bytes(
     return _decode(data, config or ImageLoadConfig(), name)[0]
 
 
+def load_scaled_image_bytes(
+    data: bytes, config: ImageLoadConfig | None = None, name: str = "<bytes>", draft_side: int | None = None
+) -> ScaledImage:
+    """Decode image bytes; a JPEG larger than a ``draft_side`` x ``draft_side`` thumbnail is decoded
+    at the smallest DCT scale (1/2, 1/4, 1/8) still at least that thumbnail's size. The checks are
+    those of ``load_image_bytes`` (the pixel cap applies to the full size)."""
+    return _decode_scaled(data, config or ImageLoadConfig(), name, draft_side)
+
+
 def load_image(
     source: bytes | str | os.PathLike[str],
     config: ImageLoadConfig | None = None,
@@ -141,6 +161,17 @@ def load_image(
 
 
 def _decode(data: bytes, cfg: ImageLoadConfig, name: str) -> tuple[Image.Image, str]:
+    decoded, fmt = _decode_with_format(data, cfg, name, None)
+    return decoded.image, fmt
+
+
+def _decode_scaled(data: bytes, cfg: ImageLoadConfig, name: str, draft_side: int | None) -> ScaledImage:
+    return _decode_with_format(data, cfg, name, draft_side)[0]
+
+
+def _decode_with_format(
+    data: bytes, cfg: ImageLoadConfig, name: str, draft_side: int | None
+) -> tuple[ScaledImage, str]:
     if not data:
         raise ImageError(f"{name}: no data (0 bytes)", reason="empty")
     if len(data) > cfg.max_bytes:
@@ -154,14 +185,32 @@ def _decode(data: bytes, cfg: ImageLoadConfig, name: str) -> tuple[Image.Image, 
     with im:
         fmt = str(im.format)
         _check_pixels(im, cfg, name)
+        stored = im.size
         try:
+            scale = _draft(im, draft_side) if draft_side is not None else 1
             im.load()  # the first frame of an animation; every pixel decoded here, inside the try
             rgb = to_rgb(_upright(im, name))
         except ImageError:
             raise
         except Exception as exc:  # Pillow's plugins raise many types on damaged input; all are per-image
             raise _classify(exc, data, name) from exc
-    return rgb, fmt
+    if scale == 1:
+        return ScaledImage(rgb, rgb.size), fmt
+    turned = rgb.size != im.size  # the EXIF orientation turned it by 90 degrees
+    return ScaledImage(rgb, (stored[1], stored[0]) if turned else stored, scale), fmt
+
+
+def _draft(im: ImageFile.ImageFile, side: int) -> int:
+    """Ask a JPEG decoder for the smallest DCT scale still covering the thumbnail of ``side``;
+    returns the scale chosen (1 for other formats and for images that need no shrinking)."""
+    if im.format not in ("JPEG", "MPO"):
+        return 1
+    target = thumbnail_size(im.size, side)
+    if target == im.size:
+        return 1
+    width = im.size[0]
+    drafted = im.draft("RGB", target)  # (mode, (0, 0, width / scale, height / scale)) or None
+    return 1 if drafted is None else round(width / drafted[1][2])
 
 
 def _open(data: bytes, cfg: ImageLoadConfig, name: str) -> ImageFile.ImageFile:

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,23 @@ Box = tuple[float, float, float, float]
 
 ImageArray = npt.NDArray[np.float32]
 """A normalised image, ``(3, h, w)`` float32."""
+
+DecodeMode = Literal["draft", "exact"]
+"""How the runtime decodes JPEG files: ``exact`` decodes every pixel and shrinks as cirtorch does
+(bit for bit); ``draft`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 in the DCT domain
+(to the smallest size still at least the shrunk size), then shrinks to the same size with LANCZOS:
+a fraction of the decode time and memory, descriptors within a hair of exact (docs/runtime.md)."""
+DECODE_MODES: tuple[DecodeMode, ...] = ("draft", "exact")
+DEFAULT_DECODE: DecodeMode = "draft"
+
+
+def decode_mismatch(stored: DecodeMode, wanted: DecodeMode) -> str:
+    """Why descriptors of one decode mode are not mixed with or searched by the other's, in a line."""
+    flag = "pass --exact-decode" if stored == "exact" else "drop --exact-decode"
+    return (
+        f"its descriptors were made with {stored} JPEG decoding, these with {wanted} ({flag}, "
+        "or use another store)"
+    )
 
 
 class Preprocessing(BaseModel):
@@ -64,19 +83,45 @@ def load_rgb(path: str | Path) -> Image.Image:
 def shrink(img: Image.Image, max_side: float) -> Image.Image:
     """``img`` shrunk (never enlarged) so its longer side is at most ``floor(max_side)``.
 
-    A new image; ``img`` itself when it already fits. Copying first also keeps PIL from
-    ``draft``-decoding a still-unloaded JPEG at a reduced scale, which cirtorch never does.
+    A new image; ``img`` itself when it already fits. The pixels of PIL's ``thumbnail`` with LANCZOS
+    (cirtorch's ``imresize``): the same size and the same ``resize`` call, without the full-size copy
+    ``thumbnail`` would need to leave ``img`` untouched, and without its ``draft`` of a still-unloaded
+    JPEG (which cirtorch never does: ``img`` is loaded first).
     """
-    side = int(np.floor(max_side))
-    if side < 1:
-        raise ConfigError(
-            f"cannot shrink a {img.width}x{img.height} image to a side of {max_side:.3g} pixels"
-        )
-    if max(img.size) <= side:
+    size = thumbnail_size(img.size, max_side)
+    if size == img.size:
         return img
-    out = img.copy()
-    out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return out
+    img.load()
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
+def thumbnail_size(size: tuple[int, int], max_side: float) -> tuple[int, int]:
+    """The size PIL's ``thumbnail((max_side, max_side))`` gives an image of ``size``: the longer side
+    ``floor(max_side)``, the other rounded to keep the aspect best; ``size`` itself when it fits."""
+    side = math.floor(max_side)
+    width, height = size
+    if side < 1:
+        raise ConfigError(f"cannot shrink a {width}x{height} image to a side of {max_side:.3g} pixels")
+    if width <= side and height <= side:
+        return size
+    aspect = width / height
+    if aspect <= 1:  # PIL's test for a square box: taller than wide, the height is the side
+        return _round_aspect(side * aspect, lambda n: abs(aspect - n / side)), side
+    return side, _round_aspect(side / aspect, lambda n: 0 if n == 0 else abs(aspect - side / n))
+
+
+def _round_aspect(number: float, key: Callable[[int], float]) -> int:
+    return max(min(math.floor(number), math.ceil(number), key=key), 1)
+
+
+def shrink_reduced(img: Image.Image, full_size: tuple[int, int], scale: int, max_side: float) -> Image.Image:
+    """An image decoded at ``1/scale`` of ``full_size`` (a JPEG draft) shrunk to the size the full
+    image would get from ``shrink``: resampled over the exact area of the full image it covers."""
+    if scale == 1:
+        return shrink(img, max_side)
+    box = (0.0, 0.0, full_size[0] / scale, full_size[1] / scale)
+    target = thumbnail_size(full_size, max_side)
+    return img.resize(target, Image.Resampling.LANCZOS, box=box, reducing_gap=2.0)
 
 
 def crop_and_shrink(img: Image.Image, box: Box, max_side: int | None) -> Image.Image:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from .manifest import ModelManifest
+from .preprocess import DEFAULT_DECODE, DecodeMode
 
 FloatRows = npt.NDArray[np.float32]
 
@@ -115,8 +116,15 @@ class VectorStore(Protocol):
         """Where refused documents are written, if the store can refuse some."""
         ...
 
-    def ensure_index(self, manifest: ModelManifest) -> None:
-        """Create the index for this model version, or check that the existing one fits it."""
+    @property
+    def decode(self) -> DecodeMode | None:
+        """How the images of the stored descriptors were decoded (``DecodeMode``); None while the
+        store does not know (before ``ensure_index``, or an OpenSearch alias read for queries)."""
+        ...
+
+    def ensure_index(self, manifest: ModelManifest, *, decode: DecodeMode = DEFAULT_DECODE) -> None:
+        """Create the index for this model version and decode mode, or check that the existing one
+        fits both (descriptors of the two modes differ slightly: never mixed in one index)."""
         ...
 
     def write(self, records: Iterable[Record], *, refresh: bool | None = None) -> WriteReport: ...

@@ -25,6 +25,7 @@ from ....errors import StoreError
 from ....files import atomic_write
 from ....files import fsync_dir as fsync_dir
 from ....manifest import ModelManifest
+from ....preprocess import DecodeMode
 from ....protocols import FloatRows
 
 log = logging.getLogger(__name__)
@@ -47,23 +48,30 @@ def is_ours(name: str) -> bool:
     return name in OUR_NAMES or vectors or left_by_a_killed_write
 
 
-def read_store_json(folder: Path) -> tuple[int, ModelManifest] | None:
-    """``(dim, manifest)`` of the folder, or None when it holds no store yet."""
+def read_store_json(folder: Path) -> tuple[int, ModelManifest, DecodeMode] | None:
+    """``(dim, manifest, decode mode)`` of the folder, or None when it holds no store yet (a store
+    made before the decode mode was recorded was made with exact decoding, the only one then)."""
     path = folder / STORE_JSON
     try:
         data: dict[str, Any] = json.loads(path.read_text())
         if data.get("format") != FORMAT:
             raise StoreError(f"{path}: store format {data.get('format')!r} is not supported ({FORMAT} is)")
-        return int(data["dim"]), ModelManifest.model_validate(data["manifest"])
+        decode: DecodeMode = "draft" if data.get("decode") == "draft" else "exact"
+        return int(data["dim"]), ModelManifest.model_validate(data["manifest"]), decode
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:  # JSON and pydantic errors are ValueErrors
         raise StoreError(f"{path} is damaged: {exc}") from exc
 
 
-def write_store_json(folder: Path, manifest: ModelManifest) -> None:
+def write_store_json(folder: Path, manifest: ModelManifest, decode: DecodeMode) -> None:
     """Atomically: a reader sees either no store.json or a complete one."""
-    data = {"format": FORMAT, "dim": manifest.output_dim, "manifest": manifest.model_dump(mode="json")}
+    data = {
+        "format": FORMAT,
+        "dim": manifest.output_dim,
+        "manifest": manifest.model_dump(mode="json"),
+        "decode": decode,
+    }
     atomic_write(folder / STORE_JSON, lambda tmp: tmp.write_text(json.dumps(data, indent=2)), durable=True)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from ....errors import StoreError
 from ....manifest import ModelManifest
+from ....preprocess import DEFAULT_DECODE, DecodeMode, decode_mismatch
 from ....protocols import Filters, FloatRows, Hit, ItemOutcome, Outcome, Record, WriteReport
 from . import db, files
 from .checks import (
@@ -69,9 +70,10 @@ class LocalStore:
         self._vectors: files.VectorFile | None = None
         self._ensured = False
         self._views: ViewCache | None = None
+        self._decode: DecodeMode | None = None
         found = files.read_store_json(self.path)
         if found is not None:
-            self._dim, self._manifest = found
+            self._dim, self._manifest, self._decode = found
             self._views = ViewCache(self.path, self._dim)
             self._conn = db.connect(self.path / files.DB_NAME, create=False)
         elif read_only:
@@ -83,19 +85,27 @@ class LocalStore:
         return self._manifest
 
     @property
+    def decode(self) -> DecodeMode | None:
+        """How the images of the folder's descriptors were decoded (None before ``ensure_index``)."""
+        return self._decode
+
+    @property
     def dead_letter_path(self) -> Path | None:
         """None: a LocalStore refuses a whole batch (StoreError), never single documents."""
         return None
 
     # --- writing -------------------------------------------------------------------------------
 
-    def ensure_index(self, manifest: ModelManifest) -> None:
-        """Create the store for this model, or check that the folder was made for the same model."""
+    def ensure_index(self, manifest: ModelManifest, *, decode: DecodeMode = DEFAULT_DECODE) -> None:
+        """Create the store for this model and decode mode, or check that the folder was made for the
+        same model and mode."""
         with self._mutex:
             if self._manifest is None:
-                self._create(manifest)
-            assert self._manifest is not None
+                self._create(manifest, decode)
+            assert self._manifest is not None and self._decode is not None
             check_same_model(self.path, self._manifest, manifest)
+            if self._decode != decode:
+                raise StoreError(f"{self.path}: refusing to write: {decode_mismatch(self._decode, decode)}")
             self._become_writer()
             self._ensured = True
 
@@ -289,7 +299,7 @@ class LocalStore:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _create(self, manifest: ModelManifest) -> None:
+    def _create(self, manifest: ModelManifest, decode: DecodeMode) -> None:
         if self.read_only:
             raise StoreError(f"there is no LocalStore in {self.path}, and this one is read-only")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -304,9 +314,9 @@ class LocalStore:
         if found is None:
             db.create_schema(self._connection())
             files.VectorFile(files.vectors_path(self.path, 0), manifest.output_dim).close()
-            files.write_store_json(self.path, manifest)  # last: its presence means "store complete"
-            found = (manifest.output_dim, manifest)
-        self._dim, self._manifest = found
+            files.write_store_json(self.path, manifest, decode)  # last: its presence means "store complete"
+            found = (manifest.output_dim, manifest, decode)
+        self._dim, self._manifest, self._decode = found
         self._views = ViewCache(self.path, self._dim)
 
     def _become_writer(self, creating: bool = False) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ....errors import StoreError
 from ....manifest import ModelManifest
 from ....opensearch_templates import Encoder, Engine, SpaceType, knn_index_body
+from ....preprocess import DEFAULT_DECODE, DecodeMode, decode_mismatch
 from .errors import store_error
 
 VECTOR_FIELD = "embedding"
@@ -33,6 +34,7 @@ class IndexOptions(BaseModel):
     ef_search: int = Field(100, ge=1)
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
+    decode: DecodeMode = Field(DEFAULT_DECODE, description="how the images were decoded (recorded in _meta)")
     encoder: Encoder = "none"
     refresh_interval: str = Field("1s", pattern=r"^(-1|\d+(ms|s|m))$")
     vector_in_source: bool = True
@@ -52,8 +54,15 @@ def index_meta(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]
             "prefix": options.prefix,
             "alias": manifest.alias_name(options.prefix),
             "manifest": manifest.model_dump(mode="json"),
+            "decode": options.decode,
         }
     }
+
+
+def meta_decode(meta: dict[str, Any]) -> DecodeMode:
+    """The decode mode a ``_meta.gemsearch`` block records (``exact`` for indices made before the
+    mode was recorded: exact decoding was the only one)."""
+    return "draft" if meta.get("decode") == "draft" else "exact"
 
 
 def index_body(manifest: ModelManifest, options: IndexOptions) -> dict[str, Any]:
@@ -116,6 +125,8 @@ def mismatches(state: dict[str, Any], manifest: ModelManifest, options: IndexOpt
             f"it holds model {stored.get('name')} version {str(stored.get('version'))[:8]}, "
             f"not {manifest.name} version {manifest.version8}"
         )
+    elif meta_decode(meta) != options.decode:
+        problems.append(decode_mismatch(meta_decode(meta), options.decode))
     return problems
 
 

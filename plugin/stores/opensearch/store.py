@@ -23,6 +23,7 @@ from opensearchpy.exceptions import AuthorizationException, ConnectionError, Not
 
 from ....errors import StoreError
 from ....manifest import ModelManifest
+from ....preprocess import DEFAULT_DECODE, DecodeMode
 from ....protocols import Filters, FloatRows, Hit, Record
 from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
 from .connection import OpenSearchConfig, make_client
@@ -68,8 +69,15 @@ class OpenSearchStore:
             raise StoreError("OpenSearchStore has no index: call ensure_index(manifest) or pass model=")
         return target
 
-    def ensure_index(self, manifest: ModelManifest) -> None:
-        """Create the index of this model version, or refuse if the existing one does not fit it."""
+    @property
+    def decode(self) -> DecodeMode | None:
+        """The decode mode of the index written to (None before ``ensure_index``)."""
+        return self.options.decode if self.index is not None and self.manifest is not None else None
+
+    def ensure_index(self, manifest: ModelManifest, *, decode: DecodeMode = DEFAULT_DECODE) -> None:
+        """Create the index of this model version and decode mode, or refuse if the existing one does
+        not fit them."""
+        self.options = self.options.model_copy(update={"decode": decode})
         try:
             self.index = ensure_index(self.client, manifest, self.options)
         except TransportError as exc:
