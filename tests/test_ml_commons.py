@@ -5,7 +5,10 @@ and searches through the search pipeline, and gets what gemsearch itself gives."
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,16 +61,24 @@ def prefix(client: OpenSearch) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(root: Path, ml_node: OpenSearchNode, prefix: str) -> Iterator[str]:
-    args = [
-        "--model",
-        str(root / "tiny.onnx"),
-        "--opensearch",
-        ml_node.url,
-        "--prefix",
-        prefix,
-        "--embed-api",
-    ]
+def files(root: Path) -> Iterator[str]:
+    """The photos over HTTP, for documents that name their image by URL."""
+    handler = functools.partial(_QuietFiles, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(root: Path, ml_node: OpenSearchNode, prefix: str, files: str) -> Iterator[str]:
+    args = ["--model", str(root / "tiny.onnx"), "--opensearch", ml_node.url, "--prefix", prefix,
+            "--embed-api", "--embed-url-prefix", f"{files}/photos/"]  # fmt: skip
     with serve_process(args, env={"GEMSEARCH_EMBED_TOKEN": TOKEN}) as base:
         yield base
 
@@ -86,7 +97,7 @@ def create_args(root: Path, node: OpenSearchNode, prefix: str, server: str, mode
 def made(root: Path, ml_node: OpenSearchNode, prefix: str, server: str) -> dict[str, Any]:
     result = run(*create_args(root, ml_node, prefix, server, root / "tiny.onnx"), "--json")
     assert result.exit_code == 0, result.output
-    made: dict[str, Any] = json.loads(result.output)
+    made: dict[str, Any] = json.loads(result.stdout)
     return made
 
 
@@ -101,7 +112,9 @@ def test_create_reuses_everything_on_a_rerun(
     server: str,
     made: dict[str, Any],
 ) -> None:
-    again = run(*create_args(root, ml_node, prefix, server, root / "tiny.onnx"))
+    # --update-token rewrites the connector of a deployed model (undeploy, update, deploy), and the
+    # test embedding that follows goes through the updated connector
+    again = run(*create_args(root, ml_node, prefix, server, root / "tiny.onnx"), "--update-token")
     assert again.exit_code == 0, again.output
     for key in ("connector_id", "model_group_id", "model_id", "ingest_pipeline", "search_pipeline"):
         assert made[key] in again.output
@@ -179,10 +192,50 @@ def test_search_pipeline_finds_what_gemsearch_search_finds(
             *(["--filter", f"group={group}"] if group else [])]  # fmt: skip
     result = run(*args)
     assert result.exit_code == 0, result.output
-    expected = [h["id"] for h in json.loads(result.output)["hits"]]
-    assert ids == expected and len(ids) == (3 if group else 4)  # 3 of the 7 photos are "odd"
+    expected = [h["id"] for h in json.loads(result.stdout)["hits"]]
+    scores = [(h["_id"][:8], h["_score"]) for h in hits["hits"]["hits"]]
+    assert ids == expected, (scores, result.stdout)
+    assert len(ids) == (3 if group else 4)  # 3 of the 7 photos are "odd"
     if crop is None:
         assert (ids[0] == photos[3].id) == (group != "even")
+
+
+def test_documents_with_image_urls_through_the_url_pipeline(
+    root: Path,
+    ml_node: OpenSearchNode,
+    prefix: str,
+    server: str,
+    files: str,
+    client: OpenSearch,
+    made: dict[str, Any],
+    photos: list[Photo],
+) -> None:
+    args = [*create_args(root, ml_node, prefix, server, root / "tiny.onnx"), "--image-input", "url",
+            "--image-field", "image_url", "--json"]  # fmt: skip
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    by_url = json.loads(result.stdout)
+    assert (
+        by_url["ingest_pipeline"] == made["ingest_pipeline"] + "-url"
+        and by_url["model_id"] == made["model_id"]
+    )
+    lines = []
+    for photo in photos[:3]:
+        lines += [json.dumps({"index": {"_id": f"url-{photo.name}"}}),
+                  json.dumps({"image_url": f"{files}/photos/{photo.path.name}"})]  # fmt: skip
+    lines += [json.dumps({"index": {"_id": "url-outside"}}), json.dumps({"image_url": f"{files}/token"})]
+    params = {"pipeline": by_url["ingest_pipeline"], "refresh": "true"}
+    answer = client.bulk(body="\n".join(lines) + "\n", index=made["alias"], params=params)
+    statuses = {i["index"]["_id"]: i["index"]["status"] for i in answer["items"]}
+    assert statuses == {**{f"url-{p.name}": 201 for p in photos[:3]}, "url-outside": 400}, answer
+    expected = OnnxEmbedder(root / "tiny.onnx").embed([p.path for p in photos[:3]])
+    for photo, vector in zip(photos[:3], expected, strict=True):
+        source = client.get(index=made["alias"], id=f"url-{photo.name}")["_source"]
+        np.testing.assert_allclose(np.asarray(source["embedding"], np.float32), vector, atol=1e-5)
+    for photo in photos[:3]:  # leave the index as the search tests expect it
+        client.delete(index=made["index"], id=f"url-{photo.name}", params={"refresh": "true"})
+    # the base64 pipeline is still there, unchanged
+    assert client.transport.perform_request("GET", f"/_ingest/pipeline/{made['ingest_pipeline']}")
 
 
 def test_a_server_with_another_model_version_is_refused(
@@ -233,7 +286,9 @@ def test_drop_removes_the_model_and_pipelines_and_keeps_the_index(
             "--opensearch", ml_node.url, "--prefix", prefix, "--yes"]  # fmt: skip
     result = run(*args)
     assert result.exit_code == 0, result.output
-    for what in (made["model_id"], made["connector_id"], made["ingest_pipeline"], made["search_pipeline"]):
+    removed = (made["model_id"], made["connector_id"], made["ingest_pipeline"], made["search_pipeline"],
+               made["ingest_pipeline"] + "-url")  # fmt: skip
+    for what in removed:
         assert what in result.output
     for path in (f"/_ingest/pipeline/{made['ingest_pipeline']}", f"/_plugins/_ml/models/{made['model_id']}"):
         with pytest.raises(NotFoundError):

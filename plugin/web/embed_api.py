@@ -153,7 +153,7 @@ def embed_routes(app: FastAPI, serving: _Serving) -> None:
         if not _authorised(request.headers.get("authorization"), token):
             raise ApiError(401, "unauthorized", "send the embed token as 'Authorization: Bearer <token>'",
                            {"WWW-Authenticate": 'Bearer realm="gemsearch"'})  # fmt: skip
-        body = _parse(await request.body())
+        body = await anyio.to_thread.run_sync(_parse, await request.body())  # up to megabytes of JSON
         slot = serving.slot_for(body.model)
         _check_version(slot, body.version)
         m = slot.searcher.manifest
@@ -248,12 +248,12 @@ async def _embed_one(serving: _Serving, config: EmbedApiConfig, slot: ModelSlot,
     box = _crop(item.crop)
     limits = serving.limits
     if item.image is not None:
-        data = _base64(item.image, limits.max_upload_bytes)
+        data = await anyio.to_thread.run_sync(_base64, item.image, limits.max_upload_bytes)
     else:
         assert item.url is not None
         fetch = _fetcher(config, limits.max_upload_bytes)
         data = await anyio.to_thread.run_sync(fetch, item.url, limiter=serving.image_workers)
-    cost = header_cost(io.BytesIO(data), len(data), limits.max_pixels)
+    cost = await anyio.to_thread.run_sync(header_cost, io.BytesIO(data), len(data), limits.max_pixels)
     if serving.upload_waiters.available_tokens < 1:
         raise ApiError(503, "busy", "too many requests are waiting for memory; try again shortly")
     reserved = await anyio.to_thread.run_sync(serving.budget.acquire, cost, limiter=serving.upload_waiters)

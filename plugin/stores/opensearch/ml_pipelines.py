@@ -7,8 +7,8 @@ version's index ``<prefix>-<model>-<version8>``:
 - a connector to the ``POST /api/embed`` endpoint of ``gemsearch serve`` (the bearer token in its
   ``credential``, the model's name and full version as parameters the endpoint checks);
 - a model group ``<prefix>-<model>`` and a remote model in it, deployed;
-- an ingest pipeline ``...-ingest``: an ``ml_inference`` processor maps the image field (base64 or a
-  URL) to the model's input and its ``embedding`` output into the index's vector field;
+- an ingest pipeline ``...-ingest`` (``...-ingest-url`` for image URLs): an ``ml_inference`` processor
+  maps the image field to the model's input and its ``embedding`` output into the index's vector field;
 - a search pipeline ``...-search``: an ``ml_inference`` request processor embeds the image (and crop)
   in ``ext.ml_inference`` of a search and fills a template k-NN query on the vector field.
 
@@ -88,7 +88,8 @@ def names(manifest: ModelManifest, prefix: str) -> dict[str, str]:
         "connector": base,
         "model": base,
         "group": manifest.alias_name(prefix),
-        "ingest": f"{base}-ingest",
+        "ingest": f"{base}-ingest",  # base64 images
+        "ingest_url": f"{base}-ingest-url",  # image URLs (both may exist side by side)
         "search": f"{base}-search",
     }
 
@@ -116,6 +117,7 @@ def create_pipelines(
 ) -> MlPipelines:
     """Create or update everything; returns the ids. StoreError on a version clash or a refusal."""
     n = names(manifest, options.prefix)
+    ingest = n["ingest"] if settings.image_input == "base64" else n["ingest_url"]
     url = embed_url(settings.endpoint)
     try:
         index = ensure_index(client, manifest, options)
@@ -125,7 +127,7 @@ def create_pipelines(
         _deploy(client, model_id, settings.deploy_timeout_s)
         removes = settings.image_input == "base64" and _has_processor(client, "remove")
         _put_pipeline(
-            client, "_ingest", n["ingest"], manifest, _ingest_body(manifest, model_id, settings, removes)
+            client, "_ingest", ingest, manifest, _ingest_body(manifest, model_id, settings, removes)
         )
         _put_pipeline(client, "_search", n["search"], manifest, _search_body(manifest, model_id))
     except TransportError as exc:
@@ -133,7 +135,7 @@ def create_pipelines(
     return MlPipelines(
         model=manifest.name, version=manifest.version, index=index, alias=manifest.alias_name(options.prefix),
         image_field=settings.image_field, image_input=settings.image_input, endpoint=url,
-        connector_id=connector_id, model_group_id=group_id, model_id=model_id, ingest_pipeline=n["ingest"],
+        connector_id=connector_id, model_group_id=group_id, model_id=model_id, ingest_pipeline=ingest,
         search_pipeline=n["search"], removes_image=removes,
     )  # fmt: skip
 
@@ -173,7 +175,7 @@ def drop_pipelines(client: Any, manifest: ModelManifest, prefix: str) -> list[st
     n = names(manifest, prefix)
     removed: list[str] = []
     try:
-        for kind, name in (("_search", n["search"]), ("_ingest", n["ingest"])):
+        for kind, name in (("_search", n["search"]), ("_ingest", n["ingest"]), ("_ingest", n["ingest_url"])):
             current = _pipeline(client, kind, name)
             if current is not None:
                 _check_version(f"{kind.strip('_')} pipeline {name}", current.get("description"), manifest)
