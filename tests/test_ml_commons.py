@@ -296,3 +296,21 @@ def test_drop_removes_the_model_and_pipelines_and_keeps_the_index(
     assert client.count(index=made["alias"])["count"] > 0
     again = run(*args)
     assert again.exit_code == 0 and "nothing to remove" in again.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        ([], {}, "bearer token of at least 16 characters in $GEMSEARCH_EMBED_TOKEN"),
+        (["--endpoint", "ftp://embedder"], {"GEMSEARCH_EMBED_TOKEN": TOKEN}, "must be an http(s) URL"),
+    ],
+)
+def test_create_errors_before_touching_the_cluster(
+    tmp_path: Path, extra: list[str], env: dict[str, str], message: str
+) -> None:
+    tiny_model(tmp_path / "tiny.onnx")
+    args = ["opensearch", "pipelines", "create", "--model", str(tmp_path / "tiny.onnx"),
+            "--opensearch", "http://127.0.0.1:9", "--endpoint", "http://embedder:8000", *extra]  # fmt: skip
+    result = CliRunner().invoke(main, args, env={"GEMSEARCH_EMBED_TOKEN": "", **env})
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output
