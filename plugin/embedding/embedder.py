@@ -8,6 +8,7 @@ the pooled descriptor).
 
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,12 +30,14 @@ from ...preprocess import (
     Box,
     DecodeMode,
     crop_and_shrink,
+    draft_scale,
     shrink_reduced,
     to_array,
 )
 from ...protocols import FloatRows
 from ..inputs.files import read_file_capped
 from ..inputs.images import ImageLoadConfig, ScaledImage, load_scaled_image_bytes
+from ..web.memory import MemoryBudget, decode_cost
 from .sessions import default_threads, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]
@@ -49,6 +52,13 @@ MAX_PARALLEL_RUNS = 2
 
 
 DECODE_ENV = "GEMSEARCH_DECODE"
+
+
+DECODE_BUDGET_BYTES = 256 * 2**20
+"""What the decodes of all embedders in a process may hold at once (peak bytes from the image's
+header, ``decode_cost``): a drafted JPEG takes ~12 MB at 1024 px, so they run side by side; full-size
+decodes (exact mode, PNG, TIFF) of large photos take one turn each instead of one per worker."""
+_DECODE_BUDGET = MemoryBudget(DECODE_BUDGET_BYTES)
 
 
 def default_decode() -> DecodeMode:
@@ -144,6 +154,27 @@ class OnnxEmbedder:
     def draft_side(self) -> int | None:
         """The side JPEG files are draft-decoded towards (None: exact decoding, or no shrinking)."""
         return self.manifest.input.max_side if self.decode == "draft" else None
+
+    def prepare_bytes(
+        self, data: bytes, config: ImageLoadConfig | None = None, name: str = "<bytes>"
+    ) -> InputArray:
+        """``prepare(decode_bytes(...))``, the decode's memory reserved from the process's decode
+        budget first (``DECODE_BUDGET_BYTES``), so many workers never hold many full-size images."""
+        cfg = config or ImageLoadConfig()
+        with _DECODE_BUDGET.hold(self._decode_cost(data, cfg)):
+            return self.prepare(self.decode_bytes(data, cfg, name))
+
+    def _decode_cost(self, data: bytes, cfg: ImageLoadConfig) -> int:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                width, height, mode, fmt = im.width, im.height, im.mode, im.format
+        except Exception:  # not an image Pillow can read: the decoder refuses it before any pixel
+            return len(data)
+        side = self.draft_side
+        if side is not None and fmt in ("JPEG", "MPO") and width > 0 and height > 0:
+            scale = draft_scale((width, height), side)
+            width, height = -(-width // scale), -(-height // scale)
+        return len(data) + decode_cost(width, height, mode, cfg.max_pixels, fmt)
 
     def decode_bytes(
         self, data: bytes, config: ImageLoadConfig | None = None, name: str = "<bytes>"

@@ -47,7 +47,7 @@ from ...parallel import bounded_map
 from ...protocols import FloatRows, Record, VectorStore
 from ..embedding.embedder import InputArray, OnnxEmbedder, bulk_parallel_runs
 from ..embedding.sessions import default_threads
-from ..inputs.images import ImageLoadConfig, ScaledImage, read_image_file
+from ..inputs.images import ImageLoadConfig, read_image_file
 from ..inputs.items import SourceItem, document_id
 from ..inputs.records import iter_records, record_image
 from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, parse_shard, read_sources
@@ -335,10 +335,10 @@ def _decode(embedder: OnnxEmbedder, cfg: ImageLoadConfig, r: _Read) -> _Prepared
     name = r.item.name
     try:
         if isinstance(r.data, Image.Image):
-            image: Image.Image | ScaledImage = record_image(r.data, cfg, name)
+            array = embedder.prepare(record_image(r.data, cfg, name))
         else:
-            image = embedder.decode_bytes(r.data, cfg, name)
-        return _Prepared(r.input, r.item, r.id, embedder.prepare(image))
+            array = embedder.prepare_bytes(r.data, cfg, name)
+        return _Prepared(r.input, r.item, r.id, array)
     except ImageError as exc:
         return _Failed(r.input, r.id, exc.reason, str(exc), of_the_bytes=True)
     except GemsearchError as exc:  # e.g. an image too small to shrink: a per-image failure

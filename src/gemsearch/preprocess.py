@@ -110,6 +110,14 @@ def thumbnail_size(size: tuple[int, int], max_side: float) -> tuple[int, int]:
     return side, _round_aspect(side / aspect, lambda n: 0 if n == 0 else abs(aspect - side / n))
 
 
+def draft_scale(size: tuple[int, int], max_side: float) -> int:
+    """The DCT scale (1, 2, 4 or 8) a JPEG of ``size`` is draft-decoded at for ``max_side``: the
+    largest whose image still covers the shrunk size (PIL's ``draft`` rule)."""
+    target = thumbnail_size(size, max_side)
+    fits = min(size[0] // target[0], size[1] // target[1])
+    return next(s for s in (8, 4, 2, 1) if fits >= s)
+
+
 def _round_aspect(number: float, key: Callable[[int], float]) -> int:
     return max(min(math.floor(number), math.ceil(number), key=key), 1)
 
