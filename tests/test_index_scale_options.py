@@ -37,9 +37,10 @@ def test_encoder_refresh_and_derived_source_reach_the_index(opensearch: OpenSear
     state = opensearch.indices.get(index=store.index)[str(store.index)]
     method = state["mappings"]["properties"]["embedding"]["method"]
     assert method["parameters"]["encoder"]["name"] == "sq"
-    settings = state["settings"]["index"]
-    assert settings["refresh_interval"] == "30s"
-    assert str(settings["knn"]["derived_source"]["enabled"]).lower() == "true"
+    flat = opensearch.indices.get_settings(index=store.index, params={"flat_settings": "true"})
+    settings = flat[str(store.index)]["settings"]
+    assert settings["index.refresh_interval"] == "30s"
+    assert settings["index.knn.derived_source.enabled"] == "true"
     vectors = _rows(20, 32)
     store.write(Record(id=f"d{i}", vector=v) for i, v in enumerate(vectors))
     # the stored _source lacks the vector, yet reads give it back (search by id needs it)
