@@ -493,8 +493,9 @@ def main(argv: list[str] | None = None) -> None:
             except Exception as exc:  # e.g. an encoder this node lacks: recorded, not fatal
                 res["configs"].append({"name": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
             print(f"{name} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+            write({**res, "complete": False}, args.out)  # what is measured so far survives a stop
     res["formula_only"] = formula_only(args.docs)
-    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    res["wall_s"], res["complete"] = round(time.perf_counter() - t0, 1), True
     md = write(res, args.out)
     print(md.read_text())
     print(f"(results in {args.out})")
