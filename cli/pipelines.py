@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .options import exported_model_option, index_build_options, opensearch_options
+from .options import exact_decode_option, exported_model_option, index_build_options, opensearch_options
 
 TOKEN_HELP = (
     "File whose first line is the bearer token of gemsearch serve's embed API. "
@@ -57,6 +57,7 @@ def _client(opensearch_urls: tuple[str, ...], opensearch_config: Path | None) ->
 @click.option("--update-token", is_flag=True, help="Also write the token into an existing connector.")
 @click.option("--no-check", is_flag=True, help="Skip embedding a test image through the cluster.")
 @index_build_options
+@exact_decode_option
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
 def create(
     model_path: Path,
@@ -69,6 +70,7 @@ def create(
     image_input: str,
     update_token: bool,
     no_check: bool,
+    exact_decode: bool,
     as_json: bool,
     **index_params: Any,
 ) -> None:
@@ -100,9 +102,11 @@ def create(
         endpoint=endpoint, image_field=image_field, image_input=image_input, update_token=update_token
     )
     client, cluster = _client(opensearch_urls, opensearch_config)
-    made = create_pipelines(client, manifest, IndexOptions(prefix=prefix, **index_params), settings, token)
+    decode = "exact" if exact_decode else "draft"
+    options = IndexOptions(prefix=prefix, decode=decode, **index_params)
+    made = create_pipelines(client, manifest, options, settings, token)
     if not no_check:
-        check_model(client, made.model_id, manifest)
+        check_model(client, made.model_id, manifest, made.decode)
     if as_json:
         click.echo(made.model_dump_json(indent=2))
         return

@@ -76,7 +76,7 @@ def files(root: Path) -> Iterator[str]:
 def server(root: Path, files: str) -> Iterator[str]:
     args = ["--model", str(root / "tiny.onnx"), "--store", str(root / "store"), "--embed-token-file",
             str(root / "token"), "--embed-url-prefix", f"{files}/photos/", "--max-upload-mb", "0.25",
-            "--max-pixels", "200000"]  # fmt: skip
+            "--max-pixels", "500000"]  # fmt: skip
     with serve_process(args) as base:
         yield base
 
@@ -116,6 +116,23 @@ def test_plain_shape_with_a_crop_is_the_searchs_query_vector(
     np.testing.assert_allclose(np.asarray(answer.json()["embedding"], np.float32), expected, atol=1e-6)
     whole = embedder.embed(photos[1])[0]
     assert np.abs(np.asarray(answer.json()["embedding"]) - whole).max() > 1e-3  # the crop changed it
+
+
+def test_a_large_jpeg_is_decoded_as_gemsearch_search_decodes_it(
+    server: str, root: Path, embedder: OnnxEmbedder
+) -> None:
+    # 700 px, well over twice the model's 256: the JPEG decoder scales it down first (draft mode)
+    big = write_photos(root / "big", max_side=700, names=("hubble_deep_field",))[0].path
+    data = big.read_bytes()
+    answer = post(server, {"image": base64.b64encode(data).decode(), "crop": "100,50,400,300"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["decode"] == embedder.decode == "draft"
+    scaled = embedder.decode_bytes(data)
+    assert scaled.image.size != scaled.full_size  # decoded at a reduced scale
+    expected = embedder.embed_image(scaled, crop=parse_crop("100,50,400,300"))
+    np.testing.assert_allclose(answer.json()["embedding"], expected, atol=1e-6)
+    whole = post(server, {"image": base64.b64encode(data).decode()})
+    np.testing.assert_allclose(whole.json()["embedding"], embedder.embed(big)[0], atol=1e-6)
 
 
 def test_search_pipeline_shape_and_empty_connector_parameters(
@@ -170,11 +187,12 @@ def _png(width: int, height: int) -> bytes:
     [
         ({"image": base64.b64encode(b"plain text, not an image").decode()}, 415, "not_an_image"),
         ({"image": base64.b64encode(b"GIF89a but no header").decode()}, 422, "corrupt_image"),
-        ({"image": base64.b64encode(_png(600, 400)).decode()}, 413, "too_many_pixels"),  # 240k > 200k
+        ({"image": base64.b64encode(_png(800, 700)).decode()}, 413, "too_many_pixels"),  # 560k > 500k
         ({"image": "a" * 400_000}, 413, "too_large"),  # a body over --max-upload-mb 0.25 (+64 KiB)
         ({"image": "***"}, 400, "bad_base64"),
         ({"inputText": "a red bicycle"}, 400, "text_input"),
         ({"image": "QUJD", "version": "0" * 64}, 409, "model_version_mismatch"),
+        ({"image": "QUJD", "decode": "exact"}, 409, "decode_mismatch"),  # this server drafts
         ({"image": "QUJD", "model": "other"}, 404, "unknown_model"),
         ({"image": "QUJD", "crop": "1,2,3"}, 400, "bad_request"),
         ({"imagee": "QUJD"}, 422, "invalid_request"),

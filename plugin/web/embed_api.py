@@ -30,7 +30,7 @@ import posixpath
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -91,13 +91,18 @@ class EmbedRequest(EmbedImage):
     version: str | None = Field(
         None, description="the model version the caller expects (full, or at least its first 8 characters)"
     )
+    decode: Literal["draft", "exact"] | None = Field(
+        None, description="the JPEG decode mode the caller's index was built with (checked)"
+    )
     images: list[EmbedImage] | None = Field(None, description="a batch; one result per image, in order")
     query: EmbedImage | None = Field(
         None, description="one image as an object (a search's ext.ml_inference, passed on by the pipeline)"
     )
     inputText: str | None = Field(None, description="blueprint field; must be empty: images only")
 
-    _unwrap_more = field_validator("model", "version", "inputText", mode="before")(lambda v: _unwrapped(v))
+    _unwrap_more = field_validator("model", "version", "decode", "inputText", mode="before")(
+        lambda v: _unwrapped(v)
+    )
 
 
 class EmbedResponse(BaseModel):
@@ -105,6 +110,7 @@ class EmbedResponse(BaseModel):
     model: str
     version: str = Field(description="the model version that made the descriptor")
     dims: int
+    decode: str = Field(description="how JPEGs were decoded: draft (scaled by the decoder) or exact")
 
 
 class EmbedResult(BaseModel):
@@ -116,6 +122,7 @@ class EmbedBatchResponse(BaseModel):
     model: str
     version: str
     dims: int
+    decode: str
     results: list[EmbedResult] = Field(description="one per image, in request order")
 
 
@@ -133,7 +140,7 @@ def embed_routes(app: FastAPI, serving: _Serving) -> None:
             400: "bad base64, crop or field; a text input",
             401: "missing or wrong bearer token",
             404: "unknown model",
-            409: "the server's model version is not the one expected",
+            409: "the server's model version or decode mode is not the one expected",
             413: "body, image bytes, pixels or batch too large",
             415: "not an image",
             422: "invalid JSON body, undecodable image, or a URL that could not be fetched",
@@ -156,7 +163,8 @@ def embed_routes(app: FastAPI, serving: _Serving) -> None:
         body = await anyio.to_thread.run_sync(_parse, await request.body())  # up to megabytes of JSON
         slot = serving.slot_for(body.model)
         _check_version(slot, body.version)
-        m = slot.searcher.manifest
+        _check_decode(slot, body.decode)
+        m, decode = slot.searcher.manifest, slot.searcher.embedder.decode
         given = [x for x in (body.images, body.query) if x is not None]
         if given and (
             body.image is not None or body.url is not None or body.crop is not None or len(given) > 1
@@ -165,12 +173,14 @@ def embed_routes(app: FastAPI, serving: _Serving) -> None:
         if body.images is None:
             vector = await _embed_one(serving, config, slot, body.query or body)
             return EmbedResponse(
-                embedding=_floats(vector), model=m.name, version=m.version, dims=m.output_dim
+                embedding=_floats(vector), model=m.name, version=m.version, dims=m.output_dim, decode=decode
             )
         if len(body.images) > config.max_batch:
             raise ApiError(413, "too_many_images", f"at most {config.max_batch} images per request")
         results = [await _result(serving, config, slot, item) for item in body.images]
-        return EmbedBatchResponse(model=m.name, version=m.version, dims=m.output_dim, results=results)
+        return EmbedBatchResponse(
+            model=m.name, version=m.version, dims=m.output_dim, decode=decode, results=results
+        )
 
 
 def _register_schemas(app: FastAPI) -> None:
@@ -229,6 +239,17 @@ def _check_version(slot: ModelSlot, expected: str | None) -> None:
         )
 
 
+def _check_decode(slot: ModelSlot, expected: str | None) -> None:
+    served = slot.searcher.embedder.decode
+    if expected is not None and expected != served:
+        raise ApiError(
+            409,
+            "decode_mismatch",
+            f"this server decodes JPEGs in {served} mode, the request's index was built in {expected} "
+            "mode: serve with the same mode (--exact-decode) as the index",
+        )
+
+
 async def _result(
     serving: _Serving, config: EmbedApiConfig, slot: ModelSlot, item: EmbedImage
 ) -> EmbedResult:
@@ -264,12 +285,13 @@ async def _embed_one(serving: _Serving, config: EmbedApiConfig, slot: ModelSlot,
 
 
 def _descriptor(slot: ModelSlot, data: bytes, box: Box | None, reserved: int) -> Any:
-    """Decode (within the upload limits), crop as ``gemsearch search`` does, embed; then hand the
-    decode's memory back."""
+    """Decode (within the upload limits, in the embedder's decode mode), crop and embed as
+    ``gemsearch search`` does; then hand the decode's memory back."""
+    searcher = slot.searcher
     try:
-        image = slot.searcher.decode(data)
-        checked = check_box(box, image.size) if box is not None else None
-        return slot.searcher.embedder.embed_image(image, crop=checked)
+        scaled = searcher.embedder.decode_bytes(data, searcher.image_config, "the image")
+        checked = check_box(box, scaled.full_size) if box is not None else None
+        return searcher.embedder.embed_image(scaled, crop=checked)
     finally:
         trim_after(reserved)
 

@@ -45,7 +45,8 @@ QUERY_VECTOR = "gemsearch_vector"  # the template query's placeholder the search
 # query (a search's ext.ml_inference object: image or url, and crop); what is not given stays empty.
 REQUEST_BODY = (
     '{"inputImage": "${parameters.inputImage:-}", "url": "${parameters.url:-}", '
-    '"query": ${parameters.query:-null}, "model": "${parameters.model}", "version": "${parameters.version}"}'
+    '"query": ${parameters.query:-null}, "model": "${parameters.model}", "version": "${parameters.version}", '
+    '"decode": "${parameters.decode}"}'
 )
 _VERSION_IN_TEXT = re.compile(r"version ([0-9a-f]{64})")
 _FIELD = re.compile(r"^[A-Za-z0-9_\-@]+(\.[A-Za-z0-9_\-@]+)*$")
@@ -73,6 +74,7 @@ class MlPipelines(BaseModel):
     vector_field: str = VECTOR_FIELD
     image_field: str
     image_input: str
+    decode: str = Field(description="the JPEG decode mode of the index, which the endpoint must use")
     endpoint: str
     connector_id: str
     model_group_id: str
@@ -122,7 +124,9 @@ def create_pipelines(
     try:
         index = ensure_index(client, manifest, options)
         group_id = _model_group(client, manifest, n["group"])
-        connector_id = _connector(client, manifest, n["connector"], url, token, settings.update_token)
+        connector_id = _connector(
+            client, manifest, n["connector"], url, token, settings.update_token, options.decode
+        )
         model_id = _model(client, manifest, n["model"], group_id, connector_id)
         _deploy(client, model_id, settings.deploy_timeout_s)
         removes = settings.image_input == "base64" and _has_processor(client, "remove")
@@ -134,15 +138,17 @@ def create_pipelines(
         raise store_error(exc, client) from exc
     return MlPipelines(
         model=manifest.name, version=manifest.version, index=index, alias=manifest.alias_name(options.prefix),
-        image_field=settings.image_field, image_input=settings.image_input, endpoint=url,
+        image_field=settings.image_field, image_input=settings.image_input, decode=options.decode,
+        endpoint=url,
         connector_id=connector_id, model_group_id=group_id, model_id=model_id, ingest_pipeline=ingest,
         search_pipeline=n["search"], removes_image=removes,
     )  # fmt: skip
 
 
-def check_model(client: Any, model_id: str, manifest: ModelManifest) -> None:
+def check_model(client: Any, model_id: str, manifest: ModelManifest, decode: str = "draft") -> None:
     """Ask the deployed model for a descriptor of a small image through the cluster: proves the
-    cluster reaches the endpoint, the token is right and the endpoint serves this model version."""
+    cluster reaches the endpoint, the token is right and the endpoint serves this model version in
+    the index's JPEG ``decode`` mode."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -159,13 +165,14 @@ def check_model(client: Any, model_id: str, manifest: ModelManifest) -> None:
     got = data.get("embedding")
     if (
         data.get("version") != manifest.version
+        or data.get("decode") != decode
         or not isinstance(got, list)
         or len(got) != manifest.output_dim
     ):
         raise StoreError(
-            f"the endpoint answered model {data.get('model')} version {str(data.get('version'))[:8]} with "
-            f"{len(got) if isinstance(got, list) else 'no'} dims; expected {manifest.name} version "
-            f"{manifest.version8} with {manifest.output_dim}"
+            f"the endpoint answered model {data.get('model')} version {str(data.get('version'))[:8]} "
+            f"({data.get('decode')} decoding) with {len(got) if isinstance(got, list) else 'no'} dims; "
+            f"expected {manifest.name} version {manifest.version8} ({decode}) with {manifest.output_dim}"
         )
 
 
@@ -263,13 +270,13 @@ def _model_group(client: Any, manifest: ModelManifest, name: str) -> str:
     return str(_ml(client, "POST", f"{ML}/model_groups/_register", body)["model_group_id"])
 
 
-def _connector_body(manifest: ModelManifest, name: str, url: str, token: str) -> dict[str, Any]:
+def _connector_body(manifest: ModelManifest, name: str, url: str, token: str, decode: str) -> dict[str, Any]:
     return {
         "name": name,
         "description": describe(manifest, f"embedding endpoint {url}"),
         "version": "1",
         "protocol": "http",
-        "parameters": {"model": manifest.name, "version": manifest.version},
+        "parameters": {"model": manifest.name, "version": manifest.version, "decode": decode},
         "credential": {"token": token},
         "actions": [
             {
@@ -287,9 +294,9 @@ def _connector_body(manifest: ModelManifest, name: str, url: str, token: str) ->
 
 
 def _connector(
-    client: Any, manifest: ModelManifest, name: str, url: str, token: str, update_token: bool
+    client: Any, manifest: ModelManifest, name: str, url: str, token: str, update_token: bool, decode: str
 ) -> str:
-    body = _connector_body(manifest, name, url, token)
+    body = _connector_body(manifest, name, url, token, decode)
     found = _find(client, "connectors", name)
     if not found:
         return str(_ml(client, "POST", f"{ML}/connectors/_create", body)["connector_id"])
@@ -297,7 +304,11 @@ def _connector(
     source = connector["_source"]
     _check_version(f"connector {name}", source.get("description"), manifest)
     action = (source.get("actions") or [{}])[0]
-    same = action.get("url") == url and action.get("request_body") == REQUEST_BODY
+    same = (
+        action.get("url") == url
+        and action.get("request_body") == REQUEST_BODY
+        and source.get("parameters") == body["parameters"]
+    )
     if not same or update_token:
         _update_connector(client, connector["_id"], manifest, body)
     return str(connector["_id"])
