@@ -4,6 +4,7 @@ OpenSearch node; a Ray Dataset as input; embedding and writer actors killed mid-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from support.ingest_helpers import write_collection
@@ -32,6 +34,10 @@ from gemsearch.plugin.stores.opensearch.bulk_models import BulkOptions
 ray = import_ray()
 # small batches, so a run of a few dozen images has many of them (and crashes land mid-run)
 OPTS = RayIngestOptions(embed_actors=1, embed_rows=4, read_rows=4, write_batch=4)
+
+
+def _cli(args: list[str]) -> Any:
+    return CliRunner().invoke(main, ["ingest", *args, "--no-progress"])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,8 +78,17 @@ def test_local_store_gets_what_the_single_process_ingest_writes(
     assert report.failed_by_reason.total() == 3 and report.skipped_by_reason == {"duplicate": 1}
     with LocalStore(tmp_path / "store", read_only=True) as ours, LocalStore(single[1], read_only=True) as ref:
         assert_same_documents(ours, ref, ids)
-    again = ingest_dataset([str(root)], model, tmp_path / "store", options=OPTS)
-    assert again.embedded == 0 and again.skipped_by_reason == {"present": len(ids) + 1}  # + the copy
+    # the rerun, through the CLI: nothing embedded again, the broken files fail again (exit 1)
+    args = [str(root), "--model", str(model), "--store", str(tmp_path / "store"), "--executor", "ray"]
+    again = _cli([*args, "--json"])
+    assert again.exit_code == 1, again.output
+    rerun = json.loads(again.stdout)
+    assert (rerun["embedded"], rerun["failed"]) == (0, 3)
+    assert rerun["skipped_by_reason"] == {"present": len(ids) + 1}  # + the copy
+    usage = _cli([str(root), "--model", str(model), "--ray-address", "auto"])
+    assert usage.exit_code == 2 and "--ray-address needs --executor ray" in usage.output
+    local_only = _cli([*args, "--workers", "2"])
+    assert local_only.exit_code == 2 and "--workers" in local_only.output
 
 
 def test_opensearch_gets_what_the_single_process_ingest_writes(
@@ -95,25 +110,26 @@ def test_opensearch_gets_what_the_single_process_ingest_writes(
         assert_same_documents(ours, ref, ids)
 
 
-def test_a_ray_dataset_of_paths_or_of_bytes_is_ingested(
+def test_a_ray_dataset_of_paths_and_of_bytes_is_ingested(
     photos: tuple[Path, set[str]], model: Path, single: tuple[IngestReport, Path], tmp_path: Path
 ) -> None:
     root, ids = photos
-    paths = sorted(str(p) for p in root.rglob("*") if p.is_file())
-    report = ingest_dataset(
-        ray.data.from_items([{"path": p} for p in paths]), model, tmp_path / "a", options=OPTS
+    rows: list[dict[str, Any]] = [{"path": str(p)} for p in sorted(root.rglob("*")) if p.is_file()]
+    coffee = (root / "coffee" / "orig.jpg").read_bytes()
+    rows += [{"bytes": coffee, "id": "coffee-1", "city": "Prague"}, {"bytes": b"junk", "id": "junk-1"}]
+    report = ingest_dataset(ray.data.from_items(rows), model, tmp_path / "store", options=OPTS)
+    ref = single[0]
+    assert (report.read, report.count(Fate.INDEXED), report.count(Fate.FAILED)) == (
+        ref.read + 2,
+        ref.count(Fate.INDEXED) + 1,
+        ref.count(Fate.FAILED) + 1,
     )
-    assert counts(report) == counts(single[0])
-    with LocalStore(tmp_path / "a", read_only=True) as ours, LocalStore(single[1], read_only=True) as ref:
-        assert_same_documents(ours, ref, ids)
-    rows = [{"bytes": (root / "coffee" / "orig.jpg").read_bytes(), "id": "coffee-1", "city": "Prague"}]
-    rows.append({"bytes": b"junk", "id": "junk-1", "city": "Brno"})
-    report = ingest_dataset(ray.data.from_items(rows), model, tmp_path / "b", options=OPTS)
-    assert (report.read, report.count(Fate.INDEXED), report.count(Fate.FAILED)) == (2, 1, 1)
-    with LocalStore(tmp_path / "b", read_only=True) as store:
-        record = store.get("coffee-1")
-        assert record is not None and record.metadata == {"city": "Prague"} and record.image_ref is None
-        assert store.count() == 1
+    with LocalStore(tmp_path / "store", read_only=True) as store:
+        assert store.count() == len(ids) + 1 and store.existing_ids(ids) == ids
+        given, hashed = store.get("coffee-1"), store.get(hashlib.sha256(coffee).hexdigest())
+        assert given is not None and hashed is not None
+        assert given.metadata == {"city": "Prague"} and given.image_ref is None
+        np.testing.assert_allclose(given.vector, hashed.vector, atol=1e-6, rtol=0)
 
 
 def test_killed_embedding_and_writer_actors_lose_and_duplicate_nothing(
@@ -134,28 +150,6 @@ def test_killed_embedding_and_writer_actors_lose_and_duplicate_nothing(
         assert store.count() == len(files) and store.existing_ids(files) == set(files)
 
 
-def _cli(args: list[str]) -> Any:
-    return CliRunner().invoke(main, ["ingest", *args, "--no-progress"])
-
-
-def test_cli_executor_ray_reports_like_the_single_process_ingest(
-    photos: tuple[Path, set[str]], model: Path, single: tuple[IngestReport, Path], tmp_path: Path
-) -> None:
-    root, ids = photos
-    result = _cli(
-        [str(root), "--model", str(model), "--store", str(tmp_path / "s"), "--executor", "ray", "--json"]
-    )
-    assert result.exit_code == 1, result.output  # the broken files failed
-    report = json.loads(result.stdout)
-    assert {k: report[k] for k in counts(single[0])} == counts(single[0])
-    with LocalStore(tmp_path / "s", read_only=True) as store:
-        assert store.existing_ids(ids) == ids
-    usage = _cli([str(root), "--model", str(model), "--ray-address", "auto"])
-    assert usage.exit_code == 2 and "--ray-address needs --executor ray" in usage.output
-    local_only = _cli([str(root), "--model", str(model), "--executor", "ray", "--workers", "2"])
-    assert local_only.exit_code == 2 and "--workers" in local_only.output
-
-
 def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['ray'] = sys.modules['ray.data'] = None\n"
@@ -167,3 +161,17 @@ def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: 
     assert proc.stderr.strip().splitlines() == [
         "Error: ray[data] is not installed; install it with: pip install 'gemsearch[ray]'"
     ]
+
+
+def test_the_layout_always_leaves_cpus_to_read_and_decode(tmp_path: Path) -> None:
+    from gemsearch.errors import ConfigError
+    from gemsearch.plugin.ray.layout import plan
+    from gemsearch.plugin.stores.factory import LocalStoreSpec
+
+    spec = LocalStoreSpec(path=tmp_path)
+    default = plan(ray, RayIngestOptions(), spec)  # 3 CPUs: one actor, a writer, the rest for tasks
+    assert (default.embed_actors, default.writer_actors, default.local_store) == (1, 1, True)
+    assert 0 < default.task_cpus <= 3 - 1 - 0.25
+    assert default.driver_node == ray.get_runtime_context().get_node_id()
+    with pytest.raises(ConfigError, match="leaving none to read and decode"):
+        plan(ray, RayIngestOptions(embed_actors=3), spec)

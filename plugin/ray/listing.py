@@ -40,11 +40,13 @@ def dataset_of_rows(ray: Any, rows: Sequence[Row], rows_per_block: int) -> Any:
 
 
 def normalised(ray: Any, ds: Any) -> Any:
-    """A caller's dataset as our rows."""
+    """A caller's dataset as our rows: normalised first (every block gets our schema, whatever
+    columns the caller's blocks have), then numbered."""
     from ray.data.expressions import monotonically_increasing_id
 
-    return ds.with_column(SEQ, monotonically_increasing_id()).map_batches(
-        _normalise, batch_format="pyarrow", batch_size=None
+    ours = ds.map_batches(_normalise, batch_format="pyarrow", batch_size=None)
+    return ours.with_column(SEQ, monotonically_increasing_id()).map_batches(
+        _numbered, batch_format="pyarrow", batch_size=None
     )
 
 
@@ -52,17 +54,24 @@ def _normalise(table: pa.Table) -> pa.Table:
     return table_of([_row(raw) for raw in table.to_pylist()])
 
 
+def _numbered(table: pa.Table) -> pa.Table:
+    rows = []
+    for raw in table.to_pylist():
+        seq = int(raw.pop(SEQ))
+        rows.append({**raw, "seq": seq, "source": raw["source"] or f"row {seq}"})
+    return table_of(rows)
+
+
 def _row(raw: dict[str, Any]) -> Row:
-    seq = int(raw[SEQ])
     path = raw.get("path")
     if isinstance(path, str):
         path = os.fsencode(path)
     given = raw.get("id")
     metadata = {k: v for k, v in raw.items() if k not in _KNOWN and v is not None}
     ref = raw.get("image_ref") or (image_ref_of(os.fsdecode(path)) if path is not None else None)
-    source = os.fsdecode(path) if path is not None else (str(given) if given is not None else f"row {seq}")
+    source = os.fsdecode(path) if path is not None else (str(given) if given is not None else None)
     return {
-        "seq": seq,
+        "seq": 0,  # numbered next
         "source": source,
         "path": None if path is None else os.fsencode(os.path.abspath(os.fsdecode(path))),
         "given_id": None if given is None else str(given),

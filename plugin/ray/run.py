@@ -28,7 +28,7 @@ from .gate import Gate
 from .layout import Layout, plan
 from .listing import dataset_of_rows, listed_rows, normalised
 from .options import RayIngestOptions
-from .runtime import connect
+from .runtime import RayRunError, connect
 from .stages import staged
 from .tally import Tally
 
@@ -133,9 +133,7 @@ def _rounds(
             pipeline = staged(
                 ds, gate=gate, spec=spec, manifest=manifest, model=model, opts=opts, layout=layout
             )
-            for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
-                for row in batch.to_pylist():
-                    tally.add(row)
+            _collect(ray, pipeline, tally)
             _stop_if_unacknowledged(tally)
             retry = tally.settle()
             if not retry:
@@ -146,6 +144,32 @@ def _rounds(
         with contextlib.suppress(Exception):
             ray.get(gate.close.remote())
         ray.kill(gate)
+
+
+def _collect(ray: Any, pipeline: Any, tally: Tally) -> None:
+    """Run the round, recording each finished row; a failure Ray could not retry away (an error in
+    a stage, a lost node with nothing to restart on) ends the run with its first line."""
+    try:
+        for batch in pipeline.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                tally.add(row)
+    except ray.exceptions.RayError as exc:
+        raise RayRunError(
+            f"the Ray run failed: {_root_cause(exc)}; rerun the same command to resume"
+        ) from exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost error (Ray wraps a stage's error in two layers)."""
+    inner: BaseException = exc
+    while True:
+        nxt = getattr(inner, "cause", None)
+        nxt = nxt if isinstance(nxt, BaseException) and nxt is not inner else inner.__cause__
+        if nxt is None:
+            break
+        inner = nxt
+    text = next((line for line in str(inner).splitlines() if line.strip()), "")
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
 def _stop_reason(exc: BaseException) -> str:

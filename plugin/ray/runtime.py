@@ -6,8 +6,13 @@ import logging
 from types import ModuleType
 
 from ..._deps import require
+from ...errors import GemsearchError
 
 log = logging.getLogger(__name__)
+
+
+class RayRunError(GemsearchError):
+    """The Ray run failed in a way Ray's retries and restarts did not mend."""
 
 
 def require_ray() -> ModuleType:
