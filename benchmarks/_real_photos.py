@@ -4,22 +4,23 @@
 keeps one JPEG per wallpaper at its largest rendering, unshrunk: 30 photos of 1280-5120 px, the
 sizes cameras and phones produce, which the model shrinks to 1024 px as cirtorch's test does.
 
-``run_path`` runs one path of the comparison in this process and returns its images/s and peak
-memory: the plain PyTorch loops of ``embed_throughput`` (cirtorch's ``extract_vectors``) or
-``gemsearch ingest`` as the command runs it (default settings, into a fresh LocalStore), in either
-decode mode.
+``run_path`` runs one path of the comparison and returns its images/s and peak memory: the plain
+PyTorch loops of ``embed_throughput`` (cirtorch's ``extract_vectors``) in this process, or the
+``gemsearch ingest`` command (default settings, into a fresh LocalStore), in either decode mode.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_CACHE, measure
+from _common import BENCH_CACHE
 
 PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds")
 TORCH_PATHS = ("torch", "torch-1thread")  # cirtorch's loop: DataLoader workers; one intra-op thread
@@ -58,30 +59,40 @@ def photo_paths(folder: Path, n: int | None) -> list[Path]:
 
 
 def run_path(path: str, photos: list[Path], workers: int, max_side: int) -> dict[str, Any]:
-    """images/s and peak memory of one path over ``photos``, in this process."""
+    """images/s and peak memory of one path over ``photos``: a PyTorch loop in this process, or the
+    ``gemsearch ingest`` command in a process of its own (its peak RSS is the whole command's; this
+    process has imported torch to find the model)."""
     from embed_throughput import onnx_model, run_torch
 
     if path in TORCH_PATHS:
         usage, _, _ = run_torch("lite0-gem", "single-scale", photos, workers, max_side, path)
         return {"images_per_s": round(len(photos) / usage.wall_s, 3), **usage.as_dict()}
-    from gemsearch.plugin.embedding.embedder import OnnxEmbedder, bulk_parallel_runs
-    from gemsearch.plugin.ingest.pipeline import IngestOptions, ingest
-    from gemsearch.plugin.inputs.sources import SourceItem
-    from gemsearch.plugin.stores.local.store import LocalStore
+    return run_ingest_command(onnx_model("lite0-gem", "single-scale", max_side), photos, INGEST_PATHS[path])
 
-    model = onnx_model("lite0-gem", "single-scale", max_side)
-    embedder = OnnxEmbedder(model, parallel_runs=bulk_parallel_runs(), decode=INGEST_PATHS[path])  # type: ignore[arg-type]
-    items = [SourceItem(path=p, id=f"img-{i}") for i, p in enumerate(photos)]  # repeats are not skipped
-    folder = Path(tempfile.mkdtemp(prefix="gemsearch-real-")) / uuid.uuid4().hex[:6]
+
+def run_ingest_command(model: Path, photos: list[Path], decode: str) -> dict[str, Any]:
+    """``gemsearch ingest`` of ``photos`` (listed in a file) into a fresh LocalStore at the defaults;
+    images/s from the run's own wall time (the report's, without the start-up), peak RSS from wait4."""
+    work = Path(tempfile.mkdtemp(prefix="gemsearch-real-"))
     try:
-        with measure() as usage, LocalStore(folder) as store:
-            report = ingest(items, embedder, store, IngestOptions())
+        listing = work / "photos.txt"
+        listing.write_text("".join(f"{p}\n" for p in photos))
+        cmd = [sys.executable, "-m", "gemsearch.cli", "ingest", str(listing), "--model", str(model)]
+        cmd += ["--store", str(work / "store"), "--json", "--no-progress", "--no-skip-existing"]
+        cmd += ["--exact-decode"] if decode == "exact" else []
+        with (work / "out.json").open("w") as out, (work / "err.txt").open("w") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError((work / "err.txt").read_text()[-2000:])
+        report = json.loads((work / "out.json").read_text())
     finally:
-        shutil.rmtree(folder.parent, ignore_errors=True)
-    if report.embedded != len(photos) or not report.ok:
-        raise RuntimeError(f"ingest did not store every photo: {report.to_dict()}")
+        shutil.rmtree(work, ignore_errors=True)
+    embedded, wall = report["embedded"], report["wall_s"]
+    cpu_s = usage.ru_utime + usage.ru_stime
+    cores = len(os.sched_getaffinity(0))
     return {
-        "images_per_s": round(len(photos) / usage.wall_s, 3),
-        **usage.as_dict(),
-        "child_peak_rss_mb": None,
-    }
+        "images_per_s": round(embedded / wall, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu_s, 3),
+        "cpu_util": round(cpu_s / wall / cores, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "child_peak_rss_mb": None, "embedded": embedded,
+    }  # fmt: skip
