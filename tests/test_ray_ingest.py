@@ -142,12 +142,18 @@ def test_killed_embedding_and_writer_actors_lose_and_duplicate_nothing(
     markers.mkdir()
     monkeypatch.setenv(CRASH_ENV, "embed:3,write:3")
     monkeypatch.setenv(CRASH_DIR_ENV, str(markers))
-    report = ingest_dataset([str(root)], model, tmp_path / "store", options=OPTS)
+    ledger = tmp_path / "ledger.jsonl"
+    options = OPTS.model_copy(update={"ledger_path": ledger})
+    report = ingest_dataset([str(root)], model, tmp_path / "store", options=options)
     assert sorted(p.name for p in markers.iterdir()) == ["crashed-embed", "crashed-write"]  # both died
     assert (report.read, report.count(Fate.INDEXED), report.count(Fate.FAILED)) == (41, 40, 1)
     assert report.count(Fate.PENDING) == 0 and report.stopped_by is None
     with LocalStore(tmp_path / "store", read_only=True) as store:
         assert store.count() == len(files) and store.existing_ids(files) == set(files)
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    fates = {e["source"]: e["fate"] for e in lines if "fate" in e}
+    assert len(lines) == 42 and len(fates) == 41  # one line per input (re-executed batches included)
+    assert sorted(e["id"] for e in lines if e.get("fate") == "indexed") == sorted(files)
 
 
 def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: Path) -> None:
