@@ -64,7 +64,7 @@ def out_path(given: Path | None) -> Path:
 # ----------------------------------------------------------------------------- inputs
 
 
-def load_photos(paths: list[Path], max_side: int, mean: Any, std: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+def load_photos(paths: list[Path], max_side: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each photo shrunk as cirtorch does: (uint8 CHW for the ONNX graph, normalised float32 CHW)."""
     from gemsearch.preprocess import load_rgb, shrink, to_array
 
@@ -72,7 +72,7 @@ def load_photos(paths: list[Path], max_side: int, mean: Any, std: Any) -> list[t
     for path in paths:
         img = shrink(load_rgb(path), max_side)
         pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
-        out.append((pixels, to_array(img, mean, std)))
+        out.append((pixels, to_array(img)))  # ImageNet's mean and std, as both networks were trained
     return out
 
 
@@ -268,10 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     from _machine import describe
     from _real_photos import photo_paths, wallpapers
 
-    from gemsearch.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
     paths = photo_paths(args.photos or wallpapers(), None)
-    photos = load_photos(paths, args.max_side, IMAGENET_MEAN, IMAGENET_STD)
+    photos = load_photos(paths, args.max_side)
     t0 = time.perf_counter()
     rows = [row for model in args.models for row in measure_model(args, model, photos)]
     results = {
