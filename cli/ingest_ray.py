@@ -27,14 +27,15 @@ def ingest_on_ray(
     bar: Any,
 ) -> IngestReport:
     """Run the ingest on Ray with the command's options; ``bar`` counts inputs as they finish."""
-    from ..plugin.ray.run import ingest_dataset
     from ..plugin.ray.runtime import require_ray
     from .ingest import store_spec
 
     given = [flag for name, flag in _LOCAL_ONLY.items() if params[name]]
     if given:
         raise click.UsageError(f"{', '.join(given)}: not available with --executor ray")
-    require_ray()  # the install hint before any work
+    require_ray()  # the install hint before anything imports Ray's parts
+    from ..plugin.ray.run import ingest_dataset
+
     spec, index, bulk = store_spec(params)
     return ingest_dataset(
         list(sources),

@@ -158,7 +158,9 @@ def test_killed_embedding_and_writer_actors_lose_and_duplicate_nothing(
 
 def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: Path) -> None:
     code = (
-        "import sys; sys.modules['ray'] = sys.modules['ray.data'] = None\n"
+        "import sys\n"
+        "for name in ('ray', 'ray.data', 'pyarrow'):  # as in an install without gemsearch[ray]\n"
+        "    sys.modules[name] = None\n"
         "from gemsearch.cli import main\n"
         f"main(['ingest', {str(tmp_path)!r}, '--model', {str(model)!r}, '--executor', 'ray'])\n"
     )
@@ -167,6 +169,10 @@ def test_without_ray_the_cli_names_the_extra_in_one_line(model: Path, tmp_path: 
     assert proc.stderr.strip().splitlines() == [
         "Error: ray[data] is not installed; install it with: pip install 'gemsearch[ray]'"
     ]
+    api = code.split("from gemsearch.cli")[0] + "from gemsearch.plugin.ray import ingest_dataset\n"
+    proc = subprocess.run([sys.executable, "-c", api], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "MissingDependencyError: ray[data] is not installed" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_the_layout_always_leaves_cpus_to_read_and_decode(tmp_path: Path) -> None:

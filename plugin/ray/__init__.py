@@ -19,4 +19,12 @@ _EXPORTS = {
     "run": ("ingest_dataset",),
 }
 __all__ = ["RayIngestOptions", "ingest_dataset"]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+_lazy = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS["run"]:  # without the extra: one error naming it, not pyarrow's ImportError
+        from .runtime import require_ray
+
+        require_ray()
+    return _lazy(name)

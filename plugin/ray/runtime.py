@@ -17,7 +17,8 @@ class RayRunError(GemsearchError):
 
 def require_ray() -> ModuleType:
     """The ``ray`` module, or a MissingDependencyError naming the extra (``gemsearch[ray]``)."""
-    require("ray.data", "ray", "ray[data]")
+    for module in ("ray.data", "pyarrow"):  # the extra's parts the stages import
+        require(module, "ray", "ray[data]")
     return require("ray", "ray", "ray[data]")
 
 
