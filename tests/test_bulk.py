@@ -125,9 +125,10 @@ def test_item_429s_and_whole_429_503_answers_are_retried_until_all_indexed(
 
 
 # Item statuses and what the writer must make of them: 429 and every 5xx are transient (retried),
-# any other non-2xx status is final (dead-letter file). The neighbours of each boundary are listed.
+# 401/403 stop the write (the role, not the document), any other non-2xx status is final
+# (dead-letter file). The neighbours of each boundary are listed.
 RETRYABLE_ITEM_STATUSES = (429, 500, 501, 502, 503, 504, 507)
-FINAL_ITEM_STATUSES = (300, 400, 401, 403, 404, 409, 413, 422, 428, 430, 499)
+FINAL_ITEM_STATUSES = (300, 400, 402, 404, 409, 413, 422, 428, 430, 499)
 # Whole-request statuses: the transient ones are retried, any other fails the write at once.
 RETRYABLE_REQUEST_STATUSES = (429, 500, 502, 503, 504)
 FINAL_REQUEST_STATUSES = (400, 401, 403, 404, 409, 413, 428, 430, 501)
@@ -163,6 +164,23 @@ def test_every_retryable_item_status_is_retried_and_every_other_rejected(
     for entry in lines:
         assert status_of[entry["id"]] == entry["status"] and f"injected {entry['status']}" in entry["reason"]
         assert entry["attempts"] == 1 and entry["source"]["metadata"]["i"] == int(entry["id"][1:])
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_items_refused_for_the_role_stop_the_write_without_dead_letters(
+    opensearch: OpenSearch, index: str, tmp_path, status: int
+) -> None:
+    batch = docs(5, seed=9)
+    dead = tmp_path / "dead.jsonl"
+    with FaultProxy(_node_url(opensearch), item_faults={batch[2].id: [status]}) as proxy:
+        client = OpenSearch(hosts=[proxy.url], timeout=30, max_retries=0)
+        writer = BulkWriter(client, index, BulkOptions(max_docs=5, retry=FAST_RETRY, dead_letter_path=dead))
+        with pytest.raises(BulkError, match=f"\\({status}" if status == 403 else "401") as caught:
+            writer.write(batch)
+    assert len(proxy.bulk_requests) == 1 and not dead.exists()
+    report = caught.value.report
+    assert report.counts() == {"indexed": 4, "rejected": 0, "pending": 1}
+    assert report.ids(Outcome.PENDING) == [batch[2].id]
 
 
 @pytest.mark.parametrize("status", RETRYABLE_ITEM_STATUSES)

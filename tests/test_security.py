@@ -85,11 +85,13 @@ def ingested(secured: SecuredCluster, files: dict[str, Path]) -> dict[str, Path]
     return {**files, "ledger": ledger}
 
 
-def ingest_args(secured: SecuredCluster, files: dict[str, Path], *, prefix: str | None = None) -> list[str]:
+def ingest_args(
+    secured: SecuredCluster, files: dict[str, Path], *, prefix: str | None = None, pause: bool = True
+) -> list[str]:
     return [
         "ingest", str(files["images"]), "--model", str(files["model"]), "--opensearch", secured.node.url,
-        "--prefix", prefix or secured.prefix, "--no-progress", "--pause-refresh",
-        "--dead-letter", str(files["folder"] / "dead.jsonl"),
+        "--prefix", prefix or secured.prefix, "--no-progress",
+        "--dead-letter", str(files["folder"] / "dead.jsonl"), *(["--pause-refresh"] if pause else []),
     ]  # fmt: skip
 
 
@@ -159,6 +161,21 @@ def test_the_search_role_cannot_write(secured: SecuredCluster, ingested: dict[st
                         "--opensearch", secured.node.url, env=env)  # fmt: skip
     one_line_error(dropped, "the action indices:admin/delete", "gemsearch_admin role")
     assert secured.node.request("GET", f"/{secured.prefix}-tiny/_count")["count"] == 3
+
+
+def test_documents_refused_for_the_role_are_not_dead_letters(
+    secured: SecuredCluster, ingested: dict[str, Path], tmp_path: Path
+) -> None:
+    # the admin role may create indices but not write documents: every bulk item answers 403
+    dead, ledger = tmp_path / "dead.jsonl", tmp_path / "ledger.jsonl"
+    logs = ["--dead-letter", str(dead), "--ledger", str(ledger)]
+    args = ingest_args(secured, ingested, pause=False)  # the admin role may not set refresh_interval
+    result = gemsearch(*args, "--no-skip-existing", *logs, env=secured.env(ADMIN))
+    refused = "denied user 'gemsearch_admin' the action indices:data/write/bulk[s], indices:data/write/index"
+    one_line_error(result, refused, "the gemsearch_ingest role in docs/security.md")
+    assert not dead.exists() or not dead.read_text().strip()
+    fates = [json.loads(line).get("fate") for line in ledger.read_text().splitlines()]
+    assert fates.count("pending") == 3 and "rejected" not in fates, fates
 
 
 def test_the_ingest_role_stays_under_its_prefix(secured: SecuredCluster, files: dict[str, Path]) -> None:

@@ -9,6 +9,8 @@ Data Prepper do it:
   bounded number of attempts and a bounded time; still failing afterwards: pending;
 - any other status (400 ``mapper_parsing_exception`` for a wrong dimension, 404, ...): rejected,
   written to the dead-letter JSONL file with its reason;
+- 401/403 (the user's role may not write into this index): pending, no dead letter, and a
+  ``BulkError`` naming the refused action and the role that grants it;
 - a response whose item count or ids differ from the request: a hard failure (``BulkError``).
 
 Indexing is by ``_id`` (op ``index``), so resending a document that did reach the index before a
@@ -26,13 +28,14 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from opensearchpy.exceptions import AuthenticationException, AuthorizationException, SSLError, TransportError
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
-from opensearchpy.exceptions import SSLError, TransportError
 
 from .bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
 from .dead_letter import DeadLetterFile
+from .errors import store_error
 
 __all__ = [
     "BulkDoc",
@@ -188,6 +191,8 @@ class BulkWriter:
             if result.get("_id") != item.doc.id:
                 self._give_up(items, attempt, report, None, "bulk response out of order")
                 raise BulkError(f"bulk response answers id {result.get('_id')!r} for {item.doc.id!r}", report)
+        if any(int(r.get("status", 0)) in (401, 403) for r in results):
+            self._denied(items, results, attempt, report)
         retry: list[_Item] = []
         for item, result in zip(items, results, strict=True):
             status = int(result.get("status", 0))
@@ -201,6 +206,25 @@ class BulkWriter:
             else:
                 self._reject(item, attempt, status, _reason(result), report)
         return retry
+
+    def _denied(
+        self, items: list[_Item], results: list[dict[str, Any]], attempt: int, report: BulkReport
+    ) -> NoReturn:
+        """Items refused for the user's role (the security plugin checks writes per index): the
+        documents are fine, so none goes to the dead letters; they stay pending and the run stops."""
+        pending = []
+        for item, result in zip(items, results, strict=True):
+            status = int(result.get("status", 0))
+            if 200 <= status < 300:
+                report.items.append(ItemOutcome(item.doc.id, Outcome.INDEXED, attempt, status))
+            else:
+                pending.append(item)
+        refused = next(r for r in results if int(r.get("status", 0)) in (401, 403))
+        status = int(refused["status"])
+        self._give_up(pending, attempt, report, status, _reason(refused))
+        kind = AuthenticationException if status == 401 else AuthorizationException
+        error = kind(status, "security_exception", {"error": refused.get("error")})
+        raise BulkError(str(store_error(error, self.client, index=self.index)), report)
 
     def _reject(self, item: _Item, attempt: int, status: int | None, reason: str, report: BulkReport) -> None:
         report.items.append(ItemOutcome(item.doc.id, Outcome.REJECTED, attempt, status, reason))

@@ -216,10 +216,13 @@ def bulk_load_settings(client: Any, index: str, refresh_interval: str = "-1") ->
 
     Not for several concurrent writers of one index: the second would save the first one's -1.
     """
-    settings: dict[str, Any] = client.indices.get_settings(index=index, name="index.refresh_interval")
-    state: dict[str, Any] = next(iter(settings.values()), {})
-    old = state.get("settings", {}).get("index", {}).get("refresh_interval")
-    client.indices.put_settings(index=index, body={"index": {"refresh_interval": refresh_interval}})
+    try:
+        settings: dict[str, Any] = client.indices.get_settings(index=index, name="index.refresh_interval")
+        state: dict[str, Any] = next(iter(settings.values()), {})
+        old = state.get("settings", {}).get("index", {}).get("refresh_interval")
+        client.indices.put_settings(index=index, body={"index": {"refresh_interval": refresh_interval}})
+    except TransportError as exc:
+        raise store_error(exc, client, index=index) from exc
     try:
         yield
     finally:

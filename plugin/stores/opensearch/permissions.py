@@ -130,7 +130,7 @@ def denied(info: Any, url: str, who: str, index: str | None) -> str:
     if ungranted:
         grant = f"no gemsearch role grants {', '.join(ungranted)} ({DOC}); ask the cluster's administrators"
     elif common:
-        grant = f"the {_either(common)} role in {DOC} grants it"
+        grant = f"the {_either(common)} role in {DOC} grants it on the indices of a --prefix"
     else:  # several actions that no one role holds
         needed = [r for r in ROLES if any(r in granting_roles(a) for a in actions)]
         grant = f"the roles {', '.join(needed)} in {DOC} grant them together"
