@@ -4,10 +4,15 @@
     python benchmarks/run_all.py --opensearch http://host:9200 --out-dir /tmp/bench
     python benchmarks/run_all.py --quick                   # tiny sizes: checks that everything runs
     python benchmarks/run_all.py --device cuda             # the embedding benchmark on the GPU, not the CPU
+    python benchmarks/run_all.py --reference               # the reference run: benchmarks/reference/summary.*
+    python benchmarks/run_all.py --only embed_photos --with embed_photos="--images 12"   # other sizes
 
 Writes each benchmark's ``<name>.json`` and ``<name>.md`` into ``--out-dir`` (default
 ``benchmarks/results/``), then ``summary.md`` / ``summary.json``: the machine, the targets of
 docs/architecture.md ("Performance targets") with the measured value and whether it is met, and every table.
+``--reference`` writes the summary into ``benchmarks/reference/`` (committed: the README's and
+docs/benchmarks.md's figures are generated from it by ``readme_tables.py``), with the command, the
+machine, the date, the image sizes and every benchmark's full results.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -25,9 +31,16 @@ from _common import RESULTS, opensearch
 from _machine import describe, one_line
 
 HERE = Path(__file__).resolve().parent
+REFERENCE = HERE / "reference"
 BENCHMARKS = (
-    "bulk_load", "knn_recall", "embed_throughput", "ingest_throughput", "query_latency", "serve_soak",
+    "embed_photos", "embed_throughput", "ingest_photos", "bulk_load", "knn_recall", "ingest_throughput",
+    "query_latency", "serve_soak",
 )  # fmt: skip
+SCRIPTS = {"embed_photos": "embed_throughput", "ingest_photos": "ingest_throughput"}  # else NAME.py
+SHARED_MACHINE_NOTE = (
+    "The machine was shared with other work while this ran (see the load average): compare the "
+    "paths by their ratios within the run, not by absolute times."
+)
 QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
     "bulk_load": [
         "--sizes", "200", "--local-sizes", "200", "--queries", "5", "--dim", "32", "--repeats", "1",
@@ -37,6 +50,11 @@ QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
         "--models", "lite0-gem", "--modes", "single-scale", "--images", "3", "--repeats", "1",
         "--workers", "1", "--max-side", "96",
     ],
+    "embed_photos": [
+        "--photos", "wallpapers", "--models", "lite0-gem", "--modes", "single-scale", "--images", "3",
+        "--repeats", "1", "--workers", "1", "--max-side", "96",
+    ],
+    "ingest_photos": ["--wallpapers", "--images", "4", "--repeats", "1", "--max-side", "96"],
     "ingest_throughput": ["--images", "8", "--repeats", "1", "--max-side", "96"],
     "query_latency": ["--queries", "12", "--distractors", "100", "--max-side", "96"],
     "serve_soak": [
@@ -47,7 +65,9 @@ QUICK: dict[str, list[str]] = {  # tiny sizes: seconds each, for smoke tests
 DEFAULT: dict[str, list[str]] = {
     "bulk_load": ["--sizes", "1000", "5000", "--local-sizes", "1000", "10000", "100000"],
     "knn_recall": [],
-    "embed_throughput": ["--images", "16", "--repeats", "1"],
+    "embed_photos": ["--photos", "wallpapers", "--models", "lite0-gem"],  # 3 repeats, every wallpaper
+    "embed_throughput": ["--images", "32"],
+    "ingest_photos": ["--wallpapers"],
     "ingest_throughput": ["--images", "120"],
     "query_latency": [],
     "serve_soak": [],
@@ -57,7 +77,7 @@ USES_NODE = {"bulk_load", "knn_recall", "ingest_throughput", "query_latency"}
 
 
 def run_one(name: str, extra: list[str], out_dir: Path, url: str | None) -> dict[str, Any]:
-    cmd = [sys.executable, str(HERE / f"{name}.py"), "--out-dir", str(out_dir), *extra]
+    cmd = [sys.executable, str(HERE / f"{SCRIPTS.get(name, name)}.py"), "--out-dir", str(out_dir), *extra]
     if url is not None and name in USES_NODE:
         cmd += ["--opensearch", url]
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
@@ -65,7 +85,15 @@ def run_one(name: str, extra: list[str], out_dir: Path, url: str | None) -> dict
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     seconds = round(time.perf_counter() - t0, 1)
     print(f"== {name}: exit {proc.returncode} after {seconds} s", file=sys.stderr, flush=True)
-    return {"name": name, "exit": proc.returncode, "seconds": seconds}
+    return {"name": name, "exit": proc.returncode, "seconds": seconds, "args": extra}
+
+
+def result_name(name: str, device: str = "cpu") -> str:
+    """The results file (without .json) a benchmark of ``run_all`` writes."""
+    return {
+        "embed_throughput": f"embed_throughput_{device}", "embed_photos": f"embed_throughput_{device}_photos",
+        "ingest_photos": "ingest_real_photos",
+    }.get(name, name)  # fmt: skip
 
 
 def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
@@ -76,24 +104,14 @@ def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
     return data
 
 
-def targets(out_dir: Path, embed_name: str = "embed_throughput_cpu") -> list[dict[str, Any]]:
+EMBED_SETS = {"embed_photos": "real photos", "embed_throughput": "small images"}
+
+
+def targets(out_dir: Path, device: str = "cpu") -> list[dict[str, Any]]:
     """The targets of docs/architecture.md with the measured values (None where the benchmark did not run)."""
     rows: list[dict[str, Any]] = []
-    embed = _load(out_dir, embed_name)
-    results = (embed or {}).get("results", [])
-    speed = {(r["model"], r["mode"], r["runner"]): r.get("images_per_s") for r in results}
-    for r in results:
-        if r.get("runner") in ("onnx", "onnx-cuda-fp32", "onnx-trt-fp16") and "ratio_vs_baseline" in r:
-            rows.append(_target(
-                f"embedding {r['model']} {r['mode']} ({r['runner']}) vs PyTorch eager",
-                r["ratio_vs_baseline"], embed["target_ratio"] if embed else 1.5, "x",
-            ))  # fmt: skip
-            tuned = speed.get((r["model"], r["mode"], "torch-1thread"))
-            if tuned:
-                rows.append({
-                    "target": f"(for reading) {r['model']} {r['mode']} onnx vs PyTorch with 1 thread",
-                    "value": round(r["images_per_s"] / tuned, 3), "met": None,
-                })  # fmt: skip
+    for bench, label in EMBED_SETS.items():
+        rows += _embed_targets(_load(out_dir, result_name(bench, device)), label)
     ingest = _load(out_dir, "ingest_throughput")
     for r in (ingest or {}).get("results", []):
         if r["target"] != "embed only":
@@ -128,6 +146,25 @@ def targets(out_dir: Path, embed_name: str = "embed_throughput_cpu") -> list[dic
     return rows
 
 
+def _embed_targets(embed: dict[str, Any] | None, label: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    results = (embed or {}).get("results", [])
+    speed = {(r["model"], r["mode"], r["runner"]): r.get("images_per_s") for r in results}
+    for r in results:
+        if r.get("runner") in ("onnx", "onnx-cuda-fp32", "onnx-trt-fp16") and "ratio_vs_baseline" in r:
+            rows.append(_target(
+                f"embedding, {label}: {r['model']} {r['mode']} ({r['runner']}) vs PyTorch eager",
+                r["ratio_vs_baseline"], embed["target_ratio"] if embed else 1.5, "x",
+            ))  # fmt: skip
+            tuned = speed.get((r["model"], r["mode"], "torch-1thread"))
+            if tuned:
+                rows.append({
+                    "target": f"(for reading) {label}: {r['model']} {r['mode']} onnx vs PyTorch, 1 thread",
+                    "value": round(r["images_per_s"] / tuned, 3), "met": None,
+                })  # fmt: skip
+    return rows
+
+
 def _default_ef_search() -> int:
     from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
 
@@ -138,27 +175,43 @@ def _target(label: str, value: float, goal: float, unit: str) -> dict[str, Any]:
     return {"target": f"{label} >= {goal}{unit}", "value": value, "met": bool(value >= goal)}
 
 
-def summary(out_dir: Path, runs: list[dict[str, Any]], machine: dict[str, Any], embed_name: str) -> str:
-    rows = targets(out_dir, embed_name)
-    lines = [
-        "## Benchmark results", "", f"Machine: {one_line(machine)}", "",
-        "| target | measured | met |", "|---|---|---|",
-    ]  # fmt: skip
+def summary(
+    out_dir: Path, runs: list[dict[str, Any]], machine: dict[str, Any], device: str = "cpu",
+    summary_dir: Path | None = None, command: str | None = None,
+) -> str:  # fmt: skip
+    """``summary.md`` and ``summary.json`` (with every benchmark's results) into ``summary_dir``."""
+    rows = targets(out_dir, device)
+    lines = ["## Benchmark results", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"Machine: {one_line(machine)}", "", SHARED_MACHINE_NOTE, ""]
+    lines += ["| target | measured | met |", "|---|---|---|"]
     for r in rows:
         met = "-" if r["met"] is None else ("yes" if r["met"] else "**no**")
         value = f"{r['value']:.3f}" if isinstance(r["value"], float) else r["value"]
         lines.append(f"| {r['target']} | {value} | {met} |")
-    lines += ["", "| benchmark | exit | seconds |", "|---|---|---|"]
-    lines += [f"| {r['name']} | {r['exit']} | {r['seconds']} |" for r in runs]
+    lines += ["", "| benchmark | arguments | exit | seconds |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['name']} | `{' '.join(r.get('args', []))}` | {r['exit']} | {r['seconds']} |" for r in runs
+    ]
+    results = {r["name"]: _load(out_dir, result_name(r["name"], device)) for r in runs}
     for r in runs:
-        md = out_dir / f"{r['name'] if r['name'] != 'embed_throughput' else embed_name}.md"
+        data = results[r["name"]]
+        if data and data.get("image_sizes"):
+            sizes = ", ".join(f"{n} x {size}" for size, n in data["image_sizes"].items())
+            lines += ["", f"{r['name']}: {data['images']} images per run, of these sizes: {sizes}"]
+        md = out_dir / f"{result_name(r['name'], device)}.md"
         if md.is_file():
             lines += ["", md.read_text().strip()]
     text = "\n".join(lines) + "\n"
-    (out_dir / "summary.md").write_text(text)
-    (out_dir / "summary.json").write_text(
-        json.dumps({"machine": machine, "runs": runs, "targets": rows}, indent=2)
-    )
+    dest = summary_dir or out_dir
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "summary.md").write_text(text)
+    payload = {
+        "command": command, "date_utc": machine.get("date_utc"), "machine": machine,
+        "note": SHARED_MACHINE_NOTE, "runs": runs, "targets": rows, "benchmarks": results,
+    }  # fmt: skip
+    (dest / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return text
 
 
@@ -168,9 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (checks that everything runs)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU embedding run")
     ap.add_argument("--opensearch", default=None, help="URL of a node; default: start one for all")
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--out-dir", type=Path, default=None, help="default: benchmarks/results/")
+    ap.add_argument(
+        "--reference", action="store_true",
+        help="the reference run: summary.md/.json into benchmarks/reference/ (committed), results of "
+        "each benchmark into benchmarks/results/reference/",
+    )  # fmt: skip
+    ap.add_argument(
+        "--with", dest="extra", action="append", default=[], metavar="NAME=ARGS",
+        help='more arguments for one benchmark, after its defaults: --with embed_photos="--images 12"',
+    )  # fmt: skip
     args = ap.parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    extra = _extra_args(args.extra)
+    out_dir = args.out_dir or (RESULTS / "reference" if args.reference else RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
     machine = describe()
     t0 = time.perf_counter()
     runs = []
@@ -180,14 +244,26 @@ def main(argv: list[str] | None = None) -> int:
     with node as (_, info):
         url = info["url"]
         for name in args.only:
-            extra = list(QUICK[name] if args.quick else DEFAULT[name])
-            if name == "embed_throughput":
-                extra += ["--device", args.device]
-            runs.append(run_one(name, extra, args.out_dir, url))
-    text = summary(args.out_dir, runs, machine, f"embed_throughput_{args.device}")
+            cmd = list(QUICK[name] if args.quick else DEFAULT[name]) + extra.get(name, [])
+            if name in EMBED_SETS:
+                cmd += ["--device", args.device]
+            runs.append(run_one(name, cmd, out_dir, url))
+    command = " ".join(["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)])
+    summary_dir = REFERENCE if args.reference else out_dir
+    text = summary(out_dir, runs, machine, args.device, summary_dir, command)
     print(text)
-    print(f"(all results in {args.out_dir}; {time.perf_counter() - t0:.0f} s)")
+    print(f"(all results in {out_dir}, the summary in {summary_dir}; {time.perf_counter() - t0:.0f} s)")
     return 0 if all(r["exit"] == 0 for r in runs) else 1
+
+
+def _extra_args(pairs: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in BENCHMARKS:
+            raise SystemExit(f"--with {pair!r}: expected NAME=ARGS with NAME one of {', '.join(BENCHMARKS)}")
+        out.setdefault(name, []).extend(shlex.split(value))
+    return out
 
 
 if __name__ == "__main__":

@@ -91,10 +91,60 @@ def test_targets_are_judged_from_the_measured_values(tmp_path: Path, bench_modul
         {"target": "OpenSearch", "ratio_vs_embed_only": 0.5},
     ]}  # fmt: skip
     (tmp_path / "ingest_throughput.json").write_text(json.dumps(ingest))
+    embed = {"target_ratio": 1.5, "results": [
+        {"model": "lite0-gem", "mode": "single-scale", "runner": "torch", "images_per_s": 2.0,
+         "ratio_vs_baseline": 1.0},
+        {"model": "lite0-gem", "mode": "single-scale", "runner": "onnx", "images_per_s": 5.0,
+         "ratio_vs_baseline": 2.5},
+        {"model": "lite0-gem", "mode": "single-scale", "runner": "torch-1thread", "images_per_s": 4.0,
+         "ratio_vs_baseline": 2.0},
+    ]}  # fmt: skip
+    (tmp_path / "embed_throughput_cpu_photos.json").write_text(json.dumps(embed))
     rows = {r["target"]: r for r in run_all.targets(tmp_path)}
+    photos = rows["embedding, real photos: lite0-gem single-scale (onnx) vs PyTorch eager >= 1.5x"]
+    assert photos["value"] == 2.5 and photos["met"] is True
+    tuned = rows["(for reading) real photos: lite0-gem single-scale onnx vs PyTorch, 1 thread"]
+    assert tuned["value"] == 1.25 and tuned["met"] is None
     assert rows["ingest into LocalStore vs embed-only >= 0.8x"]["met"] is True
     assert rows["ingest into OpenSearch vs embed-only >= 0.8x"]["met"] is False
-    assert len(rows) == 2  # nothing is claimed for benchmarks that did not run
+    assert len(rows) == 4  # nothing is claimed for benchmarks that did not run
+
+
+def test_reference_summary_carries_command_machine_sizes_and_results(
+    tmp_path: Path, bench_modules: None
+) -> None:
+    import run_all
+
+    embed = {"images": 8, "image_sizes": {"2560x1600": 6, "1920x1200": 2}, "target_ratio": 1.5,
+             "results": [{"model": "lite0-gem", "mode": "single-scale", "runner": "onnx",
+                          "images_per_s": 3.0, "ratio_vs_baseline": 2.0}]}  # fmt: skip
+    (tmp_path / "embed_throughput_cpu_photos.json").write_text(json.dumps(embed))
+    (tmp_path / "embed_throughput_cpu_photos.md").write_text("### embed_throughput_cpu_photos\n\n| t |\n")
+    runs = [{"name": "embed_photos", "exit": 0, "seconds": 1.0, "args": ["--images", "8"]}]
+    machine = {"cpu": "CPU X", "usable_cores": 2, "memory_gb": 4, "date_utc": "2026-01-01 00:00 UTC",
+               "load_average_1_5_15": [3.0, 2.0, 1.0], "gpus": []}  # fmt: skip
+    dest = tmp_path / "reference"
+    command = "python benchmarks/run_all.py --reference --only embed_photos"
+    run_all.summary(tmp_path, runs, machine, "cpu", dest, command)
+    data = json.loads((dest / "summary.json").read_text())
+    assert (
+        data["command"] == command and data["machine"] == machine and data["date_utc"] == machine["date_utc"]
+    )
+    assert data["benchmarks"]["embed_photos"] == embed  # every figure, as the benchmark wrote it
+    assert data["runs"] == runs and "shared" in data["note"]
+    md = (dest / "summary.md").read_text()
+    assert command in md and "6 x 2560x1600, 2 x 1920x1200" in md and "| t |" in md
+    assert "2.000 | yes" in md
+
+
+def test_run_all_extra_arguments_name_a_benchmark(bench_modules: None) -> None:
+    import run_all
+
+    assert run_all._extra_args(["embed_photos=--images 4 --repeats 5"]) == {
+        "embed_photos": ["--images", "4", "--repeats", "5"]
+    }
+    with pytest.raises(SystemExit, match="expected NAME=ARGS"):
+        run_all._extra_args(["nonsense=--x"])
 
 
 def test_gpu_mode_refuses_clearly_without_a_gpu(tmp_path: Path) -> None:
@@ -153,26 +203,61 @@ def test_knn_recall_smoke(opensearch_node: OpenSearchNode, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_embed_throughput_smoke_and_parity(tmp_path: Path) -> None:
     run_script(
-        "embed_throughput.py", tmp_path, "--models", "lite0-gem", "--modes", "single-scale", "--images", "3",
-        "--repeats", "1", "--workers", "1", "--max-side", "96",
+        "embed_throughput.py", tmp_path, "--models", "lite0-gem", "resnet50-gem", "--modes", "single-scale",
+        "--images", "3", "--repeats", "2", "--workers", "1", "--max-side", "96",
     )  # fmt: skip
     data = load(tmp_path, "embed_throughput_cpu")
-    rows = {r["runner"]: r for r in data["results"]}
-    assert set(rows) == {"torch", "onnx", "torch-1thread"}
-    # the same network on the same images: the ONNX path must give the PyTorch descriptors
-    assert rows["onnx"]["min_cosine_vs_baseline"] >= 0.999
+    assert data["repeats"] == 2 and data["photos"] == "samples"
+    assert sum(data["image_sizes"].values()) == 3  # the sizes of the distinct images measured
+    rows = {(r["model"], r["runner"]): r for r in data["results"]}
+    assert {runner for _, runner in rows} == {"torch", "onnx", "torch-1thread"}
+    lite0 = {runner: r for (model, runner), r in rows.items() if model == "lite0-gem"}
+    # the same network on the same images: the ONNX path gives the PyTorch descriptors, on every
+    # image of every repeat, and much closer than two different images are
+    for runner in ("onnx", "torch-1thread"):
+        assert lite0[runner]["min_cosine_vs_baseline"] >= 0.999
+        assert lite0[runner]["parity_images_checked"] == 3 * 2
+        assert lite0[runner]["median_cosine_between_images"] < 0.99
+    # random weights: no parity claimed, only speed
+    for (model, _runner), r in rows.items():
+        if model == "resnet50-gem":
+            assert r["weights"].startswith("random") and "min_cosine_vs_baseline" not in r
     cores = data["machine"]["usable_cores"]
-    base = rows["torch"]["wall_s"]
-    for r in rows.values():
-        assert r["images"] == 3 and r["runs_images_per_s"] == [r["images_per_s"]]  # one run each
+    for (model, runner), r in rows.items():
+        base = rows[model, "torch"]
+        # the PyTorch loop's first image warms up after its workers start: the clock counts the rest
+        assert r["timed_images"] == (2 if runner.startswith("torch") else 3)
+        assert len(r["runs_images_per_s"]) == 2 and len(r["runs_wall_s"]) == 2
+        assert r["images_per_s"] == pytest.approx(statistics.median(r["runs_images_per_s"]), abs=HALF)
         # rates, utilisation and ratios recomputed from each run's raw wall and CPU seconds
-        wall = r["wall_s"]
-        assert agrees(r["images_per_s"], lambda w: 3 / w, (wall, HALF))
-        assert agrees(r["cpu_util"], lambda c, w: c / w / cores, (r["cpu_s"], HALF), (wall, HALF))
-        assert agrees(r["ratio_vs_baseline"], rate_ratio(3), (wall, HALF), (base, HALF), *ROUNDED_RATES)
+        for rate, wall in zip(r["runs_images_per_s"], r["runs_wall_s"], strict=True):
+            assert agrees(rate, lambda w, n=r["timed_images"]: n / w, (wall, HALF))
+        assert agrees(r["cpu_util"], lambda c, w: c / w / cores, (r["cpu_s"], HALF), (r["wall_s"], HALF))
+        ratio = r["images_per_s"] / base["images_per_s"]
+        assert r["ratio_vs_baseline"] == pytest.approx(ratio, abs=2 * HALF)
         assert r["peak_rss_mb"] > 0
-    assert rows["torch-1thread"]["min_cosine_vs_baseline"] >= 0.999
-    assert rows["torch"]["child_peak_rss_mb"] > 0 and rows["onnx"]["child_peak_rss_mb"] is None
+    assert rows["lite0-gem", "torch"]["child_peak_rss_mb"] > 0
+    assert rows["lite0-gem", "onnx"]["child_peak_rss_mb"] is None
+    table = (tmp_path / "embed_throughput_cpu.md").read_text()
+    assert "speed only (random weights)" in table and "(6 images)" in table
+
+
+def test_embed_throughput_parity_compares_every_image(tmp_path: Path, bench_modules: None) -> None:
+    import embed_throughput
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((5, 8)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    off = base.copy()
+    off[4] = -off[4]  # only the last image of the second run disagrees
+    files = []
+    for i, x in enumerate((base, base, base, off)):
+        files.append(tmp_path / f"{i}.npy")
+        np.save(files[-1], x)
+    baseline = [{"vectors": str(files[0])}, {"vectors": str(files[1])}]
+    runs = [{"vectors": str(files[2])}, {"vectors": str(files[3])}]
+    assert embed_throughput.parity(baseline, runs) == (-1.0, 10)
+    assert embed_throughput.parity(baseline, runs[:1]) == (1.0, 5)
 
 
 @pytest.mark.slow
