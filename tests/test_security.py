@@ -237,7 +237,7 @@ def test_the_host_name_is_verified(secured: SecuredCluster) -> None:
         url = f"https://127.0.0.2:{port}"
         env = {**secured.env(SEARCH), "GEMSEARCH_OPENSEARCH_URL": url}
         result = gemsearch("index", "list", "--opensearch", url, "--prefix", secured.prefix, env=env)
-    one_line_error(result, "TLS with OpenSearch", "127.0.0.2")
+    one_line_error(result, "TLS with OpenSearch", "mismatch", "'127.0.0.2'", "a host name or address")
 
 
 def test_a_client_certificate_authenticates(secured: SecuredCluster) -> None:

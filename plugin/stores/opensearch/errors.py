@@ -77,8 +77,14 @@ def store_error(
     url = cluster_urls(client, config)
     defaulted = config is not None and "urls" not in config.model_fields_set
     if isinstance(exc, SSLError):
+        reason = _reason(exc)
+        if "mismatch" in reason:  # verified, but issued to another name
+            return StoreError(
+                f"TLS with OpenSearch at {url} failed ({reason}): write the URL with a host name or "
+                "address the node's certificate names"
+            )
         return StoreError(
-            f"TLS with OpenSearch at {url} failed ({_reason(exc)}): check {ENV_PREFIX}CA_CERTS "
+            f"TLS with OpenSearch at {url} failed ({reason}): check {ENV_PREFIX}CA_CERTS "
             "(the CA that signed the cluster's certificate) or the URL's scheme"
         )
     if isinstance(exc, ConnectionTimeout):
