@@ -431,8 +431,8 @@ def tables(res: dict[str, Any]) -> str:
 
 
 def write(res: dict[str, Any], out: Path) -> Path:
-    machine = describe()
-    payload = {"benchmark": "knn_scale", "machine": machine, **res}
+    machine = res.get("machine") or describe()
+    payload = {"benchmark": "knn_scale", **res, "machine": machine}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2, default=str))
     md = out.with_suffix(".md")
@@ -470,10 +470,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.docs < 100 or args.queries < 1:
         ap.error("--docs must be at least 100 and --queries at least 1")
     t0 = time.perf_counter()
+    machine = describe()  # the load average at the start, as the other benchmarks report it
     real = load_real(args.seed)
     gen, reducer = Synthetic(real, args.seed), Reducer(real.indexed)
     res: dict[str, Any] = {"docs": args.docs, "queries": args.queries, "seed": args.seed, "configs": [],
-                           "real_descriptors": len(real.x), "command": " ".join(sys.argv)}  # fmt: skip
+                           "real_descriptors": len(real.x), "command": " ".join(sys.argv),
+                           "machine": machine}  # fmt: skip
     with node(args.opensearch, args.heap, args.data_dir) as (client, info):
         res["opensearch"] = info
         if args.index_thread_qty:
