@@ -164,13 +164,15 @@ def load_measurements(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def closest_measured(s: SizingInput, results: Sequence[dict[str, Any]]) -> MeasuredBand | None:
-    """The measured configuration nearest to ``s``: same engine and encoder, then dims, m, size."""
+    """The measured configuration nearest to ``s``: same engine and encoder, then dims, m, where the
+    vector is kept, size."""
     best: tuple[tuple[float, ...], dict[str, Any], dict[str, Any]] | None = None
     for data in results:
         for cfg in data.get("configs", []):
             if "error" in cfg or cfg.get("engine") != s.engine or cfg.get("encoder") != s.encoder:
                 continue
-            key = (abs(math.log(cfg["dims"] / s.dims)), abs(cfg["m"] - s.m), -data["docs"])
+            source = float(cfg.get("vector_in_source", True) != s.vector_in_source)
+            key = (abs(math.log(cfg["dims"] / s.dims)), abs(cfg["m"] - s.m), source, -data["docs"])
             if best is None or key < best[0]:
                 best = (key, data, cfg)
     if best is None:
