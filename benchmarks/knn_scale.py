@@ -202,8 +202,9 @@ def load(client: Any, index: str, vectors: Vectors, start: int, stop: int) -> di
     try:
         report = writer.write(docs())
     finally:
+        refresh = old.get("refresh_interval", "-1")  # a run killed mid-load left -1: created with 1s
         client.indices.put_settings(index=index, body={"index": {
-            "refresh_interval": old.get("refresh_interval", "1s"),
+            "refresh_interval": "1s" if refresh == "-1" else refresh,
             "number_of_replicas": int(old.get("number_of_replicas", 0)),
         }})  # fmt: skip
     load_s = time.perf_counter() - t0
