@@ -1,5 +1,7 @@
-"""Ingest end to end: images/s into OpenSearch and into the LocalStore vs embedding only; on real
-photos, images/s and peak memory of ``gemsearch ingest`` vs the plain PyTorch loops.
+"""Ingest end to end: into the stores vs embedding only; on real photos vs the PyTorch loops.
+
+Images/s into OpenSearch and into the LocalStore vs embedding only; on real photos, images/s and
+peak memory of ``gemsearch ingest`` vs the plain PyTorch loops.
 
     python benchmarks/ingest_throughput.py                          # 200 images, Lite0-GeM, 2 rounds
     python benchmarks/ingest_throughput.py --images 500 --opensearch http://host:9200
