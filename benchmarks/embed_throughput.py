@@ -426,7 +426,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], model: str, mode: str) -> l
         row["runs_images_per_s"] = [r["images_per_s"] for r in ok]
         row["runs_wall_s"] = [r["wall_s"] for r in ok]
         row["weights"] = "ImageNet" if evidence else "random (speed only)"
-        checked = parity(runs[baseline_runner], results)
+        checked = parity(runs[baseline_runner], results) if runner != baseline_runner else None
         if checked is not None:
             key = "min_cosine_vs_baseline" if evidence else "min_cosine_vs_baseline_speed_only"
             row[key], row["parity_images_checked"] = checked
@@ -443,6 +443,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]], model: str, mode: str) -> l
 
 
 def _parity_cell(r: dict[str, Any]) -> str:
+    if r["runner"] == CPU_RUNNERS[0] or r["runner"] == GPU_RUNNERS[0]:
+        return "(baseline)"
     if "min_cosine_vs_baseline" in r:
         return f"{r['min_cosine_vs_baseline']:.5f} ({r['parity_images_checked']} images)"
     return "speed only (random weights)" if r.get("weights", "").startswith("random") else "-"

@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in EMBED_SETS:
                 cmd += ["--device", args.device]
             runs.append(run_one(name, cmd, out_dir, url))
-    command = " ".join(["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)])
     summary_dir = REFERENCE if args.reference else out_dir
     text = summary(out_dir, runs, machine, args.device, summary_dir, command)
     print(text)

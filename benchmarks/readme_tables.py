@@ -1,0 +1,177 @@
+"""The benchmark tables of README.md and docs/benchmarks.md, generated from the committed reference run.
+
+    python benchmarks/readme_tables.py            # rewrite the blocks between the marker comments
+    python benchmarks/readme_tables.py --check    # exit 1 if a block differs from what the summary gives
+
+Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is made only from
+``benchmarks/reference/summary.json`` (written by ``run_all.py --reference``), so every figure in
+it can be traced to that file, and ``tests/test_readme_tables.py`` fails when a block and the file
+disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SUMMARY = HERE / "reference" / "summary.json"
+NAMES = {"lite0-gem": "Lite0-GeM", "resnet50-gem": "ResNet50-GeM"}
+SETS = {  # run_all's benchmark -> how the tables name its images
+    "embed_photos": "real photos: Debian wallpapers",
+    "embed_throughput": "small images: views of scikit-image's photos",
+}
+
+
+def _rate(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _sides(data: dict[str, Any]) -> str:
+    """``1280-5120 px``: the range of the images' longer sides."""
+    longer = [max(int(v) for v in size.split("x")) for size in data["image_sizes"]]
+    return f"{min(longer)}-{max(longer)} px" if min(longer) != max(longer) else f"{longer[0]} px"
+
+
+def _parity(row: dict[str, Any]) -> str:
+    if "min_cosine_vs_baseline" in row:
+        return f"{row['min_cosine_vs_baseline']:.5f} ({row['parity_images_checked']} descriptors)"
+    return "speed only (random weights)"
+
+
+def _caption(summary: dict[str, Any]) -> str:
+    m = summary["machine"]
+    load = m["load_average_1_5_15"][0]
+    return (
+        f"Reference run of {summary['date_utc']} ([benchmarks/reference/summary.md]"
+        f"(benchmarks/reference/summary.md)): {m['cpu']}, {m['usable_cores']} cores, load average "
+        f"{load} at the start. The machine was shared with other work: read the ratios, which compare "
+        "paths run alternately in the same minutes, not the absolute images/s."
+    )
+
+
+def embed_rows(summary: dict[str, Any]) -> list[str]:
+    """One table row per image set, model and mode: baseline, ingest path, ratios, parity."""
+    lines = []
+    for bench, label in SETS.items():
+        data = (summary.get("benchmarks") or {}).get(bench)
+        if not data:
+            continue
+        rows = {(r["model"], r["mode"], r["runner"]): r for r in data["results"] if "error" not in r}
+        for model, mode, runner in rows:
+            if runner != "onnx" or (model, mode, "torch") not in rows:
+                continue
+            ours, base = rows[model, mode, "onnx"], rows[model, mode, "torch"]
+            tuned = rows.get((model, mode, "torch-1thread"))
+            cap = f"shrunk to at most {data['max_side']} px"
+            images = f"{label}, {_sides(data)} ({data['images']} per run, {cap})"
+            vs_tuned = f"{ours['images_per_s'] / tuned['images_per_s']:.2f}x" if tuned else "-"
+            lines.append(
+                f"| {images} | {NAMES.get(model, model)} {mode} | {_rate(base['images_per_s'])} "
+                f"| {_rate(ours['images_per_s'])} | {ours['ratio_vs_baseline']:.2f}x | {vs_tuned} "
+                f"| {data['repeats']} | {_parity(ours)} |"
+            )
+    return lines
+
+
+def ingest_rows(summary: dict[str, Any]) -> list[str]:
+    """``gemsearch ingest`` of the real photos vs the PyTorch loops (``ingest_throughput --wallpapers``)."""
+    data = (summary.get("benchmarks") or {}).get("ingest_photos")
+    rows = [r for r in (data or {}).get("results", []) if "images_per_s" in r and "ratio_vs_best_torch" in r]
+    return [
+        f"| {r['path']} | {_rate(r['images_per_s'])} | {r['ratio_vs_best_torch']:.2f}x "
+        f"| {r['peak_rss_mb']:,.0f} |"
+        for r in rows
+    ]
+
+
+def readme_block(summary: dict[str, Any]) -> str:
+    ingest = ingest_rows(summary)
+    if ingest:
+        data = summary["benchmarks"]["ingest_photos"]
+        ingest = [
+            "", f"Ingest of the real photos ({data['images']} per run, into a LocalStore):", "",
+            "| path | images/s | vs the faster PyTorch loop | peak RSS MB |", "|---|---|---|---|", *ingest,
+        ]  # fmt: skip
+    header = (
+        "| images | model | plain PyTorch loop, images/s | gemsearch ingest path, images/s | speed-up "
+        "| vs PyTorch with 1 thread | runs (median) | same descriptors: lowest cosine |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    return "\n".join([
+        _caption(summary), "", header, *embed_rows(summary), *ingest, "",
+        "GPU: not measured yet (no GPU machine has run `scripts/gpu_check.sh`).",
+    ])  # fmt: skip
+
+
+def docs_embed_block(summary: dict[str, Any]) -> str:
+    """Every path of every image set, as ``embed_throughput.py`` tabulates it."""
+    sys.path.insert(0, str(HERE))
+    from embed_throughput import table
+
+    parts = [_caption(summary).replace("](benchmarks/", "](../benchmarks/"), ""]
+    for bench, label in SETS.items():
+        data = (summary.get("benchmarks") or {}).get(bench)
+        if not data:
+            continue
+        sizes = ", ".join(f"{n} x {size}" for size, n in data["image_sizes"].items())
+        parts += [
+            f"**{label[0].upper()}{label[1:]}** ({data['images']} per run, {data['repeats']} alternating "
+            f"runs per path, shrunk to at most {data['max_side']} px; sizes: {sizes}):", "",
+            table(data["results"]), "",
+        ]  # fmt: skip
+    return "\n".join(parts).rstrip()
+
+
+BLOCKS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
+    "README.md": {"benchmarks": readme_block},
+    "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block},
+}
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the lines between the ``name`` markers replaced by ``body``."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ValueError(f"expected one {begin} ... {end} block")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def render(path: Path, summary: dict[str, Any]) -> str:
+    """The file at ``path`` with its blocks regenerated from ``summary``."""
+    text = path.read_text()
+    for name, make in BLOCKS[str(path.relative_to(REPO))].items():
+        text = replace_block(text, name, make(summary))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    ap.add_argument(
+        "--summary", type=Path, default=SUMMARY, help="default: benchmarks/reference/summary.json"
+    )
+    args = ap.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    stale = []
+    for rel in BLOCKS:
+        path = REPO / rel
+        new = render(path, summary)
+        if new != path.read_text():
+            stale.append(rel)
+            if not args.check:
+                path.write_text(new)
+    verb = "stale" if args.check else "rewritten"
+    print(f"{verb}: {', '.join(stale)}" if stale else "up to date", file=sys.stderr)
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
