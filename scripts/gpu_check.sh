@@ -20,7 +20,11 @@ gemsearch_env .venv-dev "train,samples,dev"
 py="$GEMSEARCH_VENV_IN_USE/bin/python"
 uv="$(_gemsearch_uv)"
 ort="$("$py" -c 'import importlib.metadata as m; print(m.version("onnxruntime"))' 2>/dev/null || true)"
-pip_() { if [ -n "$uv" ]; then "$uv" pip "$1" -q --python "$py" "${@:2}"; else "$py" -m pip "$1" -q "${@:2}"; fi; }
+pip_() {  # pip_ install|uninstall ARGS: with uv when the environment was made with it
+  if [ -n "$uv" ]; then "$uv" pip "$1" -q --python "$py" "${@:2}"
+  elif [ "$1" = uninstall ]; then "$py" -m pip uninstall -y -q "${@:2}"
+  else "$py" -m pip install -q "${@:2}"; fi
+}
 if ! "$py" -c 'import importlib.metadata as m; m.version("onnxruntime-gpu")' 2>/dev/null; then
   # onnxruntime-gpu provides the same module: remove onnxruntime, then install the GPU build over it
   # (the version of the CPU build when it exists, so the rest of the environment stays as pinned)
