@@ -33,7 +33,7 @@ def _store(params: dict[str, Any], *, write: bool) -> VectorStore:
     if not wants_opensearch(params["store_dir"], urls, config):
         return open_store(LocalStoreSpec(path=params["store_dir"] or DEFAULT_STORE), read_only=not write)
     if params["model_path"] is None:
-        raise click.UsageError("with --opensearch, give --model: its alias holds the documents")
+        raise click.UsageError("with OpenSearch, give --model: its alias holds the documents")
     spec = OpenSearchStoreSpec(prefix=params["prefix"], urls=tuple(urls) or None, config=config)
     return open_store(spec, model=read_manifest(params["model_path"]).name)
 

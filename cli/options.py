@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,20 +39,29 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# the variables that name a cluster; either one makes OpenSearch the store of a command given no --store
+CLUSTER_VARIABLES = ("GEMSEARCH_OPENSEARCH_URL", "GEMSEARCH_OPENSEARCH_CONFIG")
+
+
 def wants_opensearch(store_dir: Path | None, urls: Sequence[str], config_path: Path | None) -> bool:
-    """Whether the command's store is OpenSearch (``--opensearch``/``--opensearch-config``) rather
-    than a LocalStore; both at once is a usage error."""
+    """Whether the command's store is OpenSearch rather than a LocalStore: ``--opensearch`` or
+    ``--opensearch-config``, else ``$GEMSEARCH_OPENSEARCH_URL``/``_CONFIG`` unless ``--store`` is
+    given (the flag wins over the variables); ``--store`` with an OpenSearch flag is a usage error."""
     remote = bool(urls) or config_path is not None
     if remote and store_dir is not None:
         raise click.UsageError("give either --store or --opensearch, not both")
-    return remote
+    if store_dir is not None:
+        return False
+    return remote or any(os.environ.get(name, "").strip() for name in CLUSTER_VARIABLES)
 
 
 def store_option(help_text: str) -> Callable[[F], F]:
     """``--store DIR``: a LocalStore folder; ``help_text`` says what the command does with it."""
     return click.option(
         "--store", "store_dir", type=click.Path(file_okay=False, path_type=Path),
-        help=f"{help_text} Default: ./{DEFAULT_STORE} (unless --opensearch).",
+        help=f"{help_text} Default: ./{DEFAULT_STORE}, unless --opensearch, --opensearch-config, "
+        "$GEMSEARCH_OPENSEARCH_URL or $GEMSEARCH_OPENSEARCH_CONFIG names a cluster (--store wins over "
+        "the variables).",
     )  # fmt: skip
 
 
@@ -76,7 +86,8 @@ def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:
             "--opensearch",
             "opensearch_urls",
             multiple=True,
-            help=f"{what} (repeat for more nodes). Default: $GEMSEARCH_OPENSEARCH_URL. Credentials "
+            help=f"{what} (repeat for more nodes, or comma-separate them). Default: $GEMSEARCH_OPENSEARCH_URL "
+            "(used when no --store is given). Credentials "
             "and TLS come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
         )(func)
 

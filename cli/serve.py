@@ -11,7 +11,7 @@ import click
 
 from .._deps import require
 from ..errors import ConfigError
-from .options import exact_decode_option, exported_model_option, opensearch_options
+from .options import exact_decode_option, exported_model_option, opensearch_options, wants_opensearch
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
         return config
     if not model_paths:
         raise click.UsageError("give --model (with --store or --opensearch) or --config")
-    use_opensearch = bool(opensearch_urls) or opensearch_config is not None
-    if use_opensearch and stores:
-        raise click.UsageError("give either --store or --opensearch, not both")
+    use_opensearch = wants_opensearch(Path(stores[0]) if stores else None, opensearch_urls, opensearch_config)
     if not use_opensearch and len(stores) != len(model_paths):
         raise click.UsageError("give one --store per --model, in the same order (or --opensearch)")
     models = []

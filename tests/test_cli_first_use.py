@@ -1,0 +1,93 @@
+"""The command line as a new user meets it: the cluster named by the environment, URLs as the
+variable takes them, full ids that other commands accept, short usage errors and a light --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from support.ingest_helpers import write_collection
+from support.onnx_models import make_tiny_model
+from support.opensearch_harness import OpenSearchNode
+
+from gemsearch.cli import main
+from gemsearch.cli.serve import build_config
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    make_tiny_model(path, name="tiny", dim=16)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No cluster variables from the caller's shell; the working folder is the test's own."""
+    for name in [n for n in os.environ if n.startswith("GEMSEARCH_OPENSEARCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def cli(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def ok(*args: str) -> str:
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+# ---------------------------------------------------------------- the cluster from the environment
+
+
+def test_the_url_variable_selects_opensearch_unless_store_is_given(
+    model: Path, opensearch_node: OpenSearchNode, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_collection(tmp_path / "photos", 3, side=48)
+    monkeypatch.setenv("GEMSEARCH_OPENSEARCH_URL", opensearch_node.url)
+    common = ["--model", str(model), "--prefix", prefix]
+    ok("ingest", "photos", *common, "--no-progress")
+    assert not (tmp_path / "gemsearch-store").exists()  # the documents went to the cluster
+    assert json.loads(ok("count", *common, "--json")) == {"documents": 3}
+    hits = json.loads(ok("search", "--id", _any_id(tmp_path), *common, "--json"))["hits"]
+    assert len(hits) == 2
+    # --store wins over the variable
+    ok("ingest", "photos", "--model", str(model), "--store", "local", "--no-progress")
+    assert json.loads(ok("count", "--store", "local", "--json")) == {"documents": 3}
+    ok("delete", "--filter", "path=none", *common, "--yes")  # through the cluster: nothing matches
+    assert json.loads(ok("count", *common, "--json")) == {"documents": 3}
+
+
+def _any_id(folder: Path) -> str:
+    import hashlib
+
+    first = sorted((folder / "photos").rglob("*.*"))[0]
+    return hashlib.sha256(first.read_bytes()).hexdigest()
+
+
+def test_the_config_variable_selects_opensearch(
+    model: Path, opensearch_node: OpenSearchNode, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"urls: [{opensearch_node.url}]\n")
+    monkeypatch.setenv("GEMSEARCH_OPENSEARCH_CONFIG", str(config))
+    result = cli("count", "--model", str(model), "--prefix", prefix)
+    # the cluster answered (this model has no alias there), not a missing ./gemsearch-store
+    assert result.exit_code == 1 and "no index for model tiny" in result.output, result.output
+    assert opensearch_node.url in result.output
+
+
+def test_serve_takes_the_cluster_from_the_environment(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = {"config_path": None, "model_paths": (model,), "stores": (), "opensearch_urls": ()}
+    flags |= {"opensearch_config": None, "prefix": "gemsearch", "image_roots": (), "title_field": None}
+    monkeypatch.setenv("GEMSEARCH_OPENSEARCH_URL", "http://search.example:9200")
+    assert build_config(dict(flags), {}).models[0].store.kind == "opensearch"
+    local = build_config(flags | {"stores": ("store",)}, {})  # --store wins over the variable
+    assert local.models[0].store.kind == "local"
