@@ -49,6 +49,7 @@ def ingest_on_ray(
 
 
 def _options(params: dict[str, Any], index: Any, bulk: Any) -> Any:
+    from ..plugin.embedding.embedder import default_decode
     from ..plugin.inputs.images import ImageLoadConfig
     from ..plugin.ray.options import RayIngestOptions
 
@@ -61,6 +62,7 @@ def _options(params: dict[str, Any], index: Any, bulk: Any) -> Any:
         write_batch=params["write_batch"],
         skip_existing=not params["no_skip_existing"],
         image=ImageLoadConfig(**limits),
+        decode="exact" if params["exact_decode"] else default_decode(),
         ledger_path=params["ledger"],
         pause_refresh=params["pause_refresh"],
         index=index,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support.ingest_helpers import write_collection
+from support.ingest_helpers import photo, write_collection
 from support.onnx_models import make_tiny_model
 from support.opensearch_harness import OpenSearchNode
 from support.ray_helpers import assert_same_documents, counts, import_ray, sha_ids, write_photos
@@ -187,3 +187,28 @@ def test_the_layout_always_leaves_cpus_to_read_and_decode(tmp_path: Path) -> Non
     assert default.driver_node == ray.get_runtime_context().get_node_id()
     with pytest.raises(ConfigError, match="leaving none to read and decode"):
         plan(ray, RayIngestOptions(embed_actors=3), spec)
+
+
+@pytest.mark.parametrize("mode", ["draft", "exact"])
+def test_large_jpegs_are_decoded_in_the_runs_mode_like_the_single_process_ingest(
+    mode: str, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos larger than the model's side: Ray's decode tasks decode them as the single-process
+    embedder does in the same mode (draft JPEG scaling or every pixel), and the store records it."""
+    root = tmp_path / "large"
+    root.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo(name).resize((1200, 900)).save(root / f"{name}.jpg", quality=92)
+    monkeypatch.setenv("GEMSEARCH_DECODE", mode)  # the single-process embedder's mode
+    ingest_collection([str(root)], model, tmp_path / "single")
+    report = ingest_dataset(
+        [str(root)], model, tmp_path / "ray", options=OPTS.model_copy(update={"decode": mode})
+    )
+    assert report.count(Fate.INDEXED) == 3
+    ids = sha_ids({str(p): 1 for p in root.iterdir()})
+    with (
+        LocalStore(tmp_path / "ray", read_only=True) as ours,
+        LocalStore(tmp_path / "single", read_only=True) as ref,
+    ):
+        assert ours.decode == ref.decode == mode
+        assert_same_documents(ours, ref, ids)

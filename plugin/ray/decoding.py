@@ -6,21 +6,26 @@ import pyarrow as pa
 
 from ...errors import GemsearchError, ImageError
 from ...manifest import ModelManifest
+from ...preprocess import DecodeMode
 from ..embedding.embedder import prepare_image
-from ..inputs.images import ImageLoadConfig, load_image_bytes
+from ..inputs.images import ImageLoadConfig, load_scaled_image_bytes
 from .rows import Row, finished, rows_of, table_of
 
 
-def decode_batch(table: pa.Table, *, image: ImageLoadConfig, manifest: ModelManifest) -> pa.Table:
-    return table_of([_decode(row, image, manifest) for row in rows_of(table)])
+def decode_batch(
+    table: pa.Table, *, image: ImageLoadConfig, manifest: ModelManifest, decode: DecodeMode
+) -> pa.Table:
+    # the same decoding as the single-process path's embedder in this mode (the index records it)
+    side = manifest.input.max_side if decode == "draft" else None
+    return table_of([_decode(row, image, manifest, side) for row in rows_of(table)])
 
 
-def _decode(row: Row, cfg: ImageLoadConfig, manifest: ModelManifest) -> Row:
+def _decode(row: Row, cfg: ImageLoadConfig, manifest: ModelManifest, draft_side: int | None) -> Row:
     if row["fate"] is not None:
         return row
     name = row["source"]
     try:
-        array = prepare_image(manifest, load_image_bytes(row["data"], cfg, name=name))
+        array = prepare_image(manifest, load_scaled_image_bytes(row["data"], cfg, name, draft_side))
     except ImageError as exc:
         return finished(row, "failed", exc.reason, str(exc), of_bytes=True)
     except GemsearchError as exc:  # e.g. an image too small to shrink: a per-image failure

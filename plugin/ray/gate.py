@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...manifest import ModelManifest
+from ...preprocess import DecodeMode
 from ...protocols import VectorStore
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..stores.opensearch.index_checks import IndexOptions
@@ -29,6 +30,7 @@ class Gate:
         index: IndexOptions | None,
         manifest: ModelManifest,
         skip_existing: bool,
+        decode: DecodeMode,
     ) -> None:
         self.skip_existing = skip_existing
         self._holders: dict[str, int] = {}
@@ -37,7 +39,8 @@ class Gate:
             local = isinstance(spec, LocalStoreSpec)
             self._store = open_store(spec, read_only=local, index=index)
             if not local:
-                self._store.ensure_index(manifest)  # finds the model version's index (checked by the driver)
+                # finds the model version's index (checked by the driver)
+                self._store.ensure_index(manifest, decode=decode)
 
     def admit(self, ids: Sequence[str], seqs: Sequence[int]) -> list[int]:
         """Per input: FRESH, PRESENT or the seq of the input holding its id."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...preprocess import DecodeMode
+from ..embedding.embedder import default_decode
 from ..inputs.images import ImageLoadConfig
 from ..stores.opensearch.bulk_models import BulkOptions
 from ..stores.opensearch.index_checks import IndexOptions
@@ -39,6 +41,10 @@ class RayIngestOptions(BaseModel):
     writer_cpus: float = Field(0.25, ge=0, description="CPUs a writer actor asks for (mostly waits on I/O)")
     skip_existing: bool = Field(True, description="skip ids already in the store (resume; re-ingest no-op)")
     image: ImageLoadConfig = ImageLoadConfig()
+    decode: DecodeMode = Field(
+        default_factory=default_decode,
+        description="draft: JPEGs decoded at a reduced DCT scale; exact: every pixel (the index records it)",
+    )
     ledger_path: Path | None = Field(None, description="JSONL file with each input's fate")
     pause_refresh: bool = Field(False, description="OpenSearch: refresh_interval -1 during the load")
     index: IndexOptions | None = Field(None, description="how a new OpenSearch index is built")

@@ -98,7 +98,7 @@ def _target(
     """The store, created or checked for the model on the driver; a LocalStore is closed again
     before the run (its one writer is the writer actor); OpenSearch is refreshed once at the end."""
     with open_store(spec, index=opts.index, bulk=opts.bulk) as store:
-        store.ensure_index(manifest)
+        store.ensure_index(manifest, decode=opts.decode)
         report.dead_letter_path = store.dead_letter_path
         if isinstance(spec, LocalStoreSpec):
             store.close()
@@ -125,7 +125,7 @@ def _rounds(
     gate = (
         ray.remote(Gate)
         .options(num_cpus=0, max_restarts=-1, max_task_retries=-1, **where)
-        .remote(spec, opts.index, manifest, opts.skip_existing)
+        .remote(spec, opts.index, manifest, opts.skip_existing, opts.decode)
     )
     try:
         ds = first

@@ -32,7 +32,8 @@ def staged(
 
     tasks = {"batch_format": "pyarrow", "batch_size": opts.read_rows, "num_cpus": layout.task_cpus}
     ds = ds.map_batches(read_batch, fn_kwargs={"image": opts.image, "gate": gate}, **tasks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"image": opts.image, "manifest": manifest}, **tasks)
+    decoding = {"image": opts.image, "manifest": manifest, "decode": opts.decode}
+    ds = ds.map_batches(decode_batch, fn_kwargs=decoding, **tasks)
     ds = ds.map_batches(
         EmbedActor,
         fn_constructor_kwargs={
@@ -56,6 +57,7 @@ def staged(
             "index": opts.index,
             "bulk": opts.bulk,
             "manifest": manifest,
+            "decode": opts.decode,
             "crash": crash_plan("write"),
         },
         batch_format="pyarrow",

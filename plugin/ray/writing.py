@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ...errors import GemsearchError
 from ...manifest import ModelManifest
+from ...preprocess import DecodeMode
 from ...protocols import Record
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from ..stores.opensearch.bulk_models import BulkOptions
@@ -30,10 +31,11 @@ class WriterActor:
         index: IndexOptions | None,
         bulk: BulkOptions | None,
         manifest: ModelManifest,
+        decode: DecodeMode,
         crash: CrashPlan | None = None,
     ) -> None:
         self.store = open_store(spec, index=index, bulk=bulk)
-        self.store.ensure_index(manifest)
+        self.store.ensure_index(manifest, decode=decode)
         self.crash = crash or CrashPlan()
 
     def __call__(self, table: pa.Table) -> pa.Table:
