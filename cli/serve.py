@@ -160,7 +160,7 @@ def serve(
       gemsearch serve --config serve.yaml --host 0.0.0.0 --port 8080
     """
     uvicorn = require("uvicorn", "web")
-    from ..plugin.web.memory import limit_arenas
+    from ..plugin.inputs.memory import limit_arenas
 
     limit_arenas()  # before the model's and the server's threads start
     if exact_decode:  # the server's embedders take their decode mode from the environment

@@ -27,6 +27,7 @@ from support.query_data import Photo, fill_store, tiny_model, write_photos
 
 from gemsearch.plugin.embedding.embedder import OnnxEmbedder
 from gemsearch.plugin.inputs.images import ImageLoadConfig
+from gemsearch.plugin.inputs.memory import MemoryBudget
 from gemsearch.plugin.inputs.rgb import to_rgb
 from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.plugin.stores.opensearch.index_checks import IndexOptions
@@ -41,7 +42,6 @@ from gemsearch.plugin.web.config import (
     StoreSpec,
 )
 from gemsearch.plugin.web.image_files import ImageFiles
-from gemsearch.plugin.web.memory import MemoryBudget
 from gemsearch.plugin.web.page_api import hit_title
 from gemsearch.protocols import Record
 

@@ -37,7 +37,7 @@ from ...preprocess import (
 from ...protocols import FloatRows
 from ..inputs.files import read_file_capped
 from ..inputs.images import ImageLoadConfig, ScaledImage, load_scaled_image_bytes
-from ..web.memory import MemoryBudget, decode_cost
+from ..inputs.memory import MemoryBudget, decode_cost
 from .sessions import default_threads, open_session, resolve_providers
 
 InputArray = npt.NDArray[Any]

@@ -18,12 +18,12 @@ from urllib.parse import quote
 from ..._deps import require
 from ...errors import GemsearchError, ImageError, StoreError
 from ..inputs.images import ImageLoadConfig
+from ..inputs.memory import MemoryBudget, header_cost, trim_after
 from ..query import QueryExpansion, SearchResult
 from ..query_checks import check_filters, parse_crop
 from .config import Limits, ServeConfig
 from .image_files import ImageFiles, OpenedFile
 from .limits import BodyDeadline, BodyLimit, RateLimiter, SearchRate, SecurityHeaders, parse_json_field
-from .memory import MemoryBudget, header_cost, trim_after
 from .page_api import fields_route, hit_title
 from .registry import ModelRegistry, ModelSlot
 from .schemas import ErrorResponse, Health, HitOut, ModelInfo, SearchResponse, Settings

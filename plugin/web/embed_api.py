@@ -40,10 +40,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ...errors import ConfigError, GemsearchError
 from ...preprocess import Box
+from ..inputs.memory import header_cost, trim_after
 from ..query_checks import check_box, parse_crop
 from .app import ApiError, library_error
 from .embed_config import EmbedApiConfig
-from .memory import header_cost, trim_after
 from .registry import ModelSlot
 from .schemas import ErrorBody, ErrorResponse
 

@@ -29,8 +29,8 @@ from ...errors import ImageError
 from ...image_refs import path_of_ref
 from ..inputs.files import check_opened, open_inside
 from ..inputs.images import _OPEN_LOCK, ImageLoadConfig, _check_pixels, _classify, _upright, load_image_bytes
+from ..inputs.memory import MemoryBudget, decode_cost, header_cost
 from ..inputs.rgb import to_rgb
-from .memory import MemoryBudget, decode_cost, header_cost
 
 log = logging.getLogger(__name__)
 

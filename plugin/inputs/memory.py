@@ -1,4 +1,4 @@
-"""Bounding the server's memory: a budget for image decoding, and handing freed memory back.
+"""Bounding the memory of image decoding: a budget decodes reserve from, and handing freed memory back.
 
 Decoding is what a request can make large: a 40-megapixel upload takes several hundred MB at its
 peak, so the number of requests alone says little. Each decode first reserves what it will take
@@ -21,7 +21,7 @@ from typing import IO
 
 from PIL import Image
 
-from ..inputs.rgb import ALPHA_MODES
+from .rgb import ALPHA_MODES
 
 log = logging.getLogger(__name__)
 
