@@ -86,9 +86,9 @@ def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:
             "--opensearch",
             "opensearch_urls",
             multiple=True,
-            help=f"{what} (repeat for more nodes, or comma-separate them). Default: $GEMSEARCH_OPENSEARCH_URL "
-            "(used when no --store is given). Credentials "
-            "and TLS come from $GEMSEARCH_OPENSEARCH_* or --opensearch-config, never the URL.",
+            help=f"{what} (repeat or comma-separate for more nodes). Default: $GEMSEARCH_OPENSEARCH_URL "
+            "(when no --store is given). Credentials and TLS come from $GEMSEARCH_OPENSEARCH_* or "
+            "--opensearch-config, never the URL.",
         )(func)
 
     return decorate

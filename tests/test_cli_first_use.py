@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +89,28 @@ def test_serve_takes_the_cluster_from_the_environment(model: Path, monkeypatch: 
     assert build_config(dict(flags), {}).models[0].store.kind == "opensearch"
     local = build_config(flags | {"stores": ("store",)}, {})  # --store wins over the variable
     assert local.models[0].store.kind == "local"
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def test_comma_separated_urls_are_several_nodes(tmp_path: Path) -> None:
+    down = [f"http://127.0.0.1:{port}" for port in (9, 13)]  # discard and daytime: nothing listens
+    result = cli("index", "list", "--opensearch", ",".join(down), "--opensearch-config", _quick(tmp_path))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert f"cannot reach OpenSearch at {down[0]}, {down[1]} " in result.output
+
+
+def _quick(folder: Path) -> str:
+    """A connection file that gives up at once (no retries on the next node)."""
+    path = folder / "quick.yaml"
+    path.write_text("timeout: 2\nmax_retries: 0\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("url", ["http://a:92x0", "http://a:9200,http://b:port"])
+def test_an_invalid_url_is_one_line(url: str) -> None:
+    result = cli("index", "list", "--opensearch", url)
+    assert result.exit_code in (1, 2) and isinstance(result.exception, SystemExit), result.output
+    assert len(result.output.strip().splitlines()) <= 2 and "has no valid port" in result.output

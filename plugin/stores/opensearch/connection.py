@@ -64,7 +64,10 @@ class OpenSearchConfig(BaseModel):
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [u.strip() for u in value.split(",") if u.strip()]
+            value = [value]
+        # "http://a:9200,http://b:9200" is two nodes, in a variable, a file or an --opensearch flag
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = [u.strip() for v in value for u in v.split(",") if u.strip()]
         return value
 
     @field_validator("urls")
@@ -77,6 +80,10 @@ class OpenSearchConfig(BaseModel):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 example = f"http://{url}" if "://" not in url else "http://localhost:9200"
                 raise ValueError(f"{url!r} is not an http(s) URL: write it with its scheme, e.g. {example}")
+            try:
+                parts.port  # noqa: B018  (urlsplit checks the port only when asked)
+            except ValueError:
+                raise ValueError(f"{url!r} has no valid port, e.g. http://localhost:9200") from None
             if parts.username or parts.password:
                 raise ValueError(
                     "credentials inside a URL would end up in logs and the process list; "
