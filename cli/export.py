@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gemsearch.cli.options import MULTISCALE, parse_scales
+from gemsearch.models_cache import resolve_model
 
 _MODEL_HELP = (
     "A checkpoint (gemsearch's or cirtorch's), a released cirtorch network name, or BACKBONE-POOLING "
@@ -165,11 +166,19 @@ def export_onnx_command(
         _verdict(check_export(output, model, whitening=whitening_choice))  # type: ignore[arg-type]
 
 
+def _model_file(_ctx: click.Context, _param: click.Parameter, value: str) -> Path:
+    """An exported model's path, from a path or a cached model's name, as ``--model`` takes it."""
+    return resolve_model(value)
+
+
 @export.command("inspect")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", callback=_model_file)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: manifest, inputs, outputs, bytes.")
 def inspect_command(file: Path, as_json: bool) -> None:
-    """Print the manifest, inputs, outputs and size of an exported FILE (needs no torch)."""
+    """Print the manifest, inputs, outputs and size of an exported FILE (needs no torch).
+
+    FILE is an .onnx file or the name of one in $GEMSEARCH_CACHE/models (e.g. lite0-gem).
+    """
     from gemsearch.onnx_manifest import manifest_of_session, metadata_session
 
     session = metadata_session(file)
@@ -195,7 +204,7 @@ def inspect_command(file: Path, as_json: bool) -> None:
 
 
 @export.command("check")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", callback=_model_file)
 @click.option(
     "--against", "model_spec", required=True, help="The model FILE was exported from. " + _MODEL_HELP
 )
@@ -247,7 +256,7 @@ def check_command(
     PyTorch on random and real images of several sizes and aspect ratios.
 
     Prints the max abs difference and min cosine per provider; exits with status 1 when they are
-    over the tolerance.
+    over the tolerance. FILE is an .onnx file or the name of one in $GEMSEARCH_CACHE/models.
     """
     from gemsearch._deps import require
 

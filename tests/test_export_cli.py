@@ -69,6 +69,18 @@ def test_inspect_prints_manifest_inputs_outputs_and_size(default_model: Path) ->
     assert info["inputs"][0]["shape"][1] == 3 and info["outputs"][0]["name"] == "descriptors"
 
 
+def test_inspect_takes_a_cached_model_name_as_model_does(
+    default_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GEMSEARCH_CACHE", str(default_model.parent.parent))
+    monkeypatch.chdir(tmp_path)  # no lite0-gem file here: the name is looked up in the cache
+    code, out = run("inspect", default_model.stem, "--json")
+    assert code == 0, out
+    assert json.loads(out)["file"] == str(default_model)
+    code, out = run("inspect", "no-such-model")
+    assert code == 1 and "no such model file" in out and len(out.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_check_passes_against_its_model_and_fails_against_another(default_model: Path) -> None:
     code, out = run("check", str(default_model), "--against", "efficientnet_lite0-gem")
