@@ -27,6 +27,8 @@ from support.secured_node import (
     SecuredCluster,
     config_file,
     documented_roles,
+    put_role,
+    put_user,
 )
 
 from gemsearch.plugin.stores.opensearch.permissions import ROLES, denied, missing_actions, role_body
@@ -176,6 +178,22 @@ def test_documents_refused_for_the_role_are_not_dead_letters(
     assert not dead.exists() or not dead.read_text().strip()
     fates = [json.loads(line).get("fate") for line in ledger.read_text().splitlines()]
     assert fates.count("pending") == 3 and "rejected" not in fates, fates
+
+
+def test_a_search_role_that_may_not_read_mappings_is_told_so(
+    secured: SecuredCluster, ingested: dict[str, Path]
+) -> None:
+    # without the mappings the model-version check cannot run: an error, not a silently skipped check
+    body = role_body(SEARCH, secured.prefix)
+    actions = body["index_permissions"][0]["allowed_actions"]
+    actions.remove("indices:admin/mappings/get")
+    put_role(secured.node, "gemsearch_search_nomappings", body)
+    put_user(secured.node, "nomappings", "Kq4#lantern-Ferry81", ["gemsearch_search_nomappings"])
+    env = {**secured.env(None), "GEMSEARCH_OPENSEARCH_USER": "nomappings"}
+    env["GEMSEARCH_OPENSEARCH_PASSWORD"] = "Kq4#lantern-Ferry81"
+    result = gemsearch("search", str(ingested["images"] / "0.png"), "--model", str(ingested["model"]),
+                       "--opensearch", secured.node.url, "--prefix", secured.prefix, env=env)  # fmt: skip
+    one_line_error(result, "the action indices:admin/mappings/get", "gemsearch_search")
 
 
 def test_the_ingest_role_stays_under_its_prefix(secured: SecuredCluster, files: dict[str, Path]) -> None:
