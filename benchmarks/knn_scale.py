@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--docs", type=int, default=20_000, help="vectors per configuration")
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(DEFAULT_CONFIGS))
     ap.add_argument("--queries", type=int, default=1000, help="held-out queries (recall and latency)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic vectors and queries")
     ap.add_argument("--opensearch", default=None, help="URL of a node; default: start one with the harness")
     ap.add_argument("--node-pid", type=int, default=None, help="pid of that node's JVM, for its RSS")
     ap.add_argument("--heap", default="2g", help="heap of a node started here")
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--docs must be at least 100 and --queries at least 1")
     t0 = time.perf_counter()
     machine = describe()  # the load average at the start, as the other benchmarks report it
-    real = load_real(args.seed)
+    real = load_real()  # the real descriptors are fixed; --seed varies the synthetic ones
     gen, reducer = Synthetic(real, args.seed), Reducer(real.indexed)
     res: dict[str, Any] = {"docs": args.docs, "queries": args.queries, "seed": args.seed, "configs": [],
                            "real_descriptors": len(real.x), "command": " ".join(sys.argv),
