@@ -84,7 +84,10 @@ def delete(ids: Sequence[str], sources: Sequence[str], filter_specs: Sequence[st
 
     Every id gets one fate, in the summary and the --ledger file: deleted, not_found, or failed
     (a file whose id could not be computed). A filter is resolved to the ids it matches, which are
-    deleted a chunk at a time, each with its fate. Exit code 0 unless an id failed.
+    deleted a chunk at a time, each with its fate.
+
+    The exit code is 0 when every id was deleted (or, with --dry-run, counted), 1 when an id was
+    not found or failed (see the summary and --ledger), 2 for usage errors.
 
     \b
     Examples:
@@ -111,9 +114,16 @@ def delete(ids: Sequence[str], sources: Sequence[str], filter_specs: Sequence[st
             click.confirm(f"Delete up to {len(wanted)} documents?", abort=True)
         with _store(params, write=True) as store, _ledger(ledger) as out:
             report = _delete(store, wanted, out)
-    click.echo(json.dumps(report) if as_json else ", ".join(f"{k} {v}" for k, v in report.items()))
-    if report["failed"]:
+    click.echo(json.dumps(report) if as_json else _summary(report))
+    if report["failed"] or report["not_found"]:
         raise SystemExit(1)
+
+
+def _summary(report: dict[str, int]) -> str:
+    """The summary line ("deleted 3, not_found 1, failed 0"), and why the exit code is 1 when it is."""
+    line = ", ".join(f"{fate} {n}" for fate, n in report.items())
+    missed = [f"{report[f]} {f.replace('_', ' ')}" for f in ("not_found", "failed") if report[f]]
+    return line + (f" (exit code 1: {' and '.join(missed)})" if missed else "")
 
 
 DELETE_CHUNK = 1000  # ids per existence check and delete when deleting by filter

@@ -125,7 +125,7 @@ def search(
         click.echo("no results")
         return
     rows = [
-        [str(i), f"{h.score:.4f}", h.id[:16], h.image_ref or "-", json.dumps(h.metadata, sort_keys=True)]
+        [str(i), f"{h.score:.4f}", h.id, h.image_ref or "-", json.dumps(h.metadata, sort_keys=True)]
         for i, h in enumerate(result.hits, 1)
     ]
     click.echo(format_table(["#", "score", "id", "image", "metadata"], rows))

@@ -52,7 +52,7 @@ def _run_both(model: Path, tmp_path: Path, where: list[str]) -> None:
     assert sorted(fates) == ["deleted", "deleted", "deleted", "failed", "not_found"]
     assert _cli("count", *where) == (0, "5 documents\n")
     code, out = _cli("delete", ids[2], *where, "--yes", "--json")  # again: nothing left to delete
-    assert code == 0 and json.loads(out) == {"deleted": 0, "not_found": 1, "failed": 0}
+    assert code == 1 and json.loads(out) == {"deleted": 0, "not_found": 1, "failed": 0}
 
 
 def test_count_and_delete_in_a_local_store(model: Path, tmp_path: Path) -> None:

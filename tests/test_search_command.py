@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,26 @@ def test_table_lists_the_photo_itself_first(setup: tuple[Path, list[Photo]]) -> 
     assert len(lines) == 1 + len(photos)  # k=10 > 7 documents: every one of them
     first = lines[1].split()
     assert first[0] == "1" and float(first[1]) == pytest.approx(1.0, abs=1e-3)
-    assert first[2] == photos[0].id[:16] and first[3] == str(photos[0].path)
+    assert first[2] == photos[0].id and first[3] == str(photos[0].path)
+
+
+def test_the_id_the_table_prints_is_one_search_and_delete_take(
+    setup: tuple[Path, list[Photo]], tmp_path: Path
+) -> None:
+    root, photos = setup
+    store = tmp_path / "store"
+    shutil.copytree(root / "store", store)
+    where = ["--model", str(root / "tiny.onnx"), "--store", str(store)]
+    code, out = _run(str(photos[3].path), *where, "-k", "1")
+    assert code == 0, out
+    printed = out.splitlines()[1].split()[2]
+    code, out = _run("--id", printed, *where, "-k", "1")
+    assert code == 0 and "no document" not in out, out
+    deleted = CliRunner().invoke(main, ["delete", printed, "--store", str(store), "--yes"])
+    assert deleted.exit_code == 0 and deleted.output.startswith("deleted 1, not_found 0"), deleted.output
+    again = CliRunner().invoke(main, ["delete", printed, "--store", str(store), "--yes"])
+    assert again.exit_code == 1, again.output
+    assert again.output.strip() == "deleted 0, not_found 1, failed 0 (exit code 1: 1 not found)"
 
 
 def test_json_with_crop_filter_and_k(setup: tuple[Path, list[Photo]]) -> None:
@@ -90,7 +110,7 @@ def test_search_by_id(setup: tuple[Path, list[Photo]]) -> None:
     code, out = _run("--id", photos[1].id, "--model", str(root / "tiny.onnx"), "--store", str(root / "store"))
     assert code == 0, out
     assert len(out.splitlines()) == len(photos)  # header + everything but the document itself
-    assert photos[1].id[:16] not in out
+    assert photos[1].id not in out
 
 
 @pytest.mark.parametrize(
@@ -147,7 +167,7 @@ def test_opensearch_store(
     hits = json.loads(out)["hits"]
     assert len(hits) == 3 and all(h["metadata"]["group"] == "odd" for h in hits)
     code, out = _run(str(photos[4].path), *args, "-k", "1")
-    assert code == 0 and photos[4].id[:16] in out
+    assert code == 0 and photos[4].id in out
     result = CliRunner().invoke(main, ["search", str(photos[4].path), *args, "--filter", "album=x"])
     assert result.exit_code == 0 and result.stdout.strip() == "no results", result.output
     assert "no document has the field 'album'" in result.stderr
@@ -164,6 +184,6 @@ def test_model_by_name_from_the_cache(
     monkeypatch.setenv("GEMSEARCH_CACHE", str(tmp_path))
     code, out = _run(str(photos[5].path), "--model", "tiny", "--store", str(root / "store"), "-k", "1")
     assert code == 0, out
-    assert photos[5].id[:16] in out
+    assert photos[5].id in out
     code, out = _run(str(photos[5].path), "--model", "no-such-model", "--store", str(root / "store"))
     assert code == 1 and "no such model file" in out
