@@ -228,13 +228,13 @@ def test_embed_throughput_smoke_and_parity(tmp_path: Path) -> None:
         # the PyTorch loop's first image warms up after its workers start: the clock counts the rest
         assert r["timed_images"] == (2 if runner.startswith("torch") else 3)
         assert len(r["runs_images_per_s"]) == 2 and len(r["runs_wall_s"]) == 2
-        assert r["images_per_s"] == pytest.approx(statistics.median(r["runs_images_per_s"]), abs=HALF)
+        assert r["images_per_s"] == pytest.approx(statistics.median(r["runs_images_per_s"]), abs=HALF + 1e-9)
         # rates, utilisation and ratios recomputed from each run's raw wall and CPU seconds
         for rate, wall in zip(r["runs_images_per_s"], r["runs_wall_s"], strict=True):
             assert agrees(rate, lambda w, n=r["timed_images"]: n / w, (wall, HALF))
         assert agrees(r["cpu_util"], lambda c, w: c / w / cores, (r["cpu_s"], HALF), (r["wall_s"], HALF))
         ratio = r["images_per_s"] / base["images_per_s"]
-        assert r["ratio_vs_baseline"] == pytest.approx(ratio, abs=2 * HALF)
+        assert r["ratio_vs_baseline"] == pytest.approx(ratio, abs=HALF + 1e-9)
         assert r["peak_rss_mb"] > 0
     assert rows["lite0-gem", "torch"]["child_peak_rss_mb"] > 0
     assert rows["lite0-gem", "onnx"]["child_peak_rss_mb"] is None
