@@ -34,6 +34,21 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 
+class ShortUsageError(click.UsageError):
+    """A usage error in two lines, "Error: ..." and where the help is (click's own adds the usage
+    line and a blank one); exit code 2."""
+
+    @classmethod
+    def of(cls, exc: click.UsageError) -> ShortUsageError:
+        return exc if isinstance(exc, cls) else cls(exc.format_message(), exc.ctx)
+
+    def show(self, file: Any = None) -> None:
+        color = self.ctx.color if self.ctx is not None else None
+        click.echo(f"Error: {self.format_message()}", file=file, err=True, color=color)
+        if self.ctx is not None:
+            click.echo(f"Try '{self.ctx.command_path} --help'.", file=file, err=True, color=color)
+
+
 class GemsearchGroup(click.Group):
     """Loads subcommands lazily and turns library errors into readable click errors."""
 
@@ -50,9 +65,19 @@ class GemsearchGroup(click.Group):
             raise TypeError(f"{target} is not a click command")
         return command
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise ShortUsageError.of(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise ShortUsageError.of(exc) from None
         except GemsearchError as exc:
             raise self._error(ctx, exc, str(exc)) from exc
         except Exception as exc:

@@ -2,4 +2,4 @@
 
 from . import main
 
-main()
+main(prog_name="gemsearch")  # usage errors name the command as users type it

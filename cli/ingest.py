@@ -115,7 +115,8 @@ def ingest(
     written=N is how many of them the store has acknowledged.
 
     The exit code is 0 when every input was indexed or skipped, 1 when some failed or were
-    rejected (see the summary, --ledger and the dead-letter file), 2 for usage errors.
+    rejected (see the summary, --ledger and the dead-letter file), 2 for usage errors (a missing or
+    bad option, e.g. an --opensearch URL without its scheme).
 
     \b
     Examples:

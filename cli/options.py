@@ -86,12 +86,28 @@ def opensearch_options(what: str, *, legacy: bool = False) -> Callable[[F], F]:
             "--opensearch",
             "opensearch_urls",
             multiple=True,
+            callback=check_urls,
             help=f"{what} (repeat or comma-separate for more nodes). Default: $GEMSEARCH_OPENSEARCH_URL "
             "(when no --store is given). Credentials and TLS come from $GEMSEARCH_OPENSEARCH_* or "
             "--opensearch-config, never the URL.",
         )(func)
 
     return decorate
+
+
+def check_urls(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """``--opensearch`` values as the nodes' URLs (comma-separated ones split), each checked as the
+    connection settings check them: a URL without a scheme is a usage error, not a cluster's."""
+    if not value:
+        return value
+    from pydantic import ValidationError
+
+    from ..plugin.stores.opensearch.connection import OpenSearchConfig
+
+    try:
+        return OpenSearchConfig.model_validate({"urls": value}).urls
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
 
 
 def filter_option(where: str) -> Callable[[F], F]:
@@ -253,7 +269,9 @@ def index_build_options(func: F) -> F:
     return func
 
 
-def parse_crop(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+def parse_crop(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[float, float, float, float] | None:
     """``--crop x,y,w,h`` as PIL's / cirtorch's box ``(x1, y1, x2, y2)``: the query API's parser."""
     if value is None:
         return None

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..plugin.query_checks import parse_crop
 from ..protocols import VectorStore
 
 if TYPE_CHECKING:
@@ -21,6 +20,7 @@ from .options import (
     exported_model_option,
     filter_option,
     opensearch_options,
+    parse_crop,
     parse_filters,
     store_option,
     wants_opensearch,
@@ -59,7 +59,11 @@ def _open_store(
 @click.command(name="search")
 @click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @exported_model_option(more="; the one the store was built with")
-@click.option("--crop", help="Search for this region only: x,y,w,h in pixels of the full (upright) image.")
+@click.option(
+    "--crop",
+    callback=parse_crop,
+    help="Search for this region only: x,y,w,h in pixels of the full (upright) image.",
+)
 @click.option("-k", "k", default=10, show_default=True, help="Number of results.")
 @filter_option(", applied inside the k-NN search")
 @click.option("--id", "doc_id", help="Search with an indexed document instead of IMAGE (it is left out).")
@@ -72,7 +76,7 @@ def _open_store(
 def search(
     image: Path | None,
     model_path: Path,
-    crop: str | None,
+    crop: tuple[float, float, float, float] | None,
     k: int,
     filter_specs: Sequence[str],
     doc_id: str | None,
@@ -100,10 +104,9 @@ def search(
 
     if (image is None) == (doc_id is None):
         raise click.UsageError("give either IMAGE or --id")
-    if doc_id is not None and crop:
+    if doc_id is not None and crop is not None:
         raise click.UsageError("--crop applies to IMAGE, not to --id")
     filters = parse_filters(filter_specs)
-    box = parse_crop(crop) if crop else None
     qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
     embedder = open_model(model_path, decode="exact" if exact_decode else None)
     store = _open_store(store_dir, opensearch_urls, opensearch_config, prefix, embedder.manifest.name)
@@ -113,7 +116,7 @@ def search(
             result = searcher.search_by_id(doc_id, k, filters, qe)
         else:
             assert image is not None
-            result = searcher.search(image, box, k, filters, qe)
+            result = searcher.search(image, crop, k, filters, qe)
     finally:
         store.close()
     for field in result.unknown_filter_fields:

@@ -170,10 +170,11 @@ def test_dropping_a_missing_index_is_one_line(opensearch_node: OpenSearchNode, p
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:9200", "localhost"])
-def test_a_url_without_a_scheme_is_one_line(url: str) -> None:
+def test_a_url_without_a_scheme_is_a_usage_error(url: str) -> None:
     result = gemsearch("index", "list", "--opensearch", url)
     output = assert_short_error(result, f"'{url}' is not an http(s) URL", f"e.g. http://{url}")
-    assert len(output.splitlines()) == 1 and "pydantic" not in output
+    assert result.returncode == 2 and "pydantic" not in output
+    assert output.splitlines()[1] == "Try 'gemsearch index list --help'.", output
 
 
 def test_verbose_shows_the_retries_and_the_traceback(closed_url: str) -> None:

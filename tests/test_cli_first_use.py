@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,5 +114,46 @@ def _quick(folder: Path) -> str:
 @pytest.mark.parametrize("url", ["http://a:92x0", "http://a:9200,http://b:port"])
 def test_an_invalid_url_is_one_line(url: str) -> None:
     result = cli("index", "list", "--opensearch", url)
-    assert result.exit_code in (1, 2) and isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     assert len(result.output.strip().splitlines()) <= 2 and "has no valid port" in result.output
+
+
+# ---------------------------------------------------------------- usage errors
+
+
+def gemsearch(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command in a fresh interpreter, named as users type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gemsearch.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "message"),
+    [
+        (["ingest"], "ingest", "Missing argument 'SOURCES...'"),
+        (["search", "{image}", "--model", "{model}", "--crop", "1,2"], "search", "four numbers"),
+        (["search", "{image}", "--model", "{model}", "--crop", "a,b,c,d"], "search", "four numbers"),
+        (["ingest", "{image}", "--model", "{model}", "--opensearch", "localhost:9200"], "ingest",
+         "'localhost:9200' is not an http(s) URL"),
+        (["count", "--no-such-option"], "count", "No such option"),
+        (["index", "drop"], "index drop", "Missing argument 'INDEX'"),
+        (["no-such-command"], "", "No such command"),
+    ],
+)  # fmt: skip
+def test_a_usage_error_is_two_lines_and_exit_code_2(
+    args: list[str], command: str, message: str, model: Path, tmp_path: Path
+) -> None:
+    image = tmp_path / "q.png"
+    image.write_bytes(b"")  # never read: the error comes first
+    given = [a.format(image=image, model=model) for a in args]
+    result = gemsearch(*given)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert lines[1] == f"Try '{' '.join(['gemsearch', command]).strip()} --help'.", result.stderr
+
+
+def test_ingest_help_names_exit_code_2_for_usage_errors() -> None:
+    text = " ".join(ok("ingest", "--help").split())
+    assert "2 for usage errors" in text
