@@ -27,7 +27,7 @@ from ..plugin.stores.opensearch.index_admin import (
     list_indices,
     swap_alias,
 )
-from .options import index_build_options, opensearch_options, renamed
+from .options import exact_decode_option, index_build_options, opensearch_options, renamed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,6 +94,7 @@ def list_command(client: Any, prefix: str, as_json: bool) -> None:
 @index_build_options
 @renamed("--shards", "shards", "--index-shards", kind=click.IntRange(min=1))
 @click.option("--alias/--no-alias", default=True, help="Create the model's alias if it does not exist yet.")
+@exact_decode_option
 @click.option(
     "--plan",
     "show_plan",
@@ -112,7 +113,9 @@ def create_command(
     An existing index is checked instead (dimension, engine, space type, k-NN setting, version).
     With --plan --docs N it prints memory, disk and shards for N vectors instead (see `index plan`).
     """
-    options = _index_options(prefix, params)
+    # the index records how its images are decoded: ingest and search must then use the same mode
+    decode = "exact" if params.pop("exact_decode") else "draft"
+    options = _index_options(prefix, {**params, "decode": decode})
     manifest = load_manifest(model)
     if show_plan:
         if docs is None:

@@ -288,3 +288,16 @@ def test_tls_with_a_ca_bundle(opensearch_node: OpenSearchNode, tmp_path: Path) -
         unverified = make_client(OpenSearchConfig(urls=(proxy.url,), verify_certs=False, max_retries=0))
         assert unverified.info()["version"]["number"]
     assert len(proxy.requests) == 2  # the refused handshake never became a request
+
+
+def test_create_records_the_decode_mode_and_refuses_the_other_one(
+    cli: CliRunner, opensearch: OpenSearch, prefix: str, tmp_path: Path
+) -> None:
+    manifest = make_manifest(dims=8)
+    (tmp_path / "m.json").write_text(manifest.to_json())
+    name = manifest.index_name(prefix)
+    assert run(cli, "create", str(tmp_path / "m.json"), "--prefix", prefix, "--exact-decode")[0] == 0
+    meta = opensearch.indices.get_mapping(index=name)[name]["mappings"]["_meta"]["gemsearch"]
+    assert meta["decode"] == "exact"
+    code, out = run(cli, "create", str(tmp_path / "m.json"), "--prefix", prefix)  # draft: another mode
+    assert code == 1 and "exact" in out and "draft" in out and len(out.strip().splitlines()) <= 3
