@@ -338,11 +338,12 @@ def run_config(client: Any, info: dict[str, Any], cfg: Config, args: argparse.Na
     return out
 
 
-def realism_check(client: Any, real: RealSet, gen: Synthetic, seed: int) -> dict[str, Any]:
+def realism_check(client: Any, real: RealSet, gen: Synthetic, seed: int, queries: int) -> dict[str, Any]:
     """HNSW recall@10 and neighbour similarities on the real descriptors and on as many synthetic ones."""
-    n, nq = len(real.indexed), len(real.queries)
+    n, nq = len(real.indexed), min(queries, len(real.queries))
     synthetic = np.concatenate([x for _, x in gen.rows(0, n)])
-    sets = {"real": (real.indexed, real.queries), "synthetic": (synthetic, gen.queries(n, nq))}
+    real_queries = real.queries[np.linspace(0, len(real.queries) - 1, nq).astype(int)]
+    sets = {"real": (real.indexed, real_queries), "synthetic": (synthetic, gen.queries(n, nq))}
     cfg = Config("realism", real.x.shape[1])
     out: dict[str, Any] = {"vectors": n, "queries": nq}
     for label, (x, q) in sets.items():
@@ -466,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--no-realism", dest="realism", action="store_false", help="skip the real-vs-synthetic check"
     )
+    ap.add_argument("--realism-queries", type=int, default=432, help="queries of that check (432: all)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "knn_scale.json")
     args = ap.parse_args(argv)
     if args.docs < 100 or args.queries < 1:
@@ -486,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
         res["idle_memory"] = node_memory(client, info["pid"] or args.node_pid)
         info["pid"] = info["pid"] or args.node_pid
         if args.realism:
-            res["realism"] = realism_check(client, real, gen, args.seed)
+            res["realism"] = realism_check(client, real, gen, args.seed, args.realism_queries)
             print(f"realism check: {res['realism']}", file=sys.stderr, flush=True)
         for name in args.configs:
             cfg = CONFIGS[name]

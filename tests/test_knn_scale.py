@@ -65,12 +65,14 @@ def test_exact_top_matches_a_full_sort(scale_data: object) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 9 minutes on a busy 2-core machine
 def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) -> None:
     out = tmp_path / "knn_scale.json"
     cmd = [
         sys.executable, str(BENCH / "knn_scale.py"), "--docs", "5000", "--configs", "f32-1280-m16",
         "f32-256-m16", "--queries", "200", "--opensearch", str(opensearch_node.url),
         "--node-pid", str(opensearch_node.process.pid if opensearch_node.process else 0), "--fresh",
+        "--realism-queries", "100",
         "--out", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -97,6 +99,7 @@ def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) ->
         assert rows[(10, 40)]["recall"] >= rows[(10, 10)]["recall"] - 0.01  # more ef, no less recall
     faiss = data["formula_only"]  # what this node cannot run is a formula, and says so
     assert faiss and all(r["engine"] == "faiss" and r["measured"] is False for r in faiss)
+    assert data["realism"]["queries"] == 100
     real, synthetic = data["realism"]["real"], data["realism"]["synthetic"]
     assert set(real["recall_at_10"]) == set(synthetic["recall_at_10"])
     assert 0.5 < real["sim_at_1"] <= 1 and 0.5 < synthetic["sim_at_1"] <= 1
