@@ -103,8 +103,7 @@ def quickstart(workdir: Path, model_path: Path | None, k: int, views: int) -> No
         query = sample_set.images[query_index]
         box = central_box(query.width, query.height)
         result = Searcher(embedder, store).search(query_path, crop=box, k=k)
-    box_text = ",".join(f"{v:.0f}" for v in box)
-    click.echo(f"    query: {query_path} (a view of {query.source!r}), crop {box_text}")
+    click.echo(f"    query: {query_path} (a view of {query.source!r}), crop {_xywh(box)} (x,y,w,h)")
     click.echo(f"    {'rank':>4}  {'score':>6}  {'same photo':<10}  image")
     same = 0
     for rank, hit in enumerate(result.hits, start=1):

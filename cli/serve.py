@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,33 @@ def build_config(flags: dict[str, Any], limits: dict[str, Any]) -> Any:
         )
     except ValueError as exc:
         raise ConfigError(f"invalid serve settings: {exc}") from exc
+
+
+def check_port(host: str, port: int) -> None:
+    """ConfigError, in one line, when ``host:port`` cannot be listened on (taken, say)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} is in use: pass --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def store_warnings(registry: Any) -> list[str]:
+    """One line per model whose store does not answer now (the cluster is down, its index is
+    missing); the server starts anyway and answers those searches with 503 or 404."""
+    from ..errors import StoreError
+
+    lines = []
+    for slot in registry:
+        try:
+            slot.searcher.store.count()
+        except StoreError as exc:
+            lines.append(f"model {slot.name}: {str(exc).splitlines()[0]} (serving anyway)")
+    return lines
 
 
 def _with_title_field(config: Any, title_field: str) -> Any:
@@ -160,6 +189,7 @@ def serve(
       gemsearch serve --config serve.yaml --host 0.0.0.0 --port 8080
     """
     uvicorn = require("uvicorn", "web")
+    check_port(host, port)  # before minutes of loading models, not after
     from ..plugin.inputs.memory import limit_arenas
 
     limit_arenas()  # before the model's and the server's threads start
@@ -167,7 +197,9 @@ def serve(
         from ..plugin.embedding.embedder import DECODE_ENV
 
         os.environ[DECODE_ENV] = "exact"
+    from ..plugin.inputs.images import ImageLoadConfig
     from ..plugin.web.app import create_app
+    from ..plugin.web.registry import ModelRegistry
 
     limits = {
         "max_upload_bytes": int(max_upload_mb * 2**20) if max_upload_mb else None,
@@ -176,6 +208,9 @@ def serve(
         "searches_per_minute": searches_per_minute,
     }
     config = build_config(flags, limits)
-    app = create_app(config)
+    registry = ModelRegistry.from_config(config, ImageLoadConfig())  # create_app sets the upload limits
+    for line in store_warnings(registry):
+        click.echo(f"warning: {line}", err=True)
+    app = create_app(config, registry)
     click.echo(f"gemsearch serving {len(config.models)} model(s) on http://{host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)

@@ -32,12 +32,16 @@ from ..models_cache import resolve_model as resolve_model
 from ..preprocess import Box, DecodeMode, decode_mismatch
 from ..protocols import FloatRows, Hit, VectorStore
 from .inputs.images import ImageLoadConfig, ScaledImage, load_image, load_image_bytes, read_image_file
-from .query_checks import check_box, check_filters, check_k
+from .query_checks import check_box, check_filters, check_k, condition_kinds
 
 log = logging.getLogger(__name__)
 
 ImageInput = Image.Image | bytes | str | os.PathLike[str]
 """A query image: a PIL image, the bytes of an image file, or its path."""
+
+
+class NoSuchDocument(ConfigError):
+    """A search by id names a document the store does not hold (a 404 over HTTP)."""
 
 
 class QueryEmbedder(Protocol):
@@ -93,6 +97,11 @@ class SearchResult(BaseModel):
         default_factory=list,
         description="filter fields that no document has (the filter matches nothing); checked when "
         "a filtered search found nothing",
+    )
+    filter_warnings: list[str] = Field(
+        default_factory=list,
+        description="filters that compare with values of a kind their field does not hold (a numeric "
+        "range on a text field, say), so they match nothing; checked when a filtered search found nothing",
     )
 
 
@@ -192,11 +201,11 @@ class Searcher:
         include_self: bool = False,
     ) -> SearchResult:
         """The ``k`` nearest documents to the indexed document ``doc_id`` (itself left out unless
-        ``include_self``); ConfigError when the store does not hold it."""
+        ``include_self``); NoSuchDocument (a ConfigError) when the store does not hold it."""
         k, checked, qe = check_k(k), check_filters(filters), expansion(expand)
         record = self.store.get(doc_id)
         if record is None:
-            raise ConfigError(f"no document {doc_id!r} in the store of model {self.name}")
+            raise NoSuchDocument(f"no document {doc_id!r} in the store of model {self.name}")
         result = self._ranked(np.asarray(record.vector, dtype=np.float32), k + 1, checked, qe)
         if not include_self:
             result.hits = [h for h in result.hits if h.id != doc_id]
@@ -235,6 +244,7 @@ class Searcher:
         result = SearchResult(model=self.name, k=k, hits=hits[:k], timings=timings)
         if filters and not hits:
             result.unknown_filter_fields = unknown_filter_fields(self.store, list(filters))
+            result.filter_warnings = filter_warnings(self.store, filters)
         return result
 
     def _vectors(self, ids: list[str]) -> FloatRows:
@@ -257,6 +267,32 @@ def unknown_filter_fields(store: VectorStore, fields: list[str]) -> list[str]:
         log.info("cannot tell which filter fields the store knows: %s", str(exc).splitlines()[0])
         return []
     return [field for field in fields if field not in known]
+
+
+def filter_warnings(store: VectorStore, filters: Mapping[str, Any]) -> list[str]:
+    """One line per filter whose values are of no kind its field holds (it matches nothing), e.g.
+    "the field 'photo' holds only text, so the numeric range matches nothing"; empty when the
+    store cannot tell now. Fields no document has are ``unknown_filter_fields``' business."""
+    try:
+        kinds = store.metadata_fields()
+    except (StoreError, sqlite3.Error, OSError) as exc:  # only a hint
+        log.info("cannot tell the kinds of the filter fields: %s", str(exc).splitlines()[0])
+        return []
+    lines = []
+    for field, condition in filters.items():
+        held = kinds.get(field)
+        wanted = condition_kinds(condition)
+        if held and not wanted & set(held):
+            what = "range" if isinstance(condition, Mapping) else "value" if len(wanted) == 1 else "values"
+            wanted_text = " or ".join(sorted(_KIND_WORDS[k] for k in wanted))
+            lines.append(
+                f"the field {field!r} holds only {' and '.join(held)} values, so the {wanted_text} {what} "
+                "matches nothing"
+            )
+    return lines
+
+
+_KIND_WORDS = {"number": "numeric", "text": "text", "boolean": "boolean"}
 
 
 def _check_same_model(manifest: ModelManifest, store: VectorStore, decode: DecodeMode) -> None:

@@ -67,6 +67,24 @@ def _condition(field: str, condition: Any) -> Any:
     return values if isinstance(condition, (list, tuple, set, frozenset)) else condition
 
 
+def condition_kinds(condition: Any) -> set[str]:
+    """The kinds (``number``, ``text``, ``boolean``) of the values a filter condition compares with."""
+    return {kind for kind, _ in parts_by_kind(condition)}
+
+
+def parts_by_kind(condition: Any) -> list[tuple[str, Any]]:
+    """A checked filter condition split by the kind of its values: ``(kind, condition)`` pairs."""
+    if isinstance(condition, Mapping):  # bounds are all numbers or all strings (checked before)
+        strings = all(isinstance(b, str) for b in condition.values())
+        return [("text" if strings else "number", dict(condition))]
+    many = isinstance(condition, list | tuple | set | frozenset)
+    grouped: dict[str, list[Any]] = {}
+    for value in list(condition) if many else [condition]:
+        kind = "boolean" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+        grouped.setdefault(kind, []).append(value)
+    return [(kind, values if many else values[0]) for kind, values in grouped.items()]
+
+
 def _is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -78,14 +96,17 @@ class TypedCrop(tuple[float, float, float, float]):
     so an error about it can echo that instead of the converted box."""
 
     typed: str
+    xywh: tuple[float, float, float, float] | None  # the numbers typed, for an echo in their form
 
-    def __new__(cls, box: Box, typed: str) -> TypedCrop:
+    def __new__(
+        cls, box: Box, typed: str, xywh: tuple[float, float, float, float] | None = None
+    ) -> TypedCrop:
         made = super().__new__(cls, box)
-        made.typed = typed
+        made.typed, made.xywh = typed, xywh
         return made
 
-    def __getnewargs__(self) -> tuple[Box, str]:
-        return (self[0], self[1], self[2], self[3]), self.typed
+    def __getnewargs__(self) -> tuple[Box, str, tuple[float, float, float, float] | None]:
+        return (self[0], self[1], self[2], self[3]), self.typed, self.xywh
 
 
 def shown_crop(box: Sequence[object]) -> str:
@@ -135,4 +156,4 @@ def parse_crop(text: str) -> TypedCrop:
         raise ConfigError(f"crop {text!r} must be four numbers x,y,w,h (pixels of the full image)") from None
     if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
         raise ConfigError(f"crop {text!r} needs finite numbers and a positive width and height")
-    return TypedCrop(xywh_to_box(x, y, w, h), f"{','.join(parts)} (x,y,w,h)")
+    return TypedCrop(xywh_to_box(x, y, w, h), f"{','.join(parts)} (x,y,w,h)", (x, y, w, h))

@@ -235,6 +235,11 @@ def test_filter_clause_and_score_conversion() -> None:
     assert similarity(1.25, "innerproduct") == pytest.approx(0.25)
     assert similarity(1 / (1 + 0.5), "innerproduct") == pytest.approx(-0.5)
     assert similarity(0.75, "cosinesimil") == pytest.approx(0.5)
+    assert similarity(1.0000002, "cosinesimil") == 1.0 and similarity(-1e-7, "cosinesimil") == -1.0
+    # OpenSearch keeps one bound a side: the tightest of those given is sent
+    assert filter_clause({"n": {"gte": 1, "gt": 1, "lt": 9, "lte": 5}})["bool"]["filter"] == [
+        {"range": {"metadata.n": {"gt": 1, "lte": 5}}}
+    ]
 
 
 def test_wrong_dimension_goes_to_the_dead_letter_file_and_the_rest_is_indexed(

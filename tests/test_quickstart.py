@@ -29,6 +29,10 @@ def test_quickstart_runs_every_step_and_reuses_its_work(tmp_path: Path) -> None:
     assert first.exit_code == 0, first.output
     for step in ("1/4 model", "2/4 sample collection", "3/4 ingest", "4/4 crop-and-search"):
         assert step in first.output
+    # one crop convention on the command line: the crop shown is the --crop suggested, x,y,w,h
+    shown = re.search(r"crop (\d+,\d+,\d+,\d+) \(x,y,w,h\)", first.output)
+    suggested = re.search(r"--crop (\S+)", first.output)
+    assert shown and suggested and shown.group(1) == suggested.group(1), first.output
     ranking = _ranking(first.output)
     assert len(ranking) == 4 and [s for s, _ in ranking] == sorted((s for s, _ in ranking), reverse=True)
     store_dir = tmp_path / "qs" / f"store-tiny-{manifest.version8}"

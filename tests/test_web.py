@@ -90,7 +90,8 @@ def error_of(response: requests.Response) -> dict[str, str]:
 
 
 def test_health_models_and_settings(url: str, data: Data) -> None:
-    assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok", "models": {"tiny": True}}
+    health = requests.get(f"{url}/healthz", timeout=10).json()
+    assert health == {"status": "ok", "models": {"tiny": True}, "problems": {}}
     (model,) = requests.get(f"{url}/api/models", timeout=10).json()
     assert model["name"] == "tiny" and model["dims"] == 32 and model["backbone"] == "tinyconv"
     assert model["documents"] == len(data[1]) and model["default"] and model["store"] == "local"
@@ -108,7 +109,8 @@ def test_a_crop_finds_its_photo_and_filters_restrict(url: str, data: Data) -> No
         response = post(url, image_file(photo), crop=crop, k=3)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["crop"] == [w // 5, h // 5, w // 5 + w * 3 // 5, h // 5 + h * 3 // 5]
+        assert body["crop"] == [w // 5, h // 5, w * 3 // 5, h * 3 // 5]  # x,y,w,h as sent
+        assert body["crop_box"] == [w // 5, h // 5, w // 5 + w * 3 // 5, h // 5 + h * 3 // 5]
         assert photo.id in [hit["id"] for hit in body["hits"]]
     body = post(url, image_file(photos[1]), k=10, filters=json.dumps({"group": "even"})).json()
     assert {hit["id"] for hit in body["hits"]} == {p.id for p in photos if p.metadata["group"] == "even"}
@@ -128,12 +130,27 @@ def test_a_filter_on_a_field_no_document_has_is_named(url: str, data: Data) -> N
     assert body["hits"] and body["unknown_filter_fields"] == []
 
 
+def test_scores_are_cosines_rounded_to_6_decimals(url: str, data: Data) -> None:
+    _, photos = data
+    scores = [hit["score"] for p in photos for hit in post(url, image_file(p), k=5).json()["hits"]]
+    assert scores and all(-1 <= s <= 1 and round(s, 6) == s for s in scores), scores
+    assert max(scores) > 0.99  # a photo finds itself
+
+
 def test_search_by_id(url: str, data: Data) -> None:
     _, photos = data
     body = post(url, id=photos[2].id, k=3).json()
     assert len(body["hits"]) == 3 and photos[2].id not in {hit["id"] for hit in body["hits"]}
     response = post(url, id="no-such-document")
-    assert response.status_code == 400 and "no document" in error_of(response)["message"]
+    assert response.status_code == 404 and error_of(response)["code"] == "not_found"
+    assert error_of(response)["message"].startswith("no document 'no-such-document'")
+
+
+def test_a_json_body_is_told_the_search_takes_a_form(url: str, data: Data) -> None:
+    response = requests.post(f"{url}/api/search", json={"id": data[1][0].id}, timeout=30)
+    assert response.status_code == 400
+    message = error_of(response)["message"]
+    assert "multipart/form-data" in message and "/api/embed" not in message  # not served here
 
 
 def _jpeg(size: tuple[int, int]) -> bytes:
@@ -179,6 +196,8 @@ def test_uploads_over_the_byte_limit_are_refused_before_parsing(url: str) -> Non
     big = os.urandom(400_000)
     response = post(url, {"image": ("big.jpg", big, "image/jpeg")})
     assert response.status_code == 413 and error_of(response)["code"] == "too_large"
+    limit = requests.get(f"{url}/api/settings", timeout=10).json()["max_upload_bytes"]
+    assert error_of(response)["message"] == f"the upload is larger than {limit} bytes"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the server must count
         for _ in range(50):
@@ -361,6 +380,26 @@ def test_opensearch_backed_app(
         assert sorted(hit["metadata"]["year"] for hit in body["hits"]) == [2004, 2005, 2006]
         thumb = requests.get(f"{base}{body['hits'][0]['thumbnail_url']}", timeout=10)
         assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+
+
+def test_a_model_without_an_index_is_a_404_that_says_how_to_make_one(
+    data: Data, opensearch_node: OpenSearchNode, prefix: str
+) -> None:
+    root, photos = data
+    store = OpenSearchStoreSpec(prefix=prefix, urls=(opensearch_node.url,))  # the cluster is up
+    config = ServeConfig(models=(ModelSpec(path=root / "tiny.onnx", store=store),))
+    hint = "no index for model tiny yet: run gemsearch ingest or gemsearch index create"
+    with serving(create_app(config)) as base:
+        for response in (
+            post(base, image_file(photos[0]), k=3),
+            post(base, id="x"),
+            requests.get(f"{base}/api/fields", timeout=30),
+        ):
+            assert response.status_code == 404, response.text
+            assert error_of(response) == {"code": "no_index", "message": hint}
+        health = requests.get(f"{base}/healthz", timeout=30)
+        assert health.status_code == 503
+        assert health.json() == {"status": "degraded", "models": {"tiny": False}, "problems": {"tiny": hint}}
 
 
 def test_serve_config_file_paths_are_relative_to_it(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from support.live_server import free_port
+from support.opensearch_harness import OpenSearchNode
 from support.query_data import fill_store, tiny_model, write_photos
 
 from gemsearch.cli import main
@@ -80,7 +82,7 @@ def test_serve_answers_over_http(root: Path) -> None:
                 assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
                 assert time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.2)
-        assert health.json() == {"status": "ok", "models": {"tiny": True}}
+        assert health.json() == {"status": "ok", "models": {"tiny": True}, "problems": {}}
         files = {"image": ("q.jpg", (root / "photos" / "rocket.jpg").read_bytes(), "image/jpeg")}
         body = requests.post(f"{base}/api/search", files=files, data={"k": 2}, timeout=30).json()
         assert body["hits"][0]["metadata"]["name"] == "rocket" and len(body["hits"]) == 2
@@ -105,3 +107,42 @@ def test_title_field_flag_overrides_the_config_file(root: Path) -> None:
         build_config(flags | {"title_field": "a b"}, {})
     result = CliRunner().invoke(main, ["serve", "--config", str(root / "serve.yaml"), "--title-field", "x y"])
     assert result.exit_code == 1 and "invalid --title-field 'x y'" in result.output
+
+
+def test_a_port_in_use_is_one_line_before_any_model_is_loaded(root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--model", str(root / "tiny.onnx"), "--store", str(root / "store")]
+        result = CliRunner().invoke(main, [*args, "--port", str(port)])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: port {port} is in use: pass --port\n"
+
+
+def test_serve_warns_at_start_of_a_model_without_an_index(
+    root: Path, opensearch_node: OpenSearchNode, prefix: str
+) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "gemsearch.cli", "serve", "--model", str(root / "tiny.onnx")]
+    cmd += ["--opensearch", opensearch_node.url, "--prefix", prefix, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        assert first.startswith("warning: model tiny: there is no index for model tiny"), first
+        assert first.rstrip().endswith("(serving anyway)")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        hint = "no index for model tiny yet: run gemsearch ingest or gemsearch index create"
+        assert health.status_code == 503 and health.json()["problems"] == {"tiny": hint}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

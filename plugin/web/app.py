@@ -16,10 +16,10 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from ..._deps import require
-from ...errors import GemsearchError, ImageError, StoreError
+from ...errors import GemsearchError, ImageError, NoIndexError, StoreError
 from ..inputs.images import ImageLoadConfig
 from ..inputs.memory import MemoryBudget, header_cost, trim_after
-from ..query import QueryExpansion, SearchResult
+from ..query import NoSuchDocument, QueryExpansion, SearchResult
 from ..query_checks import check_filters, parse_crop
 from .config import Limits, ServeConfig
 from .image_files import ImageFiles, OpenedFile
@@ -54,7 +54,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "bad request (crop, filters, id)",
-        404: "unknown model, document or image",
+        404: "unknown model, document or image; no index for the model yet",
         408: "the request body did not arrive in time",
         413: "upload too large (bytes or pixels)",
         415: "not an image",
@@ -82,10 +82,21 @@ def library_error(exc: GemsearchError) -> ApiError:
     if isinstance(exc, ImageError):
         status, code = _IMAGE_STATUS.get(exc.reason, (400, "bad_image"))
         return ApiError(status, code, str(exc))
+    if isinstance(exc, NoSuchDocument):
+        return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, NoIndexError):  # the cluster answers: nothing was ingested for the model
+        log.warning("store error: %s", exc)
+        return ApiError(404, "no_index", exc.hint)
     if isinstance(exc, StoreError):
         log.error("store error: %s", exc)
         return ApiError(503, "unavailable", "the search backend cannot be reached; try again later")
     return ApiError(400, "bad_request", str(exc))
+
+
+def shown_score(score: float) -> float:
+    """A hit's score as the API answers it: the cosine of unit descriptors, so within [-1, 1] (the
+    k-NN engines' float arithmetic can leave it by a hair), rounded to 6 decimals."""
+    return round(min(1.0, max(-1.0, score)), 6)
 
 
 @dataclass
@@ -153,16 +164,19 @@ class _Serving:
         for rank, hit in enumerate(result.hits, 1):
             full, thumb = self.image_urls(slot, hit.id)
             title = hit_title(hit.id, hit.image_ref, hit.metadata, self.config.title_field)
-            hits.append(HitOut(rank=rank, id=hit.id, title=title, score=hit.score, image_ref=hit.image_ref,
+            score = shown_score(hit.score)
+            hits.append(HitOut(rank=rank, id=hit.id, title=title, score=score, image_ref=hit.image_ref,
                                metadata=hit.metadata, image_url=full, thumbnail_url=thumb))  # fmt: skip
         return SearchResponse(
             model=slot.name,
             k=k,
-            crop=box,
+            crop=_crop_xywh(box),
+            crop_box=box,
             expand=expand,
             hits=hits,
             timings=result.timings,
             unknown_filter_fields=result.unknown_filter_fields,
+            filter_warnings=result.filter_warnings,
         )
 
 
@@ -191,9 +205,9 @@ def create_app(config: ServeConfig, registry: ModelRegistry | None = None) -> An
     _page_routes(app)
     _plain_file_schema(app)
     limits = config.limits
-    body_limit = limits.max_upload_bytes + _MULTIPART_OVERHEAD
     rate = RateLimiter(limits.searches_per_minute, limits.search_burst)
-    limited = SearchRate(BodyLimit(app, body_limit), rate, frozenset({"/api/search"}))
+    body_limit = BodyLimit(app, limits.max_upload_bytes, _MULTIPART_OVERHEAD)
+    limited = SearchRate(body_limit, rate, frozenset({"/api/search"}))
     return SecurityHeaders(BodyDeadline(limited, limits.body_timeout_s))
 
 
@@ -218,8 +232,10 @@ def _service_routes(app: FastAPI, serving: _Serving) -> None:
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     async def healthz() -> Any:
         """Whether every model's store answers (503 with the details when one does not)."""
-        up = {name: count is not None for name, count in (await _document_counts(models)).items()}
-        health = Health(status="ok" if all(up.values()) else "degraded", models=up)
+        states = await _store_states(models)
+        up = {name: count is not None for name, (count, _) in states.items()}
+        problems = {name: problem for name, (_, problem) in states.items() if problem}
+        health = Health(status="ok" if all(up.values()) else "degraded", models=up, problems=problems)
         return JSONResponse(health.model_dump(), status_code=200 if health.status == "ok" else 503)
 
     @app.get("/api/models", response_model=list[ModelInfo], tags=["search"])
@@ -249,6 +265,7 @@ def _search_route(app: FastAPI, serving: _Serving) -> None:
 
     @app.post("/api/search", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def search(
+        request: Request,
         image: Annotated[
             UploadFile | None, File(description="the query image (JPEG, PNG, WebP, ...)")
         ] = None,
@@ -277,7 +294,7 @@ def _search_route(app: FastAPI, serving: _Serving) -> None:
         parsed = _parse_filters(filters)
         qe = QueryExpansion(n=expand, alpha=alpha) if expand else None
         if (image is None) == (doc_id is None):
-            raise ApiError(400, "bad_request", "send either an image file or an id")
+            raise ApiError(400, "bad_request", _either_message(request, serving.config))
         if doc_id is not None:
             if box is not None:
                 raise ApiError(400, "bad_request", "crop applies to an uploaded image, not to an id")
@@ -382,6 +399,26 @@ async def _read_upload(image: UploadFile, max_bytes: int) -> bytes:
     return data
 
 
+def _crop_xywh(box: Any) -> tuple[float, float, float, float] | None:
+    """The crop as the API takes it, x, y, w, h (the numbers sent, when it was parsed from them)."""
+    if box is None:
+        return None
+    xywh = getattr(box, "xywh", None)
+    return xywh if xywh is not None else (box[0], box[1], box[2] - box[0], box[3] - box[1])
+
+
+def _either_message(request: Request, config: ServeConfig) -> str:
+    """What a search without exactly one of an image and an id is told; a JSON body is pointed to
+    the form encoding (and to the embed API, the JSON one, when it is served)."""
+    fields = "an image file or an id as multipart/form-data fields (image or id; crop, k, filters, ...)"
+    if "json" not in request.headers.get("content-type", "").lower():
+        return f"send either {fields}"
+    message = f"/api/search takes multipart/form-data, not JSON: send {fields}"
+    if config.embed_api is not None:
+        message += "; machines that send JSON can embed an image with POST /api/embed"
+    return message
+
+
 def _parse_filters(text: str | None) -> dict[str, Any] | None:
     if text is None or not text.strip():
         return None
@@ -398,15 +435,20 @@ def _then_trim(run: Callable[[bytes], SearchResult], data: bytes, cost: int) -> 
 
 async def _document_counts(models: ModelRegistry) -> dict[str, int | None]:
     """Each model's document count (None: its store does not answer), asked of all stores at once."""
-    counts: dict[str, int | None] = {}
+    return {name: count for name, (count, _) in (await _store_states(models)).items()}
 
-    async def count(slot: ModelSlot) -> None:
-        counts[slot.name] = await anyio.to_thread.run_sync(slot.documents)
+
+async def _store_states(models: ModelRegistry) -> dict[str, tuple[int | None, str | None]]:
+    """Each model's ``ModelSlot.state()``, asked of all stores at once."""
+    states: dict[str, tuple[int | None, str | None]] = {}
+
+    async def ask(slot: ModelSlot) -> None:
+        states[slot.name] = await anyio.to_thread.run_sync(slot.state)
 
     async with anyio.create_task_group() as group:
         for slot in models:
-            group.start_soon(count, slot)
-    return {slot.name: counts[slot.name] for slot in models}
+            group.start_soon(ask, slot)
+    return {slot.name: states[slot.name] for slot in models}
 
 
 def _model_info(slot: ModelSlot, default: bool, documents: int | None) -> ModelInfo:

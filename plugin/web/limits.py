@@ -60,12 +60,15 @@ class BodyLimit:
     """ASGI middleware: a request body over ``max_bytes`` gets 413 before the app parses any of it.
 
     A declared Content-Length over the limit is refused at once; a body without one (chunked) is
-    read up to the limit and then handed to the app from memory.
+    read up to the limit and then handed to the app from memory. ``overhead``: what the body may
+    hold beyond ``max_bytes`` (form fields around an upload); the message names ``max_bytes``, the
+    limit the client was told (``/api/settings``), which the app checks exactly on the upload.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overhead: int = 0) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.limit = max_bytes
+        self.max_bytes = max_bytes + overhead
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -94,7 +97,7 @@ class BodyLimit:
         await self.app(scope, _replay(bytes(body)), send)
 
     def _message(self) -> str:
-        return f"the request is larger than {self.max_bytes} bytes"
+        return f"the upload is larger than {self.limit} bytes"
 
 
 def _replay(body: bytes) -> Receive:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ...errors import ConfigError, StoreError
+from ...errors import ConfigError, NoIndexError, StoreError
 from ...protocols import VectorStore
 from ..inputs.images import ImageLoadConfig
 from ..query import Searcher
@@ -31,11 +31,18 @@ class ModelSlot:
 
     def documents(self) -> int | None:
         """Documents in the store, or None when it cannot be reached."""
+        return self.state()[0]
+
+    def state(self) -> tuple[int | None, str | None]:
+        """(documents, None), or (None, what is wrong, fit for clients: no cluster address)."""
         try:
-            return self.searcher.store.count()
+            return self.searcher.store.count(), None
+        except NoIndexError as exc:
+            log.warning("model %s: %s", self.name, exc)
+            return None, exc.hint
         except StoreError as exc:
             log.warning("model %s: cannot count documents: %s", self.name, exc)
-            return None
+            return None, "the search backend cannot be reached"
 
 
 class ModelRegistry:

@@ -49,7 +49,9 @@ class HitOut(BaseModel):
     rank: int
     id: str
     title: str = Field(description="the serve config's title_field of the metadata, else the file name")
-    score: float = Field(description="inner product (cosine) with the query descriptor")
+    score: float = Field(
+        description="inner product (cosine) with the query descriptor, in [-1, 1], 6 decimals"
+    )
     image_ref: str | None = Field(description="the stored image reference (a path or file:// URI)")
     metadata: dict[str, Any]
     image_url: str | None = Field(description="the stored image, when image roots are configured")
@@ -59,7 +61,12 @@ class HitOut(BaseModel):
 class SearchResponse(BaseModel):
     model: str
     k: int
-    crop: tuple[float, float, float, float] | None = Field(description="the box searched: x1, y1, x2, y2")
+    crop: tuple[float, float, float, float] | None = Field(
+        description="the region searched as sent: x, y, w, h in pixels of the upright image"
+    )
+    crop_box: tuple[float, float, float, float] | None = Field(
+        None, description="the same region as a box: x1, y1, x2, y2"
+    )
     expand: int
     hits: list[HitOut]
     timings: Timings
@@ -68,11 +75,21 @@ class SearchResponse(BaseModel):
         description="filter fields that no document has, so the filter matches nothing (checked when "
         "the result is empty)",
     )
+    filter_warnings: list[str] = Field(
+        default_factory=list,
+        description="filters that compare with values of a kind their field does not hold (a numeric range "
+        "on a text field, say), so the filter matches nothing (checked when the result is empty)",
+    )
 
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     models: dict[str, bool] = Field(description="model name -> whether its store answers")
+    problems: dict[str, str] = Field(
+        default_factory=dict,
+        description="model name -> what is wrong with its store, for those that do not answer "
+        "(e.g. no index for the model yet)",
+    )
 
 
 class FieldInfo(BaseModel):

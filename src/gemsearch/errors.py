@@ -38,6 +38,19 @@ class StoreError(GemsearchError):
     """A vector store refused an operation or is unreachable."""
 
 
+class NoIndexError(StoreError):
+    """The cluster answers but holds no index (alias) for ``model``: nothing was ingested for it yet."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+    @property
+    def hint(self) -> str:
+        """The fix, without the cluster's address (for answers to clients)."""
+        return f"no index for model {self.model} yet: run gemsearch ingest or gemsearch index create"
+
+
 class SourceError(GemsearchError):
     """A source of images (a folder, a JSONL/CSV manifest, a path list) is missing or has a bad entry.
 

@@ -1,6 +1,7 @@
 """Metadata filters of the LocalStore, answered from an index of (field, kind, value, row) terms.
 
-Semantics (those of OpenSearch term/terms/range queries on dynamically mapped fields):
+Semantics (OpenSearch's ``filter_clause`` gives the same per field mapping; docs/search.md, "Filters:
+what matches"):
 
 - ``{field: value}`` term, ``{field: [v1, v2]}`` terms (any of them), ``{field: {"gte": a, "lt": b}}``
   range with ``gt``/``gte``/``lt``/``lte``; every field's condition must match.

@@ -23,7 +23,7 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
-from ....errors import StoreError
+from ....errors import NoIndexError, StoreError
 from .connection import ENV_PREFIX, OpenSearchConfig
 from .permissions import denied
 
@@ -112,10 +112,11 @@ def store_error(
         return StoreError(denied(exc.info, url, who, index))
     if isinstance(exc, NotFoundError):
         if model and prefix:
-            return StoreError(
+            return NoIndexError(
                 f"there is no index for model {model} under prefix {prefix!r} at {url} (no alias "
                 f"{index or f'{prefix}-{model}'}): ingest images first with `gemsearch ingest ... "
-                f"--opensearch {url.split(', ')[0]}`, or create it with `gemsearch index create`"
+                f"--opensearch {url.split(', ')[0]}`, or create it with `gemsearch index create`",
+                model,
             )
         what = f"index or alias {index}" if index else "the index"
         return StoreError(f"{what} does not exist at OpenSearch {url}")

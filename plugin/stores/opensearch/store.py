@@ -25,6 +25,7 @@ from ....errors import StoreError
 from ....manifest import ModelManifest
 from ....preprocess import DEFAULT_DECODE, DecodeMode
 from ....protocols import Filters, FloatRows, Hit, Record
+from ...query_checks import parts_by_kind
 from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
 from .connection import OpenSearchConfig, make_client
 from .errors import store_error
@@ -37,6 +38,7 @@ _TRANSIENT = frozenset({429, 500, 502, 503, 504})
 MGET_CHUNK = 1000
 SCROLL = "2m"  # how long a scroll of ids_matching waits for its reader between pages
 _FIELD_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
+MAPPING_TTL_S = 10.0  # how long filters trust the field mappings they read
 
 
 class OpenSearchStore:
@@ -61,6 +63,7 @@ class OpenSearchStore:
         self._alias = f"{self.options.prefix}-{model}" if model else None
         self._rng = random.Random()
         self._answered = False  # whether the cluster has answered this store (lost, not absent)
+        self._mappings: tuple[Any, float] = (None, 0.0)  # (get_mapping answer, when read)
 
     @property
     def read_target(self) -> str:
@@ -242,6 +245,8 @@ class OpenSearchStore:
     def get(self, doc_id: str) -> Record | None:
         response = self._call("mget", retry=True, index=self.read_target, body={"ids": [doc_id]})
         doc = response["docs"][0]
+        if doc.get("error"):  # a missing alias answers per document: not "no such document"
+            raise self._error(_doc_error(doc["error"]), self.read_target)
         if not doc.get("found"):
             return None
         source = doc.get("_source") or {}
@@ -254,13 +259,13 @@ class OpenSearchStore:
 
     def count(self, filters: Filters | None = None) -> int:
         """Documents behind the read target; with ``filters``, those that match them."""
-        body = {"query": filter_clause(filters)} if filters else None
+        body = {"query": self._filter_clause(filters)} if filters else None
         return int(self._call("count", retry=True, index=self.read_target, body=body)["count"])
 
     def ids_matching(self, filters: Filters | None = None) -> Iterator[str]:
         """The ids of the documents matching ``filters`` (all without), read with a scroll (a
         snapshot: deleting the ids meanwhile does not disturb it), ``MGET_CHUNK`` a page."""
-        query = filter_clause(filters) if filters else {"match_all": {}}
+        query = self._filter_clause(filters) if filters else {"match_all": {}}
         body = {"query": query, "_source": False, "sort": ["_doc"], "size": MGET_CHUNK}
         page = self._call("search", retry=True, index=self.read_target, body=body, params={"scroll": SCROLL})
         scroll_id = page.get("_scroll_id")
@@ -274,6 +279,17 @@ class OpenSearchStore:
             if scroll_id:
                 with contextlib.suppress(TransportError, StoreError):
                     self.client.clear_scroll(body={"scroll_id": scroll_id})
+
+    def _filter_clause(self, filters: Filters) -> dict[str, Any]:
+        """``filter_clause`` with the filtered fields' mappings, so each condition reaches only the
+        values of its kind. Mappings are read at most every ``MAPPING_TTL_S`` seconds, and at once
+        when a filtered field was not mapped yet (a field a newer document brought)."""
+        fields = [name for name in filters if isinstance(name, str)]
+        cached, at = self._mappings
+        if cached is None or time.monotonic() - at > MAPPING_TTL_S or not _all_mapped(cached, fields):
+            cached = self._call("indices.get_mapping", retry=True, index=self.read_target)
+            self._mappings = (cached, time.monotonic())
+        return filter_clause(filters, field_mappings(cached, fields))
 
     def known_fields(self, fields: Iterable[str]) -> set[str]:
         """Those of ``fields`` mapped under ``metadata`` in any index behind the read target."""
@@ -304,7 +320,7 @@ class OpenSearchStore:
             raise StoreError(f"query has {query.shape[0]} dims, the index {self.manifest.output_dim}")
         knn: dict[str, Any] = {"vector": query.tolist(), "k": k}
         if filters:
-            knn["filter"] = filter_clause(filters)
+            knn["filter"] = self._filter_clause(filters)
         if ef_search is not None:
             knn["method_parameters"] = {"ef_search": ef_search}
         body = {"size": k, "_source": {"excludes": [VECTOR_FIELD]}, "query": {"knn": {VECTOR_FIELD: knn}}}
@@ -321,32 +337,120 @@ class OpenSearchStore:
         )
 
 
-def filter_clause(filters: Filters) -> dict[str, Any]:
-    """Filters -> a bool filter on ``metadata.<field>``: value = term, list = terms, dict = range."""
+FieldMappings = Mapping[str, Mapping[str, Mapping[str, Any] | None]]
+"""field -> {index behind the read target -> the field's mapping there (None: not mapped there)}."""
+
+
+def filter_clause(filters: Filters, mapped: FieldMappings | None = None) -> dict[str, Any]:
+    """Filters -> a bool filter on ``metadata.<field>``: value = term, list = terms, dict = range.
+
+    With ``mapped`` (the fields' mappings), each condition reaches only values mapped as its kind,
+    as the LocalStore compares them: a string condition the keyword (exact) form of a text field, a
+    numeric one only numeric fields, a boolean one only boolean fields; else it matches nothing.
+    Without it (the search template's parameters), the clause is the plain term/terms/range.
+    """
     clauses: list[dict[str, Any]] = []
     for name, value in filters.items():
         if not isinstance(name, str) or not all(_FIELD_PART.match(p) for p in name.split(".")):
             raise StoreError(f"filter field {name!r} must be a dotted path of letters, digits, '_' or '-'")
+        if isinstance(value, Mapping) and (not value or set(value) - {"gt", "gte", "lt", "lte"}):
+            raise StoreError(f"range filter on {name!r} takes gt, gte, lt, lte; got {sorted(value)}")
         field = f"metadata.{name}"
-        if isinstance(value, Mapping):
-            if not value or set(value) - {"gt", "gte", "lt", "lte"}:
-                raise StoreError(f"range filter on {name!r} takes gt, gte, lt, lte; got {sorted(value)}")
-            clauses.append({"range": {field: dict(value)}})
-        elif isinstance(value, list | tuple | set | frozenset):
-            clauses.append({"terms": {field: list(value)}})
-        else:
-            clauses.append({"term": {field: value}})
+        by_index = (mapped or {}).get(name)
+        if by_index and any(by_index.values()):
+            clauses.append(_typed_clause(field, value, by_index))
+        else:  # not mapped (yet): nothing has the field, so the plain clause matches nothing either
+            clauses.append(_plain_clause(field, value))
     return {"bool": {"filter": clauses}}
+
+
+def _plain_clause(path: str, condition: Any) -> dict[str, Any]:
+    if isinstance(condition, Mapping):
+        return {"range": {path: tightest_bounds(condition)}}
+    if isinstance(condition, list | tuple | set | frozenset):
+        return {"terms": {path: list(condition)}}
+    return {"term": {path: condition}}
+
+
+def _typed_clause(
+    path: str, condition: Any, by_index: Mapping[str, Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """``condition`` split by the kind of its values, each part sent to the (sub)field that holds
+    values of that kind in each index (restricted to those indices when they differ)."""
+    shoulds: list[dict[str, Any]] = []
+    for kind, part in parts_by_kind(condition):
+        targets: dict[str, list[str]] = {}  # (sub)field -> the indices where it holds this kind
+        for index, leaf in by_index.items():
+            target = _field_for(path, leaf, kind)
+            if target is not None:
+                targets.setdefault(target, []).append(index)
+        for target, indices in targets.items():
+            clause = _plain_clause(target, part)
+            if len(indices) < len(by_index):
+                clause = {"bool": {"filter": [clause, {"terms": {"_index": sorted(indices)}}]}}
+            shoulds.append(clause)
+    if not shoulds:
+        return {"match_none": {}}
+    return shoulds[0] if len(shoulds) == 1 else {"bool": {"should": shoulds, "minimum_should_match": 1}}
+
+
+def tightest_bounds(condition: Mapping[str, Any]) -> dict[str, Any]:
+    """A range with at most one lower and one upper bound, the tightest of those given: OpenSearch
+    keeps only one of ``gt``/``gte`` (and of ``lt``/``lte``), where every bound must hold."""
+    out: dict[str, Any] = {}
+    for strict, loose, tighter in (("gt", "gte", max), ("lt", "lte", min)):
+        given = [(condition[op], op == strict) for op in (strict, loose) if op in condition]
+        if not given:
+            continue
+        value = tighter(v for v, _ in given)
+        # at the same value, the strict bound is the tighter one
+        op = strict if any(s for v, s in given if v == value) else loose
+        out[op] = value
+    return out
+
+
+def _field_for(path: str, leaf: Mapping[str, Any] | None, kind: str) -> str | None:
+    """The (sub)field of ``path`` that holds values of ``kind`` under mapping ``leaf``, if any."""
+    mapped = (leaf or {}).get("type")
+    if kind == "number":
+        return path if mapped in _NUMERIC else None
+    if kind == "boolean":
+        return path if mapped == "boolean" else None
+    if mapped in ("keyword", "date"):  # dynamically mapped dates hold strings to a filter
+        return path
+    if mapped == "text":  # exact, case-sensitive: the keyword sub-field of a dynamic string
+        subfields = (leaf or {}).get("fields") or {}
+        return next((f"{path}.{n}" for n, f in subfields.items() if f.get("type") == "keyword"), None)
+    return None
+
+
+def field_mappings(mappings: Mapping[str, Any], fields: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``FieldMappings`` of ``fields`` from a ``get_mapping`` answer (index -> its mappings)."""
+    out: dict[str, dict[str, Any]] = {}
+    for field in fields:
+        for index, body in mappings.items():
+            leaf: Any = ((body.get("mappings") or {}).get("properties") or {}).get("metadata") or {}
+            for part in field.split("."):
+                leaf = (leaf.get("properties") or {}).get(part) if isinstance(leaf, dict) else None
+            out.setdefault(field, {})[index] = (
+                leaf if isinstance(leaf, dict) and "properties" not in leaf else None
+            )
+    return out
 
 
 def similarity(score: float, space_type: str) -> float:
     """The k-NN plugin's ``_score`` back to the similarity itself (inner product, cosine)."""
     if space_type == "innerproduct":  # score = 1 + dot for dot >= 0, 1 / (1 - dot) below
         return score - 1 if score >= 1 else 1 - 1 / score
-    if space_type == "cosinesimil":  # score = (1 + cos) / 2
-        return 2 * score - 1
+    if space_type == "cosinesimil":  # score = (1 + cos) / 2; a cosine, whatever the float noise
+        return min(1.0, max(-1.0, 2 * score - 1))
     # l2: score = 1 / (1 + d^2), and d^2 = 2 - 2 cos for the unit vectors stored here
-    return 1 - (1 / score - 1) / 2
+    return min(1.0, max(-1.0, 1 - (1 / score - 1) / 2))
+
+
+def _all_mapped(mappings: Mapping[str, Any], fields: list[str]) -> bool:
+    found = field_mappings(mappings, fields)
+    return all(any(found.get(field, {}).values()) for field in fields)
 
 
 def _mapped(mapping: Any, path: list[str]) -> bool:
