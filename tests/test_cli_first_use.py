@@ -157,3 +157,63 @@ def test_a_usage_error_is_two_lines_and_exit_code_2(
 def test_ingest_help_names_exit_code_2_for_usage_errors() -> None:
     text = " ".join(ok("ingest", "--help").split())
     assert "2 for usage errors" in text
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def with_env(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GEMSEARCH_OPENSEARCH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gemsearch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, "GEMSEARCH_OPENSEARCH_TIMEOUT": "2", **env},
+    )
+
+
+DOWN = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"GEMSEARCH_OPENSEARCH_USER": "ingest"}, "not GEMSEARCH_OPENSEARCH_PASSWORD"),
+        ({"GEMSEARCH_OPENSEARCH_PASSWORD": "s3cret-pw"}, "not GEMSEARCH_OPENSEARCH_USER"),
+    ],
+)
+def test_half_of_basic_auth_is_one_line_naming_the_other_half(env: dict[str, str], missing: str) -> None:
+    result = with_env("index", "list", "--opensearch", DOWN, **env)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()] and missing in result.stderr
+    assert "s3cret-pw" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("wrong", "right"), [("USERNAME", "USER"), ("PASS", "PASSWORD"), ("CA_CERT", "CA_CERTS")]
+)
+def test_a_misspelt_variable_is_named_with_the_right_spelling(wrong: str, right: str) -> None:
+    env = {"GEMSEARCH_OPENSEARCH_USER": "u", "GEMSEARCH_OPENSEARCH_PASSWORD": "p"}
+    env.pop(f"GEMSEARCH_OPENSEARCH_{right}", None)
+    result = with_env("index", "list", "--opensearch", DOWN, **env, **{f"GEMSEARCH_OPENSEARCH_{wrong}": "x"})
+    warning = f"unknown variable GEMSEARCH_OPENSEARCH_{wrong} (did you mean GEMSEARCH_OPENSEARCH_{right}?)"
+    lines = [line for line in result.stderr.splitlines() if warning in line]
+    assert len(lines) == 1, result.stderr
+
+
+def test_basic_auth_over_http_warns_that_the_password_is_not_encrypted() -> None:
+    env = {"GEMSEARCH_OPENSEARCH_USER": "u", "GEMSEARCH_OPENSEARCH_PASSWORD": "s3cret-pw"}
+    result = with_env("index", "list", "--opensearch", DOWN, **env)
+    warnings = [line for line in result.stderr.splitlines() if "travels unencrypted" in line]
+    assert len(warnings) == 1 and DOWN in warnings[0] and "s3cret-pw" not in result.stderr
+    plain = with_env("index", "list", "--opensearch", DOWN)
+    assert "unencrypted" not in plain.stderr
+
+
+def test_an_unknown_config_key_suggests_the_known_one(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(f"url: {DOWN}\n")
+    result = with_env("index", "list", "--opensearch-config", str(config))
+    assert result.returncode == 1 and "url: unknown setting (did you mean 'urls'?)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -11,6 +11,7 @@ Environment: ``GEMSEARCH_OPENSEARCH_URL`` (comma-separated URLs), ``..._USER``, 
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ _ENV_FIELDS = {
     "AWS_SERVICE": "aws_service",
     "TIMEOUT": "timeout",
 }
+# the other variables of the prefix: the config file's path, and the test node's (docs/testing.md)
+_OTHER_VARIABLES = ("CONFIG", "VERSION", "HEAP", "CACHE")
+_warned: set[str] = set()  # each warning once per process, however many clients are made
 
 
 class OpenSearchConfig(BaseModel):
@@ -108,6 +112,7 @@ class OpenSearchConfig(BaseModel):
         values: dict[str, Any] = read_config_file(Path(path)) if path else {}
         values.update(_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
+        _check_user_and_password(values, env, path)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -120,12 +125,37 @@ def validation_summary(exc: ValidationError) -> str:
     for error in exc.errors():
         field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(field, list(OpenSearchConfig.model_fields), n=1)
+            message = "unknown setting" + (f" (did you mean {close[0]!r}?)" if close else "")
         parts.append(f"{field}: {message}")
     return "; ".join(parts)
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    known = [ENV_PREFIX + key for key in (*_ENV_FIELDS, *_OTHER_VARIABLES)]
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        _warn_once(f"unknown variable {name}" + (f" (did you mean {close[0]}?)" if close else ""))
     return {name: env[ENV_PREFIX + key] for key, name in _ENV_FIELDS.items() if env.get(ENV_PREFIX + key)}
+
+
+def _check_user_and_password(values: Mapping[str, Any], env: Mapping[str, str], path: Any) -> None:
+    """Basic auth needs both halves: name the one that is missing, where it was expected."""
+    for given, missing in (("user", "password"), ("password", "user")):
+        if values.get(given) and not values.get(missing):
+            variable = ENV_PREFIX + given.upper()
+            where = variable if env.get(variable) else f"{given} in {path}" if path else given
+            nor = f" (nor {missing} in {path})" if path else ""
+            raise ConfigError(
+                f"{where} is set but not {ENV_PREFIX}{missing.upper()}{nor}: basic auth needs both"
+            )
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -205,6 +235,8 @@ def make_client(config: OpenSearchConfig | None = None) -> Any:
             ", ".join(config.urls),
             ENV_PREFIX,
         )
+    if config.user and not config.use_ssl:
+        _warn_once(f"basic auth over http://: the password to {', '.join(config.urls)} travels unencrypted")
     client = OpenSearch(**client_kwargs(config))
     remember_config(client, config)
     return client
