@@ -32,6 +32,25 @@ LAZY_COMMANDS: dict[str, str] = {
     "delete": "gemsearch.cli.documents:delete",
     "opensearch": "gemsearch.cli.pipelines:opensearch",
 }
+# what `gemsearch --help` lists for each command without importing it: each command's own first
+# sentence (a test keeps them equal)
+COMMAND_HELP: dict[str, str] = {
+    "count": "The number of documents in a store, or of those matching --filter.",
+    "delete": "Delete documents by id, the documents of a manifest or folder, or those matching --filter.",
+    "describe": "Print (or save) the descriptors of IMAGE... in input order, one row per image.",
+    "evaluate": "mAP (Easy/Medium/Hard on the revisited datasets) and mP@1,5,10 of a model on each "
+    "--dataset.",
+    "export": "Export retrieval models to ONNX and check the files.",
+    "index": "Manage OpenSearch k-NN indices: one index per model version, one alias per model.",
+    "ingest": "Embed the images of SOURCES and write them into a store.",
+    "opensearch": "Work with an OpenSearch cluster beyond its indices (see also `gemsearch index`).",
+    "quickstart": "Run the whole pipeline on the embedded default, no cluster needed.",
+    "search": "Find the indexed images most similar to IMAGE, or to a region of it (--crop).",
+    "serve": "Serve the search API and the demo page (needs `pip install 'gemsearch[web]'`).",
+    "train": "Fine-tune a CNN with GeM pooling by siamese learning on tuples with hard negatives.",
+    "whiten": "Learn whitening from a training set with the model's descriptors and store it in a "
+    "checkpoint.",
+}
 
 
 class ShortUsageError(click.UsageError):
@@ -72,6 +91,20 @@ class GemsearchGroup(click.Group):
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
             raise ShortUsageError.of(exc) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from ``COMMAND_HELP``: listing a command does not import its module."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            # a stand-in shortens the text as click shortens a command's own
+            command = click.Command(name, help=COMMAND_HELP[name]) if name in COMMAND_HELP else None
+            command = command or self.get_command(ctx, name)  # one registered directly, not lazily
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

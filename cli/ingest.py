@@ -10,17 +10,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError
-from ..plugin.ingest.pipeline import IngestOptions
-from ..plugin.ingest.pipeline import ingest as run_ingest
-from ..plugin.ingest.report import IngestReport
-from ..plugin.inputs.sources import read_sources
 from ..plugin.stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
-from ..protocols import VectorStore
 from .options import (
     DEFAULT_STORE,
     exact_decode_option,
@@ -30,6 +25,11 @@ from .options import (
     store_option,
     wants_opensearch,
 )
+
+if TYPE_CHECKING:  # the pipeline loads when a run starts, not for --help
+    from ..plugin.ingest.pipeline import IngestOptions
+    from ..plugin.ingest.report import IngestReport
+    from ..protocols import VectorStore
 
 
 @click.command(name="ingest")
@@ -125,7 +125,7 @@ def ingest(
     """
     from tqdm import tqdm
 
-    from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard
+    from ..plugin.inputs.sources import DEFAULT_IMAGE_EXTENSIONS, parse_shard, read_sources
 
     if params["update_metadata"] and params["no_skip_existing"]:
         raise click.UsageError("--update-metadata and --no-skip-existing exclude each other")
@@ -212,6 +212,7 @@ def store_spec(params: dict[str, Any]) -> tuple[LocalStoreSpec | OpenSearchStore
 
 
 def _options(params: dict[str, Any]) -> IngestOptions:
+    from ..plugin.ingest.pipeline import IngestOptions
     from ..plugin.inputs.images import ImageLoadConfig
 
     limits = {name: params[name] for name in ("max_pixels", "max_bytes") if params[name] is not None}
@@ -227,6 +228,8 @@ def _options(params: dict[str, Any]) -> IngestOptions:
 
 
 def _run(items: Iterable[Any], embedder: Any, store: Any, options: IngestOptions, bar: Any) -> IngestReport:
+    from ..plugin.ingest.pipeline import ingest as run_ingest
+
     with _sigterm_as_interrupt():
         return run_ingest(items, embedder, store, options, progress=bar.update, written=_WrittenPostfix(bar))
 

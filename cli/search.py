@@ -13,7 +13,6 @@ from ..protocols import VectorStore
 
 if TYPE_CHECKING:
     from ..plugin.query import SearchResult
-from .index import format_table
 from .options import (
     DEFAULT_STORE,
     exact_decode_option,
@@ -101,6 +100,7 @@ def search(
       gemsearch search --id 3f2a...e1 --model m.onnx --opensearch https://search:9200 --json
     """
     from ..plugin.query import QueryExpansion, Searcher, open_model
+    from .index import format_table  # with the store's client, not for --help
 
     if (image is None) == (doc_id is None):
         raise click.UsageError("give either IMAGE or --id")

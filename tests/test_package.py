@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -64,6 +65,43 @@ def test_cli_help_lists_commands() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0, result.output
     assert "Instance-level image search for OpenSearch" in result.output
+
+
+def _imports(*args: str) -> set[str]:
+    """The modules loaded once ``gemsearch ARGS`` has run, in a fresh interpreter."""
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+        "from gemsearch.cli import main\n"
+        f"main({list(args)!r}, prog_name='gemsearch')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(line for line in out.stderr.splitlines() if line.startswith("MODULES "))
+    return set(json.loads(line.removeprefix("MODULES ")))
+
+
+def test_help_imports_no_command_module_nor_heavy_library() -> None:
+    top = _imports("--help")
+    heavy = {"opensearchpy", "onnxruntime", "numpy", "torch", "PIL", "pydantic"}
+    assert not heavy & top, sorted(heavy & top)
+    commands = {m for m in top if m.startswith("gemsearch.cli.")}
+    assert commands == set(), sorted(commands)
+    # a command's own help loads that command, not the cluster client or the ingest pipeline
+    for command in ("search", "ingest", "count"):
+        loaded = _imports(command, "--help")
+        assert f"gemsearch.cli.{command if command != 'count' else 'documents'}" in loaded
+        assert not {"opensearchpy", "onnxruntime", "gemsearch.plugin.ingest.pipeline"} & loaded, command
+
+
+def test_the_command_list_says_what_each_command_says_of_itself() -> None:
+    from gemsearch.cli import COMMAND_HELP, LAZY_COMMANDS
+
+    ctx = click.Context(main)
+    assert set(COMMAND_HELP) == set(LAZY_COMMANDS)
+    for name, text in COMMAND_HELP.items():
+        command = main.get_command(ctx, name)
+        assert command is not None and command.get_short_help_str(1000) == text, name
 
 
 def _all_commands() -> list[tuple[str, click.Command]]:
