@@ -53,6 +53,21 @@ COMMAND_HELP: dict[str, str] = {
 }
 
 
+# library errors name the settings (and arguments) a fix needs; the CLI names its options for them
+CLI_WORDS = {
+    "the urls setting": "--opensearch",
+    "the user/password settings": "the user/password keys of --opensearch-config",
+    "force=True": "--force",
+}
+
+
+def cli_wording(message: str) -> str:
+    """A library error's message with the CLI's option names in place of the library's settings."""
+    for library, cli in CLI_WORDS.items():
+        message = message.replace(library, cli)
+    return message
+
+
 class ShortUsageError(click.UsageError):
     """A usage error in two lines, "Error: ..." and where the help is (click's own adds the usage
     line and a blank one); exit code 2."""
@@ -130,7 +145,7 @@ class GemsearchGroup(click.Group):
         """The one-line error; with -v its traceback first (the cause included)."""
         if ctx.meta.get(VERBOSE_KEY, 0) > 0:
             click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
-        return click.ClickException(message)
+        return click.ClickException(cli_wording(message))
 
 
 VERBOSE_KEY = "gemsearch.verbose"

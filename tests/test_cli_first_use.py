@@ -217,3 +217,17 @@ def test_an_unknown_config_key_suggests_the_known_one(tmp_path: Path) -> None:
     result = with_env("index", "list", "--opensearch-config", str(config))
     assert result.returncode == 1 and "url: unknown setting (did you mean 'urls'?)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_library_errors_name_settings_and_the_cli_names_its_options() -> None:
+    from gemsearch.errors import StoreError
+    from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
+    from gemsearch.plugin.stores.opensearch.index_admin import list_indices
+
+    client = make_client(OpenSearchConfig(urls=(DOWN,), timeout=2, max_retries=0))
+    with pytest.raises(StoreError) as raised:
+        list_indices(client, "gemsearch")
+    assert "the urls setting or GEMSEARCH_OPENSEARCH_URL" in str(raised.value)
+    assert "--" not in str(raised.value)  # no option of a command the caller is not running
+    result = with_env("index", "list", "--opensearch", DOWN)
+    assert "Set the URL with --opensearch or GEMSEARCH_OPENSEARCH_URL." in result.stderr

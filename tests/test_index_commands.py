@@ -79,6 +79,7 @@ def test_create_list_swap_and_drop(
 
     code, out = run(cli, "swap-alias", i2, "--prefix", prefix)
     assert code == 1 and f"index {i2} is empty" in out and alias_targets(opensearch, alias) == [i1]
+    assert "(use --force)" in out
     store = OpenSearchStore(opensearch, options=IndexOptions(prefix=prefix))
     store.ensure_index(v2)
     store.upsert([Record(id="a", vector=np.full(8, 8**-0.5, dtype=np.float32))])
@@ -89,7 +90,7 @@ def test_create_list_swap_and_drop(
     assert alias_targets(opensearch, alias) == [i2]
 
     code, out = run(cli, "drop", i2, "--yes", "--prefix", prefix)
-    assert code != 0 and f"still serves alias {alias}" in out
+    assert code != 0 and f"still serves alias {alias}; swap it first or drop with --force" in out
     code, out = run(cli, "drop", i1, "--prefix", prefix, input="n\n")
     assert code != 0 and opensearch.indices.exists(index=i1)
     code, out = run(cli, "drop", i1, "--yes", "--prefix", prefix)

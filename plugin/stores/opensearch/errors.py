@@ -32,8 +32,9 @@ __all__ = ["StoreError", "cluster_urls", "remember_config", "store_error", "tran
 P = ParamSpec("P")
 R = TypeVar("R")
 
-URL_FIX = f"Set the URL with --opensearch or {ENV_PREFIX}URL."
-CREDENTIALS_FIX = f"check {ENV_PREFIX}USER/_PASSWORD or the user/password keys of --opensearch-config"
+# the settings by their library names; the CLI names its options instead (gemsearch.cli.CLI_WORDS)
+URL_FIX = f"Set the URL with the urls setting or {ENV_PREFIX}URL."
+CREDENTIALS_FIX = f"check {ENV_PREFIX}USER/_PASSWORD or the user/password settings"
 
 # the settings each client was made from (make_client records them), to name its URLs in errors
 _CONFIGS: weakref.WeakKeyDictionary[Any, OpenSearchConfig] = weakref.WeakKeyDictionary()
@@ -104,7 +105,7 @@ def store_error(
         if config is not None and not config.user and not config.aws_region:
             return StoreError(
                 f"OpenSearch at {url} asks for credentials (401) and none were given: set "
-                f"{ENV_PREFIX}USER/_PASSWORD or the user/password keys of --opensearch-config"
+                f"{ENV_PREFIX}USER/_PASSWORD or the user/password settings"
             )
         return StoreError(f"OpenSearch at {url} refused the credentials (401): {CREDENTIALS_FIX}")
     if isinstance(exc, AuthorizationException):

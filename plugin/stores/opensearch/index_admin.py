@@ -130,10 +130,12 @@ def swap_alias(client: Any, index: str, alias: str | None = None, *, force: bool
         raise StoreError(f"index {index} names no alias in its _meta; give the alias explicitly")
     if not force and meta is not None and meta.get("alias") != alias:
         raise StoreError(
-            f"index {index} serves alias {meta.get('alias')}, not {alias} (use force to override)"
+            f"index {index} serves alias {meta.get('alias')}, not {alias} (use force=True to override)"
         )
     if not force and int(client.count(index=index)["count"]) == 0:
-        raise StoreError(f"index {index} is empty: queries through {alias} would find nothing (use force)")
+        raise StoreError(
+            f"index {index} is empty: queries through {alias} would find nothing (use force=True)"
+        )
     _check_not_an_index(client, alias)
     before = alias_targets(client, alias)
     actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": alias}} for i in before if i != index]
@@ -154,7 +156,7 @@ def _index_meta(client: Any, index: str, *, required: bool) -> dict[str, Any] | 
         raise StoreError(f"{index} is an alias; name the physical index")
     meta = gemsearch_meta(state[index].get("mappings") or {})
     if meta is None and required:
-        raise StoreError(f"index {index} was not created by gemsearch (no _meta.gemsearch); use force")
+        raise StoreError(f"index {index} was not created by gemsearch (no _meta.gemsearch); use force=True")
     return meta
 
 
@@ -165,7 +167,10 @@ def drop_index(client: Any, index: str, *, force: bool = False) -> None:
     if not force:
         serving = sorted((client.indices.get_alias(index=index).get(index) or {}).get("aliases", {}))
         if serving:
-            raise StoreError(f"index {index} still serves alias {', '.join(serving)}; swap it first or force")
+            raise StoreError(
+                f"index {index} still serves alias {', '.join(serving)}; "
+                "swap it first or drop with force=True"
+            )
     try:
         client.indices.delete(index=index, params={"expand_wildcards": "none"})
     except NotFoundError as exc:
