@@ -4,8 +4,10 @@ of them, by id or by metadata filter."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +24,8 @@ from .options import (
     store_option,
     wants_opensearch,
 )
+
+DRY_RUN_IDS = 1000  # the most ids a --dry-run --json lists
 
 
 def _store(params: dict[str, Any], *, write: bool) -> VectorStore:
@@ -75,7 +79,11 @@ def count(filter_specs: Sequence[str], as_json: bool, **params: Any) -> None:
 @store_option("LocalStore folder to delete from.")
 @opensearch_options("Delete from the model's index in OpenSearch at this URL")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file: each id's fate.")
-@click.option("--dry-run", is_flag=True, help="Only say how many documents would be deleted.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help=f"Only say how many documents would be deleted (with --json, also the first {DRY_RUN_IDS} ids).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def delete(ids: Sequence[str], sources: Sequence[str], filter_specs: Sequence[str], ledger: Path | None,
@@ -107,11 +115,11 @@ def delete(ids: Sequence[str], sources: Sequence[str], filter_specs: Sequence[st
         wanted = [(i, i) for i in ids] + list(_source_ids(sources))
         if dry_run:
             with _store(params, write=False) as store:
-                n = len(store.existing_ids([i for _, i in wanted if i is not None]))
-            _echo_dry_run(n, as_json)
+                present = store.existing_ids([i for _, i in wanted if i is not None])
+            _echo_dry_run(len(present), as_json, sorted(present))
             return
         if not yes:
-            click.confirm(f"Delete up to {len(wanted)} documents?", abort=True)
+            _confirm(f"Delete up to {len(wanted)} documents?")
         with _store(params, write=True) as store, _ledger(ledger) as out:
             report = _delete(store, wanted, out)
     click.echo(json.dumps(report) if as_json else _summary(report))
@@ -141,10 +149,10 @@ def _delete_by_filter(
         if n == 0:
             _warn_unknown_fields(store, filters)
         if dry_run:
-            _echo_dry_run(n, as_json)
+            _echo_dry_run(n, as_json, itertools.islice(store.ids_matching(filters), DRY_RUN_IDS))
             return None
         if not yes:
-            click.confirm(f"Delete the {n} documents matching {shown}?", abort=True)
+            _confirm(f"Delete the {n} documents matching {shown}?")
         report = {"deleted": 0, "not_found": 0, "failed": 0}
         source = f"filter {shown}"
         with _ledger(ledger) as out:
@@ -164,8 +172,20 @@ def _add(total: dict[str, int], part: dict[str, int]) -> None:
         total[fate] += n
 
 
-def _echo_dry_run(n: int, as_json: bool) -> None:
-    click.echo(json.dumps({"would_delete": n}) if as_json else f"{n} documents would be deleted (dry run)")
+def _echo_dry_run(n: int, as_json: bool, ids: Iterable[str]) -> None:
+    """How many documents would go; with --json also which (the first ``DRY_RUN_IDS`` of them)."""
+    if not as_json:
+        click.echo(f"{n} documents would be deleted (dry run)")
+        return
+    listed = list(itertools.islice(ids, DRY_RUN_IDS))
+    click.echo(json.dumps({"would_delete": n, "ids": listed, "ids_listed": len(listed)}))
+
+
+def _confirm(question: str) -> None:
+    """Ask before deleting, on a terminal; without one (a script, a pipe) say to pass --yes instead."""
+    if not sys.stdin.isatty():
+        raise click.ClickException("no terminal to confirm the deletion on: pass --yes")
+    click.confirm(question, abort=True)
 
 
 def _warn_unknown_fields(store: VectorStore, filters: dict[str, Any]) -> None:

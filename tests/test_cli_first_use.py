@@ -53,8 +53,10 @@ def test_the_url_variable_selects_opensearch_unless_store_is_given(
     write_collection(tmp_path / "photos", 3, side=48)
     monkeypatch.setenv("GEMSEARCH_OPENSEARCH_URL", opensearch_node.url)
     common = ["--model", str(model), "--prefix", prefix]
-    ok("ingest", "photos", *common, "--no-progress")
+    report = json.loads(ok("ingest", "photos", *common, "--no-progress", "--json"))
     assert not (tmp_path / "gemsearch-store").exists()  # the documents went to the cluster
+    assert report["indexed"] == 3 and report["dead_letter"] is None  # nothing rejected: no file
+    assert not (tmp_path / "gemsearch-dead-letter.jsonl").exists()
     assert json.loads(ok("count", *common, "--json")) == {"documents": 3}
     hits = json.loads(ok("search", "--id", _any_id(tmp_path), *common, "--json"))["hits"]
     assert len(hits) == 2
@@ -231,3 +233,21 @@ def test_library_errors_name_settings_and_the_cli_names_its_options() -> None:
     assert "--" not in str(raised.value)  # no option of a command the caller is not running
     result = with_env("index", "list", "--opensearch", DOWN)
     assert "Set the URL with --opensearch or GEMSEARCH_OPENSEARCH_URL." in result.stderr
+
+
+# ---------------------------------------------------------------- delete
+
+
+def test_delete_without_a_terminal_says_to_pass_yes_and_dry_run_lists_the_ids(
+    model: Path, tmp_path: Path
+) -> None:
+    files = write_collection(tmp_path / "photos", 3, side=48)
+    ok("ingest", "photos", "--model", str(model), "--store", "s", "--no-progress")
+    ids = sorted(files)
+    for answer in (None, "y\n"):  # stdin is no terminal: nothing is asked, nothing deleted
+        result = cli("delete", ids[0], "--store", "s", input=answer)
+        assert result.exit_code == 1 and "Aborted" not in result.output, result.output
+        assert result.output == "Error: no terminal to confirm the deletion on: pass --yes\n"
+    dry = json.loads(ok("delete", ids[0], ids[1], "0" * 64, "--store", "s", "--dry-run", "--json"))
+    assert dry == {"would_delete": 2, "ids": ids[:2], "ids_listed": 2}
+    assert json.loads(ok("count", "--store", "s", "--json")) == {"documents": 3}

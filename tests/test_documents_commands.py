@@ -96,7 +96,8 @@ def _run_filter(model: Path, tmp_path: Path, where: list[str]) -> None:
     assert _cli("count", *where, *both, "--json") == (0, json.dumps({"documents": len(old_nature)}) + "\n")
 
     code, out = _cli("delete", *both, *where, "--dry-run", "--json")
-    assert code == 0 and json.loads(out) == {"would_delete": len(old_nature)}
+    assert code == 0 and json.loads(out)["would_delete"] == len(old_nature)
+    assert set(json.loads(out)["ids"]) == old_nature and json.loads(out)["ids_listed"] == len(old_nature)
     assert _cli("count", *where) == (0, "12 documents\n")  # a dry run deletes nothing
 
     ledger = tmp_path / "ledger.jsonl"

@@ -124,7 +124,7 @@ def test_create_reads_the_manifest_inside_an_onnx_model(cli: CliRunner, prefix: 
 
 def test_credentials_in_a_url_are_refused(cli: CliRunner) -> None:
     code, out = run(cli, "list", "--opensearch", "http://admin:secret@127.0.0.1:9200")
-    assert code == 1 and "credentials inside a URL" in out and "secret" not in out.replace("secret@", "")
+    assert code == 2 and "credentials inside a URL" in out and "secret" not in out.replace("secret@", "")
 
 
 def test_old_option_spellings_still_work_with_a_warning(

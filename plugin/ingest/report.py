@@ -46,6 +46,11 @@ class IngestReport:
     def images_per_s(self) -> float:
         return self.embedded / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def _dead_letter_written(self) -> bool:
+        """Whether the dead-letter file exists (it is created on the first rejection only)."""
+        return self.dead_letter_path is not None and self.dead_letter_path.exists()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "read": self.read,
@@ -56,7 +61,7 @@ class IngestReport:
             "wall_s": round(self.wall_s, 3),
             "images_per_s": round(self.images_per_s, 2),
             "ledger": str(self.ledger_path) if self.ledger_path else None,
-            "dead_letter": str(self.dead_letter_path) if self.dead_letter_path else None,
+            "dead_letter": str(self.dead_letter_path) if self._dead_letter_written else None,
             "stopped_by": self.stopped_by,
             "ok": self.ok,
         }
@@ -76,7 +81,7 @@ class IngestReport:
         if self.failed_by_reason:
             reasons = ", ".join(f"{r}: {n}" for r, n in self.failed_by_reason.most_common())
             lines.append(f"failed by reason: {reasons}")
-        if self.count(Fate.REJECTED) and self.dead_letter_path:
+        if self.count(Fate.REJECTED) and self._dead_letter_written:
             lines.append(f"rejected documents: {self.dead_letter_path}")
         if self.ledger_path:
             lines.append(f"ledger: {self.ledger_path}")
