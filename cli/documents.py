@@ -9,12 +9,11 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from ..errors import ConfigError, GemsearchError
-from ..protocols import VectorStore
 from .options import (
     DEFAULT_STORE,
     exported_model_option,
@@ -24,6 +23,9 @@ from .options import (
     store_option,
     wants_opensearch,
 )
+
+if TYPE_CHECKING:
+    from ..protocols import VectorStore
 
 DRY_RUN_IDS = 1000  # the most ids a --dry-run --json lists
 

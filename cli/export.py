@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from gemsearch.cli.options import MULTISCALE, parse_scales
+from gemsearch.cli.options import parse_scales
 from gemsearch.models_cache import resolve_model
 
 _MODEL_HELP = (
@@ -136,6 +136,8 @@ def export_onnx_command(
 
     model = load_model(model_spec, lw=lw)
     if multiscale:
+        from gemsearch.preprocess import MULTISCALE
+
         scales = MULTISCALE
     evaluation = _evaluation(evaluation_json) if evaluation_json is not None else []
     provenance = Provenance(

@@ -10,24 +10,19 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from ..errors import ModelError
-from ..manifest import ModelManifest
 from ..models_cache import resolve_model
-from ..onnx_manifest import read_manifest
 from ..plugin.stores.opensearch.connection import OpenSearchConfig, make_client
-from ..plugin.stores.opensearch.index_admin import (
-    IndexOptions,
-    drop_index,
-    ensure_index,
-    list_indices,
-    swap_alias,
-)
 from .options import exact_decode_option, index_build_options, opensearch_options, renamed
+
+if TYPE_CHECKING:  # the cluster client and the manifest load when a subcommand runs, not for --help
+    from ..manifest import ModelManifest
+    from ..plugin.stores.opensearch.index_admin import IndexOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,6 +57,8 @@ def index() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_command(client: Any, prefix: str, as_json: bool) -> None:
     """List the indices named <prefix>-*: model, version, dimension, engine, aliases, documents."""
+    from ..plugin.stores.opensearch.index_admin import list_indices
+
     infos = list_indices(client, prefix)
     if as_json:
         click.echo(json.dumps([i.model_dump() for i in infos], indent=2))
@@ -122,12 +119,16 @@ def create_command(
             raise click.UsageError("--plan needs --docs N (how many vectors the index will hold)")
         _print_plan(_sizing(docs, manifest.output_dim, options), (), as_json)
         return
+    from ..plugin.stores.opensearch.index_admin import ensure_index
+
     name = ensure_index(client, manifest, options, alias=alias)
     result = {"index": name, "alias": manifest.alias_name(prefix), "dims": manifest.output_dim}
     click.echo(json.dumps(result) if as_json else f"index {name} ready ({manifest.output_dim} dims)")
 
 
 def _index_options(prefix: str, params: dict[str, Any]) -> IndexOptions:
+    from ..plugin.stores.opensearch.index_admin import IndexOptions
+
     try:
         return IndexOptions(prefix=prefix, **params)
     except ValidationError as exc:
@@ -235,6 +236,8 @@ def swap_alias_command(
     client: Any, prefix: str, index_name: str, alias: str | None, force: bool, as_json: bool
 ) -> None:
     """Point the model's alias at INDEX only, in one atomic _aliases request."""
+    from ..plugin.stores.opensearch.index_admin import swap_alias
+
     swap = swap_alias(client, index_name, alias, force=force)
     if as_json:
         click.echo(swap.model_dump_json())
@@ -251,6 +254,8 @@ def drop_command(client: Any, prefix: str, index_name: str, yes: bool, force: bo
     """Delete INDEX (refused while an alias serves it, unless --force)."""
     if not yes:
         click.confirm(f"Delete index {index_name} and every document in it?", abort=True)
+    from ..plugin.stores.opensearch.index_admin import drop_index
+
     drop_index(client, index_name, force=force)
     click.echo(f"dropped {index_name}")
 
@@ -258,6 +263,9 @@ def drop_command(client: Any, prefix: str, index_name: str, yes: bool, force: bo
 def load_manifest(model: str | Path) -> ModelManifest:
     """The manifest in a ``.json`` file, or embedded in an exported model (a path or a cached name;
     checked against its graph, so the index gets the dimension the model really gives)."""
+    from ..manifest import ModelManifest
+    from ..onnx_manifest import read_manifest
+
     path = Path(model)
     if path.suffix.lower() != ".json":
         return read_manifest(resolve_model(model))

@@ -18,10 +18,7 @@ from click.core import ParameterSource
 
 from ..errors import ConfigError
 from ..models_cache import resolve_model
-from ..plugin.query_checks import check_filters
-from ..plugin.query_checks import parse_crop as query_crop
 from ..plugin.stores.factory import DEFAULT_STORE
-from ..preprocess import MULTISCALE as MULTISCALE
 
 __all__ = [
     "DEFAULT_STORE",
@@ -129,6 +126,8 @@ def parse_filters(specs: Sequence[str]) -> dict[str, Any] | None:
     Values are JSON where they parse as a number, ``true``/``false`` or a quoted string, else plain
     text; repeating ``field=`` gives any-of, range operators on one field combine.
     """
+    from ..plugin.query_checks import check_filters  # numpy: when a command runs, not for --help
+
     out: dict[str, Any] = {}
     for spec in specs:
         field, op, raw = _split(spec)
@@ -273,6 +272,8 @@ def parse_crop(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> tuple[float, float, float, float] | None:
     """``--crop x,y,w,h`` as PIL's / cirtorch's box ``(x1, y1, x2, y2)``: the query API's parser."""
+    from ..plugin.query_checks import parse_crop as query_crop
+
     if value is None:
         return None
     try:
@@ -282,6 +283,8 @@ def parse_crop(
 
 
 def parse_scales(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[float, ...]:
+    from ..preprocess import MULTISCALE
+
     if value == "ms":
         return MULTISCALE
     try:

@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..protocols import VectorStore
-
 if TYPE_CHECKING:
     from ..plugin.query import SearchResult
+    from ..protocols import VectorStore
 from .options import (
     DEFAULT_STORE,
     exact_decode_option,

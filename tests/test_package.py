@@ -87,11 +87,16 @@ def test_help_imports_no_command_module_nor_heavy_library() -> None:
     assert not heavy & top, sorted(heavy & top)
     commands = {m for m in top if m.startswith("gemsearch.cli.")}
     assert commands == set(), sorted(commands)
-    # a command's own help loads that command, not the cluster client or the ingest pipeline
-    for command in ("search", "ingest", "count"):
-        loaded = _imports(command, "--help")
-        assert f"gemsearch.cli.{command if command != 'count' else 'documents'}" in loaded
-        assert not {"opensearchpy", "onnxruntime", "gemsearch.plugin.ingest.pipeline"} & loaded, command
+    # a command's own help loads that command, not the cluster client, the model runtime or numpy
+    for args, module in [
+        (["search"], "search"), (["ingest"], "ingest"), (["count"], "documents"), (["delete"], "documents"),
+        (["index", "list"], "index"), (["index", "create"], "index"), (["export", "inspect"], "export"),
+        (["serve"], "serve"),
+    ]:  # fmt: skip
+        loaded = _imports(*args, "--help")
+        assert f"gemsearch.cli.{module}" in loaded, args
+        too_much = {"opensearchpy", "onnxruntime", "numpy", "gemsearch.plugin.ingest.pipeline"} & loaded
+        assert not too_much, (args, sorted(too_much))
 
 
 def test_the_command_list_says_what_each_command_says_of_itself() -> None:

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...protocols import VectorStore
-
 if TYPE_CHECKING:
+    from ...protocols import VectorStore
     from .opensearch.bulk_models import BulkOptions
     from .opensearch.index_checks import IndexOptions
 
