@@ -191,8 +191,13 @@ def _confirm(question: str) -> None:
 
 
 def _warn_unknown_fields(store: VectorStore, filters: dict[str, Any]) -> None:
+    """Why a filter matched nothing: a field no document has, or values of a kind the field never holds."""
+    from ..plugin.query import filter_warnings
+
     for field in sorted(set(filters) - store.known_fields(filters)):
         click.echo(f"warning: no document has the field {field!r}; the filter matches nothing", err=True)
+    for line in filter_warnings(store, filters):
+        click.echo(f"warning: {line}", err=True)
 
 
 def _source_ids(sources: Sequence[str]) -> Iterator[tuple[str, str | None]]:

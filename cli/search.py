@@ -120,6 +120,8 @@ def search(
         store.close()
     for field in result.unknown_filter_fields:
         click.echo(f"warning: no document has the field {field!r}; the filter matches nothing", err=True)
+    for line in result.filter_warnings:
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         click.echo(json.dumps(json_result(result), indent=2))
         return

@@ -103,6 +103,12 @@ def test_a_filter_on_a_field_no_document_has_warns(setup: tuple[Path, list[Photo
     assert result.stderr.strip() == warning
     result = CliRunner().invoke(main, ["search", *args, "--filter", "group=none"])
     assert result.exit_code == 0 and result.stderr == ""  # a known field that matches nothing
+    result = CliRunner().invoke(main, ["search", *args, "--filter", "group>=5"])  # group holds text
+    assert result.exit_code == 0 and result.stdout.strip() == "no results"
+    assert "warning: the field 'group' holds only text" in result.stderr
+    where = ["--model", str(root / "tiny.onnx"), "--store", str(root / "store")]
+    result = CliRunner().invoke(main, ["count", *where, "--filter", "group>=5"])
+    assert result.stdout.startswith("0 documents") and "the field 'group' holds only text" in result.stderr
 
 
 def test_search_by_id(setup: tuple[Path, list[Photo]]) -> None:
