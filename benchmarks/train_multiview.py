@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from _common import markdown_table, write_results
+from _real_photos import wallpapers
 from PIL import Image
 
 from gemsearch.metrics import (
@@ -50,30 +50,19 @@ from gemsearch.trainer.training.whitening_fit import fit_whitening
 DEFAULT_CACHE = Path.home() / ".cache" / "gemsearch" / "samples"
 
 
-WALLPAPER_PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds")
-
-
 def wallpaper_photos(cache: Path) -> Path:
-    """One photo per wallpaper of Debian's packages, shrunk to 800 px, in ``cache/photos``."""
+    """One photo per wallpaper of Debian's packages (``_real_photos.wallpapers``), shrunk to 800 px,
+    in ``cache/photos``."""
     photos = cache / "photos"
     if photos.is_dir() and any(photos.iterdir()):
         return photos
-    debs, tree = cache / "debs", cache / "tree"
-    debs.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", *WALLPAPER_PACKAGES], cwd=debs, check=True)
-    for deb in sorted(debs.glob("*.deb")):
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
-    sources = sorted((tree / "usr/share/backgrounds/mate/nature").glob("*.jpg"))
-    for folder in sorted((tree / "usr/share/wallpapers").iterdir()):
-        sizes = sorted((folder / "contents/images").glob("*.jpg"), key=lambda p: p.stat().st_size)
-        sources += sizes[-1:]  # one file per wallpaper: its largest rendering
+    full = wallpapers(cache)
     photos.mkdir()
-    for src in sources:
-        name = src.parents[2].name if src.parent.name == "images" else src.stem
+    for src in sorted(full.glob("*.jpg")):
         with Image.open(src) as im:
             im = im.convert("RGB")
             im.thumbnail((800, 800), Image.Resampling.LANCZOS)
-            im.save(photos / f"{name}.jpg", quality=92)
+            im.save(photos / src.name, quality=92)
     return photos
 
 
