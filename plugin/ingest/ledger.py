@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from ...errors import GemsearchError
 from .report import Fate, IngestReport
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,21 @@ class Ledger:
             self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
             self._file.flush()
 
+    @contextlib.contextmanager
+    def run(self) -> Iterator[None]:
+        """One ingest run: timed into the report; if it stops early, the report says why and every
+        input still open ends ``pending``; the ledger is closed either way."""
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException as exc:
+            self.report.stopped_by = self.report.stopped_by or stop_reason(exc)
+            raise
+        finally:
+            self.close_open(Fate.PENDING, "not written: the run stopped")
+            self.report.wall_s = time.perf_counter() - start
+            self.close()
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
@@ -107,3 +125,12 @@ class Ledger:
                 self._file.write(json.dumps({"run_end": stamp, **self.report.to_dict()}) + "\n")
                 self._file.close()
                 self._file = None
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why a run stopped, in one line for its report."""
+    if isinstance(exc, GemsearchError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"

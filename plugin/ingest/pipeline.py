@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -160,28 +159,12 @@ def ingest(
     opts = options or IngestOptions()
     report = IngestReport(dead_letter_path=store.dead_letter_path)
     ledger = Ledger(report, opts.ledger_path, on_done=progress, on_written=written)
-    start = time.perf_counter()
-    try:
+    with ledger.run():
         store.ensure_index(embedder.manifest, decode=embedder.decode)
         paused = store.bulk_load() if opts.pause_refresh else contextlib.nullcontext()
         with paused:  # the writer finishes (and refreshes) before the settings are restored
             _run_rounds(items, embedder, store, opts, report, ledger)
-    except BaseException as exc:
-        report.stopped_by = report.stopped_by or _stop_reason(exc)
-        raise
-    finally:
-        ledger.close_open(Fate.PENDING, "not written: the run stopped")
-        report.wall_s = time.perf_counter() - start
-        ledger.close()
     return report
-
-
-def _stop_reason(exc: BaseException) -> str:
-    if isinstance(exc, GemsearchError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _run_rounds(

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, GemsearchError, StoreError
+from ...errors import ConfigError, StoreError
 from ...manifest import ModelManifest
 from ...models_cache import resolve_model
 from ..embedding.sessions import read_manifest
 from ..ingest.ledger import Ledger
-from ..ingest.report import Fate, IngestReport
+from ..ingest.report import IngestReport
 from ..inputs.sources import DEFAULT_IMAGE_EXTENSIONS, Shard, parse_shard
 from ..stores.factory import LocalStoreSpec, OpenSearchStoreSpec, open_store
 from .gate import Gate
@@ -59,18 +58,10 @@ def ingest_dataset(
     layout = plan(ray, opts, spec)
     report = IngestReport()
     ledger = Ledger(report, opts.ledger_path, on_done=progress, on_written=written)
-    start = time.perf_counter()
-    try:
+    with ledger.run():
         first = _first_round(ray, data, shard, extensions, opts)
         with _target(spec, opts, manifest, report):
             _rounds(ray, first, spec, manifest, Path(path).read_bytes(), opts, layout, Tally(ledger, report))
-    except BaseException as exc:
-        report.stopped_by = report.stopped_by or _stop_reason(exc)
-        raise
-    finally:
-        ledger.close_open(Fate.PENDING, "not written: the run stopped")
-        report.wall_s = time.perf_counter() - start
-        ledger.close()
     return report
 
 
@@ -170,14 +161,6 @@ def _root_cause(exc: BaseException) -> str:
         inner = nxt
     text = next((line for line in str(inner).splitlines() if line.strip()), "")
     return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
-
-
-def _stop_reason(exc: BaseException) -> str:
-    if isinstance(exc, GemsearchError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _stop_if_unacknowledged(tally: Tally) -> None:
