@@ -111,7 +111,9 @@ def create_command(
     With --plan --docs N it prints memory, disk and shards for N vectors instead (see `index plan`).
     """
     # the index records how its images are decoded: ingest and search must then use the same mode
-    decode = "exact" if params.pop("exact_decode") else "draft"
+    from ..plugin.embedding.embedder import default_decode
+
+    decode = "exact" if params.pop("exact_decode") else default_decode()
     options = _index_options(prefix, {**params, "decode": decode})
     manifest = load_manifest(model)
     if show_plan:

@@ -102,7 +102,9 @@ def create(
         endpoint=endpoint, image_field=image_field, image_input=image_input, update_token=update_token
     )
     client, cluster = _client(opensearch_urls, opensearch_config)
-    decode = "exact" if exact_decode else "draft"
+    from ..plugin.embedding.embedder import default_decode
+
+    decode = "exact" if exact_decode else default_decode()
     options = IndexOptions(prefix=prefix, decode=decode, **index_params)
     made = create_pipelines(client, manifest, options, settings, token)
     if not no_check:

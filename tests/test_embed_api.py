@@ -242,6 +242,9 @@ def test_urls_only_under_the_configured_prefixes(
         ("https://img.example/photos/../etc/a.jpg", False),
         ("https://img.example/photos/%2E%2E/etc/a.jpg", False),
         ("https://img.example/photos/a\\..\\b.jpg", False),
+        ("https://img.example:abc/photos/a.jpg", False),  # urlsplit raises on reading such ports
+        ("https://img.example:99999/photos/a.jpg", False),
+        ("https://[::1/photos/a.jpg", False),
     ],
 )
 def test_url_allowed(url: str, allowed: bool) -> None:

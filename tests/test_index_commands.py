@@ -292,7 +292,7 @@ def test_tls_with_a_ca_bundle(opensearch_node: OpenSearchNode, tmp_path: Path) -
 
 
 def test_create_records_the_decode_mode_and_refuses_the_other_one(
-    cli: CliRunner, opensearch: OpenSearch, prefix: str, tmp_path: Path
+    cli: CliRunner, opensearch: OpenSearch, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifest = make_manifest(dims=8)
     (tmp_path / "m.json").write_text(manifest.to_json())
@@ -302,3 +302,5 @@ def test_create_records_the_decode_mode_and_refuses_the_other_one(
     assert meta["decode"] == "exact"
     code, out = run(cli, "create", str(tmp_path / "m.json"), "--prefix", prefix)  # draft: another mode
     assert code == 1 and "exact" in out and "draft" in out and len(out.strip().splitlines()) <= 3
+    monkeypatch.setenv("GEMSEARCH_DECODE", "exact")  # the mode ingest and search take from it too
+    assert run(cli, "create", str(tmp_path / "m.json"), "--prefix", prefix)[0] == 0

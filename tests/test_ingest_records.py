@@ -21,6 +21,7 @@ from support.onnx_models import make_tiny_model
 from gemsearch.plugin import OnnxEmbedder, OpenSearchStoreSpec, ingest_collection, ingest_records
 from gemsearch.plugin.ingest.pipeline import IngestOptions
 from gemsearch.plugin.ingest.report import Fate
+from gemsearch.plugin.inputs.images import ImageLoadConfig
 from gemsearch.plugin.inputs.items import pixels_id
 from gemsearch.plugin.stores.local.store import LocalStore
 from gemsearch.protocols import VectorStore
@@ -186,3 +187,20 @@ def test_records_are_read_lazily(embedder: OnnxEmbedder, files: dict[str, Path],
         report = ingest_records(records(), embedder, store, options=options, progress=progress)
         assert report.ok and store.count() == 400
     assert seen_at_first_embed and seen_at_first_embed[0] < 100
+
+
+def test_a_pil_image_over_the_pixel_cap_is_refused_before_its_pixels_are_read(
+    embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
+    """Its id would hash its pixels: the cap comes first. The file is cut short, so reading its
+    pixels fails (``corrupt``): the reason says the pixels were never read."""
+    data = io.BytesIO()
+    Image.effect_noise((400, 300), 64).convert("RGB").save(data, format="PNG")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    lazy = Image.open(cut)  # the header only
+    options = IngestOptions(image=ImageLoadConfig(max_pixels=100_000))
+    with LocalStore(tmp_path / "store") as store:
+        report = ingest_records([{"image": lazy}], embedder, store, options=options)
+        assert store.count() == 0
+    assert report.failed_by_reason == {"too_many_pixels": 1}

@@ -240,7 +240,7 @@ def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
     if isinstance(entry, SourceError):  # a bad manifest row or folder entry, handed over by the source
         return _Failed(inp, None, entry.reason, str(entry), skipped=entry.skipped)
     if entry.path is None:  # a record's image, in memory: only its id to compute
-        return _in_memory(inp, entry)
+        return _in_memory(cfg, inp, entry)
     roots = [entry.root] if entry.root is not None else None
     try:
         data = read_image_file(entry.path, cfg, roots)
@@ -251,10 +251,15 @@ def _read(cfg: ImageLoadConfig, inp: _Input) -> _Read | _Failed:
     return _Read(inp, entry, document_id(entry, data), data)
 
 
-def _in_memory(inp: _Input, item: SourceItem) -> _Read | _Failed:
+def _in_memory(cfg: ImageLoadConfig, inp: _Input, item: SourceItem) -> _Read | _Failed:
     data = item.content
     if data is None:
         return _Failed(inp, None, "bad_record", f"{item.origin}: neither a path nor an image")
+    if isinstance(data, Image.Image) and data.width * data.height > cfg.max_pixels:
+        # refused before hashing: the id of a PIL image hashes its pixels, which would load them all
+        pixels = data.width * data.height
+        why = f"{data.width}x{data.height} = {pixels} pixels, over the cap of {cfg.max_pixels}"
+        return _Failed(inp, None, "too_many_pixels", f"{item.name}: {why}")
     try:
         return _Read(inp, item, document_id(item, data), data)  # a PIL image's pixels are hashed
     except Exception as exc:  # a lazily opened image whose data is damaged: this record's failure

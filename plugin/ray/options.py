@@ -22,7 +22,9 @@ class RayIngestOptions(BaseModel):
         None, description="'auto', 'ray://host:10001' or a GCS address; None runs Ray on this machine"
     )
     embed_actors: int | None = Field(
-        None, ge=1, description="embedding actors; default: actors_per_gpu per GPU, else one per CPU thread"
+        None,
+        ge=1,
+        description="embedding actors; default: actors_per_gpu per GPU, else one per 2 x embed_threads CPUs",
     )
     actors_per_gpu: int = Field(1, ge=1, description="embedding actors sharing one GPU")
     embed_threads: int = Field(1, ge=1, description="onnxruntime threads of a CPU embedding actor")

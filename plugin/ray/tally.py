@@ -86,10 +86,3 @@ class Tally:
                         self._finish({**row, "fate": Fate.FAILED.value, "reason": lost[0], "message": None})
             del self._waiting[doc_id]
         return retry
-
-
-def _settled(row: Row, lost: tuple[str | None, bool] | None) -> Row:
-    """A waiting input whose holder was indexed (a duplicate) or whose identical bytes failed."""
-    if lost is None:
-        return {**row, "fate": Fate.SKIPPED.value, "reason": "duplicate", "doc_id": None}
-    return {**row, "fate": Fate.FAILED.value, "reason": lost[0], "message": None}

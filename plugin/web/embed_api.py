@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import anyio
 import numpy as np
@@ -333,7 +333,13 @@ def _floats(vector: Any) -> list[float]:
 def url_allowed(url: str, prefixes: Sequence[str]) -> bool:
     """Whether ``url`` lies under one of ``prefixes``: same scheme, host and port, and a path below
     the prefix's path (whole segments; ``..`` and ``.`` segments, credentials and backslashes refused)."""
-    parts = urlsplit(url)
+    try:
+        return _under_a_prefix(urlsplit(url), prefixes)
+    except ValueError:  # a port that is no number or out of range, broken IPv6 brackets: not allowed
+        return False
+
+
+def _under_a_prefix(parts: SplitResult, prefixes: Sequence[str]) -> bool:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
         return False
     path = unquote(parts.path or "/")
