@@ -234,42 +234,58 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def prepare(version: str = DEFAULT_VERSION) -> Path:
-    """The node home for ``version`` with k-NN installed: fetched and built once, then cached."""
+def _cached_home(name: str, build: Callable[[Path, Path], tuple[Path, dict[str, Any]]], version: str) -> Path:
+    """``cache_root()/name``, built once: ``build(staging, java_home)`` returns the built home and what
+    its ready marker records; under a lock, in a staging folder renamed into place, so a failed or
+    concurrent preparation never leaves a half-built home."""
     root = cache_root()
-    home = root / f"opensearch-{version}-l{HOME_LAYOUT}"
+    home = root / name
     if (home / READY_MARKER).is_file():
         return home
     java_home = find_java(version)
-    with _lock(root / f".opensearch-{version}.lock"):
+    with _lock(root / f".{name}.lock"):
         if (home / READY_MARKER).is_file():
             return home
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=root))
         try:
-            artifacts = staging / "artifacts"
-            _fetch_artifacts(version, artifacts)
-            with zipfile.ZipFile(artifacts / f"opensearch-{version}.zip") as zf:
-                zf.extractall(staging)
-            built = staging / f"opensearch-{version}"
-            for script in (built / "bin").iterdir():
-                script.chmod(0o755)
-            for module in MODULES:
-                _assemble_module(module, artifacts, built, version)
-            knn_zip = next(artifacts.glob("opensearch-knn-*.zip"), None)
-            if knn_zip is None:
-                raise HarnessError(f"Maven failure: no opensearch-knn zip for {version}")
-            _run(
-                [str(built / "bin" / "opensearch-plugin"), "install", "--batch", knn_zip.as_uri()],
-                "installing the k-NN plugin",
-                env={**os.environ, "JAVA_HOME": str(java_home)},
-            )
-            (built / READY_MARKER).write_text(json.dumps({"version": version, "knn": knn_zip.name}))
+            built, marker = build(staging, java_home)
+            (built / READY_MARKER).write_text(json.dumps(marker))
             shutil.rmtree(home, ignore_errors=True)
             built.rename(home)
             _make_readable(root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return home
+
+
+def _install_plugin(home: Path, plugin_zip: Path, java_home: Path, what: str) -> None:
+    _run(
+        [str(home / "bin" / "opensearch-plugin"), "install", "--batch", plugin_zip.as_uri()],
+        f"installing the {what} plugin",
+        env={**os.environ, "JAVA_HOME": str(java_home)},
+    )
+
+
+def prepare(version: str = DEFAULT_VERSION) -> Path:
+    """The node home for ``version`` with k-NN installed: fetched and built once, then cached."""
+
+    def build(staging: Path, java_home: Path) -> tuple[Path, dict[str, Any]]:
+        artifacts = staging / "artifacts"
+        _fetch_artifacts(version, artifacts)
+        with zipfile.ZipFile(artifacts / f"opensearch-{version}.zip") as zf:
+            zf.extractall(staging)
+        built = staging / f"opensearch-{version}"
+        for script in (built / "bin").iterdir():
+            script.chmod(0o755)
+        for module in MODULES:
+            _assemble_module(module, artifacts, built, version)
+        knn_zip = next(artifacts.glob("opensearch-knn-*.zip"), None)
+        if knn_zip is None:
+            raise HarnessError(f"Maven failure: no opensearch-knn zip for {version}")
+        _install_plugin(built, knn_zip, java_home, "k-NN")
+        return built, {"version": version, "knn": knn_zip.name}
+
+    return _cached_home(f"opensearch-{version}-l{HOME_LAYOUT}", build, version)
 
 
 def _fetch_plugin_zip(name: str, version: str, dest: Path) -> Path:
@@ -298,36 +314,18 @@ def prepare_variant(
     the installs (e.g. to write certificates); a failed preparation leaves no half-built home.
     """
     base = prepare(version)
-    root = cache_root()
-    home = root / f"opensearch-{version}-l{HOME_LAYOUT}-{tag}"
-    if (home / READY_MARKER).is_file():
-        return home
-    java_home = find_java(version)
-    env = {**os.environ, "JAVA_HOME": str(java_home)}
-    with _lock(root / f".opensearch-{version}-{tag}.lock"):
-        if (home / READY_MARKER).is_file():
-            return home
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-{tag}-", dir=root))
-        try:
-            built = staging / "home"
-            shutil.copytree(base, built, symlinks=True)
-            (built / READY_MARKER).unlink()
-            for name in plugins:
-                plugin_zip = _fetch_plugin_zip(name, version, staging / "artifacts")
-                _run(
-                    [str(built / "bin" / "opensearch-plugin"), "install", "--batch", plugin_zip.as_uri()],
-                    f"installing the {name} plugin",
-                    env=env,
-                )
-            if configure is not None:
-                configure(built, java_home)
-            (built / READY_MARKER).write_text(json.dumps({"version": version, "plugins": list(plugins)}))
-            shutil.rmtree(home, ignore_errors=True)
-            built.rename(home)
-            _make_readable(root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return home
+
+    def build(staging: Path, java_home: Path) -> tuple[Path, dict[str, Any]]:
+        built = staging / "home"
+        shutil.copytree(base, built, symlinks=True)
+        (built / READY_MARKER).unlink()
+        for name in plugins:
+            _install_plugin(built, _fetch_plugin_zip(name, version, staging / "artifacts"), java_home, name)
+        if configure is not None:
+            configure(built, java_home)
+        return built, {"version": version, "plugins": list(plugins)}
+
+    return _cached_home(f"opensearch-{version}-l{HOME_LAYOUT}-{tag}", build, version)
 
 
 def _make_readable(root: Path) -> None:
