@@ -31,6 +31,7 @@ from gemsearch.plugin.stores.opensearch.bulk import (
     BulkWriter,
     Outcome,
     RetryPolicy,
+    _encode,
 )
 from gemsearch.plugin.stores.opensearch.connection import OpenSearchConfig, make_client
 from gemsearch.plugin.stores.opensearch.index_admin import IndexOptions, bulk_load_settings, ensure_index
@@ -275,6 +276,42 @@ def test_unserialisable_documents_are_rejected_locally(opensearch: OpenSearch, i
     report = BulkWriter(opensearch, index, BulkOptions(dead_letter_path=str(dead))).write([*batch, bad])
     assert report.ids(Outcome.REJECTED) == ["nan"] and report.counts()["indexed"] == 4
     assert "not serialisable" in dead.read_text()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.full(DIMS, np.nan, dtype=np.float32),
+        np.array([np.inf] + [0.0] * (DIMS - 1), dtype=np.float32),
+        [0.5] * (DIMS - 1) + [float("-inf")],
+    ],
+    ids=["nan-array", "inf-array", "inf-list"],
+)
+def test_non_finite_vectors_are_rejected_not_written_as_null(
+    opensearch: OpenSearch, index: str, tmp_path, bad: Any
+) -> None:
+    dead = tmp_path / "dead.jsonl"
+    nested = BulkDoc("meta", {"embedding": np.ones(DIMS, np.float32), "metadata": {"s": [1.0, np.nan]}})
+    writer = BulkWriter(opensearch, index, BulkOptions(dead_letter_path=str(dead)))
+    report = writer.write([*docs(2), BulkDoc("bad", {"embedding": bad}), nested])
+    assert sorted(report.ids(Outcome.REJECTED)) == ["bad", "meta"] and report.counts()["indexed"] == 2
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [len(line["source"]["embedding"]) for line in lines] == [DIMS, DIMS]  # lists, not reprs
+
+
+def test_array_vectors_are_stored_exactly_in_their_shortest_float32_form(
+    opensearch: OpenSearch, index: str
+) -> None:
+    """A numpy float32 vector goes into the body in float32's shortest form (not 17-digit doubles)
+    and the index holds exactly those float32 values."""
+    x = np.random.default_rng(7).standard_normal((3, DIMS)).astype(np.float32) / 37
+    batch = [BulkDoc(f"a{i}", {"embedding": v, "metadata": {"i": i}}) for i, v in enumerate(x)]
+    body = _encode(batch[0]).split(b"\n")[1]
+    assert len(body) < len(json.dumps({"embedding": x[0].tolist(), "metadata": {"i": 0}}))
+    assert BulkWriter(opensearch, index).write(batch).counts()["indexed"] == 3
+    got = opensearch.mget(index=index, body={"ids": ["a0", "a1", "a2"]})["docs"]
+    stored = np.array([d["_source"]["embedding"] for d in got], dtype=np.float32)
+    assert np.array_equal(stored, x)
 
 
 def test_refresh_interval_is_managed_and_restored_even_on_error(opensearch: OpenSearch, index: str) -> None:

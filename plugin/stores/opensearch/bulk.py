@@ -18,18 +18,24 @@ timeout overwrites it instead of duplicating it. Partial updates (op ``update``,
 ``op="update"``) go through the same loop: resending one is idempotent too; an update of a document
 that is not in the index (404) is reported rejected with the reason ``not found``, without a
 dead-letter line. Requests are sized by bytes and by count.
+
+Bodies are encoded with orjson: a float32 vector (a numpy array in the source) is written in its
+shortest exact form (about 16 KB for 1,280 dimensions instead of 27 KB through Python floats, at a
+twentieth of the CPU), so the client is not what limits a bulk load.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import numpy as np
+import orjson
 from opensearchpy.exceptions import AuthenticationException, AuthorizationException, SSLError, TransportError
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 
@@ -246,10 +252,28 @@ class BulkWriter:
             )
 
 
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 def _encode(doc: BulkDoc) -> bytes:
-    action = json.dumps({doc.op: {"_id": doc.id}}, separators=(",", ":"))
-    source = json.dumps(doc.source, separators=(",", ":"), allow_nan=False)
-    return f"{action}\n{source}\n".encode()
+    _require_finite(doc.source)  # orjson writes NaN and inf as null; the index must not get those
+    action = orjson.dumps({doc.op: {"_id": doc.id}})
+    return action + b"\n" + orjson.dumps(doc.source, option=_JSON_OPTIONS) + b"\n"
+
+
+def _require_finite(value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise ValueError("an array holds NaN or infinity")
+    elif isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            raise ValueError(f"out of range float value {value}")
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _require_finite(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _require_finite(item)
 
 
 def _result(answer: Any) -> dict[str, Any]:

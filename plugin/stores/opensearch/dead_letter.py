@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 class DeadLetterFile:
     """Appends rejected documents to a JSONL file; each line is flushed as it is written."""
@@ -33,9 +35,16 @@ class DeadLetterFile:
         }
         if self.keep_source:
             entry["source"] = dict(source)
-        line = json.dumps(entry, separators=(",", ":"), default=repr) + "\n"
+        line = json.dumps(entry, separators=(",", ":"), default=_plain) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(line)
             self.written += 1
+
+
+def _plain(value: Any) -> Any:
+    """Arrays (a record's vector) as lists; anything else JSON cannot hold as its repr."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return repr(value)

@@ -166,7 +166,8 @@ class OpenSearchStore:
 
     def _doc(self, record: Record) -> BulkDoc:
         source: dict[str, Any] = {
-            VECTOR_FIELD: np.asarray(record.vector, dtype=np.float32).ravel().tolist(),
+            # an array, not a list: the bulk writer writes float32 in its shortest exact form
+            VECTOR_FIELD: np.ascontiguousarray(record.vector, dtype=np.float32).ravel(),
             "metadata": record.metadata,
         }
         if record.image_ref is not None:
