@@ -6,8 +6,9 @@
 Per configuration, into one index (``knn-scale-<config>-s<seed>``) on the node (started here with
 the test harness and ``--heap``, or ``--opensearch URL``):
 
-- load: bulk docs/s through gemsearch's ``BulkWriter`` with ``refresh_interval`` -1 and 0 replicas
-  during the load, then the refresh and a force-merge to one segment, each timed on its own;
+- load: bulk docs/s through gemsearch's ``BulkWriter`` (``--bulk-clients`` writers side by side) with
+  ``refresh_interval`` -1 and 0 replicas during the load, then the refresh and a force-merge to one
+  segment, each timed on its own;
 - size: the index on disk (``_stats``), and its vector + graph files (segment file sizes: ``vec``,
   ``vex``, ``veq``, ...), next to the k-NN plugin's documented memory formula
   (``gemsearch.plugin.stores.opensearch.sizing``);
@@ -33,8 +34,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,9 +178,14 @@ class Vectors:
             yield lo, self.reducer(x, self.cfg.dims)
 
     def sent(self, x: np.ndarray) -> list[Any]:
+        """Query vectors as JSON lists (the search body)."""
+        return self.payload(x).tolist()  # type: ignore[no-any-return]
+
+    def payload(self, x: np.ndarray) -> np.ndarray:
+        """Rows as the bulk writer sends them: arrays, written in their shortest exact form."""
         if self.cfg.data_type == "byte":
-            return [[int(v) for v in row] for row in quantise(x, self.byte_scale)]
-        return [row.tolist() for row in x]
+            return quantise(x, self.byte_scale)
+        return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def quantise(x: np.ndarray, scale: float) -> np.ndarray:
@@ -185,22 +193,39 @@ def quantise(x: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def load(client: Any, index: str, vectors: Vectors, start: int, stop: int) -> dict[str, Any]:
-    """Bulk-load ``start .. stop - 1`` with refreshes off and no replicas, then refresh, then merge."""
+def resume_point(have: int, clients: int) -> int:
+    """Where a load resumes: ``clients`` writers take blocks in order, so every block before the
+    lowest one in flight is complete, and at most ``clients`` blocks were partly written."""
+    return max(0, have // BLOCK - clients) * BLOCK
+
+
+def load(client: Any, index: str, vectors: Vectors, start: int, stop: int, clients: int) -> dict[str, Any]:
+    """Bulk-load ``start .. stop - 1`` with refreshes off and no replicas, then refresh, then merge.
+
+    ``clients`` bulk writers run side by side, each taking the next block of vectors: one bulk
+    request is indexed by one write thread of the node, so one writer leaves its other cores idle."""
     old = client.indices.get_settings(index=index)[index]["settings"]["index"]
     client.indices.put_settings(
         index=index, body={"index": {"refresh_interval": "-1", "number_of_replicas": 0}}
     )
-    writer = BulkWriter(client, index, BulkOptions(refresh=False, request_timeout_s=600))
+    blocks, lock = vectors.rows(start, stop), threading.Lock()
 
-    def docs() -> Iterator[BulkDoc]:
-        for lo, x in vectors.rows(start, stop):
-            for i, v in enumerate(vectors.sent(x)):
-                yield BulkDoc(f"v{lo + i}", {VECTOR_FIELD: v})
+    def writer() -> dict[str, int]:
+        bulk = BulkWriter(client, index, BulkOptions(refresh=False, request_timeout_s=600))
+        counts = {"indexed": 0}
+        while True:
+            with lock:
+                block = next(blocks, None)
+            if block is None:
+                return counts
+            lo, x = block
+            docs = (BulkDoc(f"v{lo + i}", {VECTOR_FIELD: v}) for i, v in enumerate(vectors.payload(x)))
+            counts["indexed"] += bulk.write(docs).counts()["indexed"]
 
     t0 = time.perf_counter()
     try:
-        report = writer.write(docs())
+        with ThreadPoolExecutor(clients) as pool:
+            indexed = sum(f.result()["indexed"] for f in [pool.submit(writer) for _ in range(clients)])
     finally:
         refresh = old.get("refresh_interval", "-1")  # a run killed mid-load left -1: created with 1s
         client.indices.put_settings(index=index, body={"index": {
@@ -208,8 +233,8 @@ def load(client: Any, index: str, vectors: Vectors, start: int, stop: int) -> di
             "number_of_replicas": int(old.get("number_of_replicas", 0)),
         }})  # fmt: skip
     load_s = time.perf_counter() - t0
-    if report.counts()["indexed"] != stop - start:
-        raise RuntimeError(f"{index}: indexed {report.counts()} of {stop - start}")
+    if indexed != stop - start:
+        raise RuntimeError(f"{index}: indexed {indexed} of {stop - start}")
     t0 = time.perf_counter()
     client.indices.refresh(index=index, request_timeout=3600)
     refresh_s = time.perf_counter() - t0
@@ -217,7 +242,7 @@ def load(client: Any, index: str, vectors: Vectors, start: int, stop: int) -> di
     client.indices.forcemerge(index=index, max_num_segments=1, request_timeout=24 * 3600)
     merge_s = time.perf_counter() - t0
     return {
-        "loaded": stop - start, "resumed_from": start, "load_s": round(load_s, 2),
+        "loaded": stop - start, "resumed_from": start, "bulk_clients": clients, "load_s": round(load_s, 2),
         "docs_per_s": round((stop - start) / load_s, 1) if stop > start else None,
         "refresh_s": round(refresh_s, 2), "force_merge_s": round(merge_s, 2),
     }  # fmt: skip
@@ -312,9 +337,10 @@ def run_config(client: Any, info: dict[str, Any], cfg: Config, args: argparse.Na
     have = count(client, index)
     if have > args.docs:
         raise SystemExit(f"error: {index} already holds {have:,} vectors, more than --docs; use --fresh")
-    start = have // BLOCK * BLOCK  # resend the partial block: same ids, same vectors
+    # resent vectors keep their ids (overwritten); a complete index is not loaded again
+    start = args.docs if have == args.docs else resume_point(have, args.bulk_clients)
     print(f"{cfg.name}: loading {start:,} .. {args.docs:,}", file=sys.stderr, flush=True)
-    loaded = load(client, index, vectors, start, args.docs)
+    loaded = load(client, index, vectors, start, args.docs, args.bulk_clients)
     if count(client, index) != args.docs:
         raise RuntimeError(f"{index} holds {count(client, index)} vectors after the load, not {args.docs}")
     queries = vectors.reducer(gen.queries(args.docs, args.queries), cfg.dims)
@@ -353,7 +379,7 @@ def realism_check(client: Any, real: RealSet, gen: Synthetic, seed: int, queries
         client.indices.create(index=index, body=body)
         try:
             writer = BulkWriter(client, index, BulkOptions(refresh=True))
-            writer.write(BulkDoc(f"v{i}", {VECTOR_FIELD: v.tolist()}) for i, v in enumerate(x))
+            writer.write(BulkDoc(f"v{i}", {VECTOR_FIELD: v}) for i, v in enumerate(x))
             exact = exact_top(q, iter([(0, x)]), 10)
             rows = query_sweep(client, index, [v.tolist() for v in q], exact, ks=(10,))
         finally:
@@ -459,6 +485,9 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="knn.algo_param.index_thread_qty (graph-build threads; native engines)",
+    )
+    ap.add_argument(
+        "--bulk-clients", type=int, default=2, help="bulk writers side by side (one write thread each)"
     )
     ap.add_argument("--fresh", action="store_true", help="drop the configurations' indices first")
     ap.add_argument(
