@@ -6,7 +6,9 @@
 Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is made only from
 ``benchmarks/reference/summary.json`` (written by ``run_all.py --reference``), so every figure in
 it can be traced to that file, and ``tests/test_readme_tables.py`` fails when a block and the file
-disagree.
+disagree. It also writes the planner's shipped copy of the k-NN reference runs
+(``gemsearch/plugin/stores/opensearch/knn_measured.json``, from ``benchmarks/reference/knn_scale_*.json``),
+which ``gemsearch index plan`` reads when no ``--measured`` file is given.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gemsearch.plugin.stores.opensearch import sizing
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SUMMARY = HERE / "reference" / "summary.json"
+BANDS = REPO / "plugin" / "stores" / "opensearch" / sizing.BANDS_FILE.name  # the source tree's copy
 NAMES = {"lite0-gem": "Lite0-GeM", "resnet50-gem": "ResNet50-GeM"}
 SETS = {  # run_all's benchmark -> how the tables name its images
     "embed_photos": "real photos: Debian wallpapers",
@@ -152,6 +157,20 @@ def render(path: Path, summary: dict[str, Any]) -> str:
     return text
 
 
+def bands_text() -> str:
+    """The planner's copy of the k-NN reference runs, as it should be in the package."""
+    runs = sizing.load_measurements(sorted((HERE / "reference").glob("knn_scale_*.json")))
+    return json.dumps(sizing.band_digest(runs), indent=1) + "\n"
+
+
+def bands_current(write: bool) -> bool:
+    text, path = bands_text(), BANDS
+    current = path.is_file() and path.read_text() == text
+    if write and not current:
+        path.write_text(text)
+    return current
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     summary = json.loads(args.summary.read_text())
-    stale = []
+    stale = [] if bands_current(write=not args.check) else [str(BANDS.relative_to(REPO))]
     for rel in BLOCKS:
         path = REPO / rel
         new = render(path, summary)

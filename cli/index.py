@@ -154,7 +154,7 @@ def _sizing(docs: int, dims: int, options: IndexOptions) -> Any:
 def _print_plan(sizing: Any, measured: Sequence[Path], as_json: bool) -> None:
     from ..plugin.stores.opensearch import sizing as sz
 
-    results = sz.load_measurements(list(measured) or sz.reference_files())
+    results = sz.load_measurements(measured) if measured else sz.packaged_measurements()
     plan = sz.plan(sizing, sz.closest_measured(sizing, results))
     click.echo(plan.model_dump_json(indent=2) if as_json else "\n".join(sz.describe(plan)))
 
@@ -209,7 +209,7 @@ def _print_plan(sizing: Any, measured: Sequence[Path], as_json: bool) -> None:
     "--measured",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
-    help="Results of benchmarks/knn_scale.py (default: benchmarks/reference/knn_scale_*.json).",
+    help="Results of benchmarks/knn_scale.py (default: the reference runs shipped with gemsearch).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plan_command(measured: tuple[Path, ...], as_json: bool, bits: str, **params: Any) -> None:

@@ -76,3 +76,18 @@ def test_a_missing_or_doubled_marker_is_an_error(tables: Any) -> None:
     assert tables.replace_block(once, "benchmarks", "new") == (
         "a\n<!-- benchmarks:begin -->\nnew\n<!-- benchmarks:end -->\nb\n"
     )
+
+
+def test_the_planner_ships_the_reference_k_nn_runs(tables: Any) -> None:
+    """``gemsearch index plan`` reads a packaged digest of benchmarks/reference/knn_scale_*.json (an
+    installed wheel has no benchmarks folder); it must be the digest of the committed runs."""
+    from gemsearch.plugin.stores.opensearch import sizing
+
+    assert tables.BANDS.read_text() == tables.bands_text(), "run python benchmarks/readme_tables.py"
+    shipped = sizing.packaged_measurements()
+    committed = sorted(p.name for p in (BENCH / "reference").glob("knn_scale_*.json"))
+    assert sorted(run["_path"] for run in shipped) == committed
+    largest = max(shipped, key=lambda run: run["docs"])
+    band = sizing.closest_measured(sizing.SizingInput(docs=largest["docs"] * 10, dims=1280), shipped)
+    assert band is not None and band.docs == largest["docs"] and band.rows
+    assert f"measured at {largest['docs']:,} vectors on OpenSearch" in band.note

@@ -179,25 +179,48 @@ def closest_measured(s: SizingInput, results: Sequence[dict[str, Any]]) -> Measu
         return None
     _, data, cfg = best
     exact = cfg["dims"] == s.dims and cfg["m"] == s.m
-    note = f"measured at {data['docs']:,} vectors"
+    node = data.get("opensearch")  # a results file has the node's info, the shipped digest its version
+    version = node.get("version") if isinstance(node, dict) else node
+    note = f"measured at {data['docs']:,} vectors" + (f" on OpenSearch {version}" if version else "")
     if not exact:
         note += f" ({cfg['dims']} dims, m={cfg['m']})"
     if s.docs > data["docs"]:
         note += f"; recall falls and latency grows with size: the best case for {s.docs:,}"
     return MeasuredBand(
         source=Path(data["_path"]).name, config=cfg["name"], docs=data["docs"], dims=cfg["dims"],
-        rows=cfg["queries"], knn_files_mb=cfg.get("index", {}).get("search_files_mb"), note=note,
+        rows=cfg["queries"], note=note,
+        knn_files_mb=cfg.get("search_files_mb", cfg.get("index", {}).get("search_files_mb")),
     )  # fmt: skip
 
 
-def reference_files(start: Path | None = None) -> list[Path]:
-    """``benchmarks/reference/knn_scale_*.json`` of the source tree this module lives in, if any."""
-    here = (start or Path(__file__)).resolve()
-    for parent in here.parents:
-        folder = parent / "benchmarks" / "reference"
-        if folder.is_dir():
-            return sorted(folder.glob("knn_scale_*.json"))
-    return []
+BANDS_FILE = Path(__file__).with_name("knn_measured.json")  # shipped: plans work from a wheel too
+BAND_FIELDS = ("name", "engine", "dims", "m", "encoder", "vector_in_source", "queries")
+
+
+def band_digest(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the planner keeps of ``benchmarks/reference/knn_scale_*.json``: per run its size, node
+    and machine, per configuration its recall/latency rows and searched file size."""
+    runs = []
+    for data in results:
+        configs = [
+            {**{f: cfg[f] for f in BAND_FIELDS}, "search_files_mb": cfg["index"]["search_files_mb"]}
+            for cfg in data["configs"]
+            if "error" not in cfg
+        ]
+        runs.append({
+            "benchmark": "knn_scale", "_path": Path(data["_path"]).name, "docs": data["docs"],
+            "opensearch": data["opensearch"]["version"], "machine": data["machine"], "configs": configs,
+        })  # fmt: skip
+    return {"generated_from": "benchmarks/reference/knn_scale_*.json", "runs": runs}
+
+
+def packaged_measurements() -> list[dict[str, Any]]:
+    """The reference measurements shipped with gemsearch (``band_digest`` of the committed runs)."""
+    try:
+        runs: list[dict[str, Any]] = json.loads(BANDS_FILE.read_text(encoding="utf-8"))["runs"]
+    except (OSError, ValueError, KeyError):  # a broken install: plans keep their formulas
+        return []
+    return runs
 
 
 def _size(n_bytes: float) -> str:
