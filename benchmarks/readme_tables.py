@@ -133,8 +133,48 @@ def docs_embed_block(summary: dict[str, Any]) -> str:
     return "\n".join(parts).rstrip()
 
 
+def knn_runs() -> list[dict[str, Any]]:
+    return sizing.load_measurements(sorted((HERE / "reference").glob("knn_scale_*.json")))
+
+
+def _ef(cfg: dict[str, Any], k: int, ef: int) -> dict[str, Any] | None:
+    return next((q for q in cfg["queries"] if q["k"] == k and q["ef_search"] == ef), None)
+
+
+def sizing_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
+    """Per measured configuration, from the largest run that has it: the plan for ``docs`` vectors
+    (formulas) beside what the run measured."""
+    best: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for run in knn_runs():
+        for cfg in run["configs"]:
+            if "error" not in cfg and run["docs"] > best.get(cfg["name"], ({"docs": 0}, {}))[0]["docs"]:
+                best[cfg["name"]] = (run, cfg)
+    lines = [
+        f"| configuration | memory for {docs:,}, formula | disk for {docs:,}, formula | measured at "
+        "| vector + graph files, measured | disk, measured | load docs/s | recall@10 ef_search 10 / 100 "
+        "| p50 ms at ef_search 100 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (run, cfg) in sorted(best.items(), key=lambda item: -item[1][0]["docs"]):
+        s = sizing.SizingInput(
+            docs=docs, dims=cfg["dims"], m=cfg["m"], encoder=cfg["encoder"],
+            vector_in_source=cfg["vector_in_source"],
+        )  # fmt: skip
+        p = sizing.plan(s)
+        low, high = _ef(cfg, 10, 10), _ef(cfg, 10, 100)
+        recall = f"{low['recall']:.3f} / {high['recall']:.3f}" if low and high else "-"
+        lines.append(
+            f"| {name} | {p.memory_per_copy_bytes / 2**30:.1f} GiB | {p.disk_per_copy_bytes / 2**30:.1f} GiB "
+            f"| {run['docs']:,} (OpenSearch {run['opensearch']['version']}) "
+            f"| {cfg['index']['search_files_mb']:,.0f} MB | {cfg['index']['store_mb']:,.0f} MB "
+            f"| {cfg['load']['docs_per_s'] or '-'} | {recall} | {high['p50_ms'] if high else '-'} |"
+        )
+    sources = ", ".join(f"`benchmarks/reference/{Path(r['_path']).name}`" for r in knn_runs())
+    return "\n".join([*lines, "", f"Measured columns: {sources}; formulas: `gemsearch index plan`."])
+
+
 BLOCKS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
-    "README.md": {"benchmarks": readme_block},
+    "README.md": {"benchmarks": readme_block, "sizing": sizing_block},
     "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block},
 }
 
@@ -159,8 +199,7 @@ def render(path: Path, summary: dict[str, Any]) -> str:
 
 def bands_text() -> str:
     """The planner's copy of the k-NN reference runs, as it should be in the package."""
-    runs = sizing.load_measurements(sorted((HERE / "reference").glob("knn_scale_*.json")))
-    return json.dumps(sizing.band_digest(runs), indent=1) + "\n"
+    return json.dumps(sizing.band_digest(knn_runs()), indent=1) + "\n"
 
 
 def bands_current(write: bool) -> bool:

@@ -136,7 +136,8 @@ def plan(s: SizingInput, measured: MeasuredBand | None = None) -> SizingPlan:
     if s.vector_in_source:
         notes.append(
             f"the vector in _source is about {SOURCE_BYTES_PER_DIM * s.dims / 1024:.0f} KiB per document on "
-            "disk; --no-vector-in-source derives it instead (k-NN >= 2.19)"
+            "disk; a derived source (k-NN 2.19+, where an index asks for it; OpenSearch 3.0+ by default) "
+            "leaves it out: plan without the vector in _source there"
         )
     return SizingPlan(
         input=s, memory_per_copy_bytes=memory, memory_total_bytes=memory * copies,
