@@ -89,6 +89,34 @@ def measure() -> Iterator[Usage]:
         usage.child_peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+# Runs argv[2:] and writes its peak RSS (kB, wait4's ru_maxrss) to argv[1]. Linux carries a process's
+# high-water mark across fork and exec, so a command started straight from a process that has grown
+# (torch loaded) reports at least that process's peak; this launcher is small, so the command's peak
+# is its own.
+PEAK_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_with_peak_rss(cmd: Sequence[str], workdir: Path, **popen: Any) -> tuple[int, float, float]:
+    """Run ``cmd`` through ``PEAK_LAUNCHER``: (exit code, its own peak RSS in MB, CPU seconds of the
+    launcher's children: the command and the launcher's small start)."""
+    import subprocess
+
+    peak = workdir / f"peak-{os.getpid()}-{time.monotonic_ns()}.kb"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    code = subprocess.call([sys.executable, "-c", PEAK_LAUNCHER, str(peak), *cmd], **popen)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_mb = int(peak.read_text()) / 1024 if peak.is_file() else float("nan")
+    peak.unlink(missing_ok=True)
+    return code, peak_mb, cpu_s
+
+
 def percentiles(times_ms: Sequence[float]) -> dict[str, float]:
     a = np.asarray(times_ms, dtype=np.float64)
     return {

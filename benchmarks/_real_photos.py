@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_CACHE
+from _common import BENCH_CACHE, run_with_peak_rss
 
 PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds")
 TORCH_PATHS = ("torch", "torch-1thread")  # cirtorch's loop: DataLoader workers; one intra-op thread
@@ -72,7 +72,8 @@ def run_path(path: str, photos: list[Path], workers: int, max_side: int) -> dict
 
 def run_ingest_command(model: Path, photos: list[Path], decode: str) -> dict[str, Any]:
     """``gemsearch ingest`` of ``photos`` (listed in a file) into a fresh LocalStore at the defaults;
-    images/s from the run's own wall time (the report's, without the start-up), peak RSS from wait4."""
+    images/s from the run's own wall time (the report's, without the start-up), peak RSS the
+    command's own (``run_with_peak_rss``)."""
     work = Path(tempfile.mkdtemp(prefix="gemsearch-real-"))
     try:
         listing = work / "photos.txt"
@@ -81,18 +82,16 @@ def run_ingest_command(model: Path, photos: list[Path], decode: str) -> dict[str
         cmd += ["--store", str(work / "store"), "--json", "--no-progress", "--no-skip-existing"]
         cmd += ["--exact-decode"] if decode == "exact" else []
         with (work / "out.json").open("w") as out, (work / "err.txt").open("w") as err:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+            code, peak_mb, cpu_s = run_with_peak_rss(cmd, work, stdout=out, stderr=err)
+        if code != 0:
             raise RuntimeError((work / "err.txt").read_text()[-2000:])
         report = json.loads((work / "out.json").read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
     embedded, wall = report["embedded"], report["wall_s"]
-    cpu_s = usage.ru_utime + usage.ru_stime
     cores = len(os.sched_getaffinity(0))
     return {
         "images_per_s": round(embedded / wall, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu_s, 3),
-        "cpu_util": round(cpu_s / wall / cores, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_util": round(cpu_s / wall / cores, 3), "peak_rss_mb": round(peak_mb, 1),
         "child_peak_rss_mb": None, "embedded": embedded,
     }  # fmt: skip

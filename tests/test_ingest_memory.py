@@ -9,7 +9,6 @@ loaded) would report at least the test process's own peak.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,20 +16,13 @@ import pytest
 from PIL import Image, ImageOps
 from support.ingest_helpers import PHOTOS, photo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from _common import run_with_peak_rss  # the benchmarks' launcher: one copy
+
 pytestmark = pytest.mark.slow
 
 CEILING_MB = 1024  # docs/runtime.md#memory: peak RSS of ingest at default settings, Lite0 on CPU
 PHOTO_SIZE = (4000, 3000)
-
-# Runs argv[2:] and writes its peak RSS (kB, wait4's ru_maxrss) to argv[1]; small itself, so the
-# command inherits no large high-water mark.
-LAUNCHER = """
-import os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(child.pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
 
 
 def large_photos(folder: Path, n: int) -> list[Path]:
@@ -58,11 +50,9 @@ def test_ingest_of_large_photos_stays_under_the_memory_ceiling(tmp_path: Path) -
     assert len({p.read_bytes() for p in photos}) == 40
     cmd = [sys.executable, "-m", "gemsearch.cli", "ingest", str(tmp_path / "photos"), "--model", str(model)]
     cmd += ["--store", str(tmp_path / "store"), "--json", "--no-progress"]
-    peak_file = tmp_path / "peak_kb.txt"
     with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
-        code = subprocess.call([sys.executable, "-c", LAUNCHER, str(peak_file), *cmd], stdout=out, stderr=err)
+        code, peak_mb, _ = run_with_peak_rss(cmd, tmp_path, stdout=out, stderr=err)
     assert code == 0, (tmp_path / "err.txt").read_text()[-2000:]
     assert '"embedded": 40' in (tmp_path / "out.txt").read_text()
-    peak_mb = int(peak_file.read_text()) / 1024
     print(f"peak RSS of gemsearch ingest: {peak_mb:.0f} MB")
     assert peak_mb < CEILING_MB, f"ingest peaked at {peak_mb:.0f} MB, over the {CEILING_MB} MB ceiling"
