@@ -173,9 +173,37 @@ def sizing_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
     return "\n".join([*lines, "", f"Measured columns: {sources}; formulas: `gemsearch index plan`."])
 
 
+def measured_block(_summary: dict[str, Any]) -> str:
+    """Every configuration of every k-NN reference run, largest runs first."""
+    lines = [
+        "| config | vectors | OpenSearch | load docs/s | force-merge s | disk MB | searched files MB, "
+        "measured / formula | recall@10 at ef_search 10 / 100 | recall@100 at ef_search 100 "
+        "| k=10 p50 / p99 ms at ef_search 100 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in sorted(knn_runs(), key=lambda r: -r["docs"]):
+        for cfg in run["configs"]:
+            if "error" in cfg:
+                continue
+            low, high, wide = _ef(cfg, 10, 10), _ef(cfg, 10, 100), _ef(cfg, 100, 100)
+            load = cfg["load"]
+            lines.append(
+                f"| {cfg['name']} | {run['docs']:,} | {run['opensearch']['version']} "
+                f"| {load['docs_per_s'] or '-'} | {load['force_merge_s']:,.0f} "
+                f"| {cfg['index']['store_mb']:,.0f} "
+                f"| {cfg['index']['search_files_mb']:,.1f} / {cfg['formula_memory_mb']:,.1f} "
+                f"| {low['recall']:.3f} / {high['recall']:.3f} | {wide['recall']:.3f} "
+                f"| {high['p50_ms']:.0f} / {high['p99_ms']:.0f} |"
+                if low and high and wide
+                else f"| {cfg['name']} | {run['docs']:,} | (incomplete) |"
+            )
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
     "README.md": {"benchmarks": readme_block, "sizing": sizing_block},
     "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block},
+    "docs/opensearch.md": {"sizing:measured": measured_block},
 }
 
 

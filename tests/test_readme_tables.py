@@ -32,7 +32,7 @@ def summary(tables: Any) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/benchmarks.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/benchmarks.md", "docs/opensearch.md"])
 def test_tables_equal_the_reference_summary(tables: Any, summary: dict[str, Any], doc: str) -> None:
     path = REPO / doc
     assert tables.render(path, summary) == path.read_text(), (
