@@ -148,6 +148,17 @@ def test_bulk_of_a_few_hundred_then_count_ids_and_self_search(
         assert [h.score for h in hits] == pytest.approx(exact.tolist(), abs=1e-4)
 
 
+def test_a_query_vector_with_nan_is_refused_before_it_is_sent(store: OpenSearchStore) -> None:
+    """Search bodies are written as float32 arrays by orjson, which would turn NaN into null."""
+    store.ensure_index(make_manifest(dims=16))
+    store.write(make_records(unit_rows(5, 16, seed=3)))
+    query = unit_rows(1, 16, seed=4)[0]
+    assert len(store.search(query, k=2)) == 2
+    query[3] = np.nan
+    with pytest.raises(StoreError, match=r"cannot send this search: .*NaN"):
+        store.search(query, k=2)
+
+
 def test_update_metadata_merges_fields_keeps_vectors_and_leaves_out_missing_ids(
     opensearch: OpenSearch, store: OpenSearchStore, tmp_path: Path
 ) -> None:

@@ -19,26 +19,23 @@ timeout overwrites it instead of duplicating it. Partial updates (op ``update``,
 that is not in the index (404) is reported rejected with the reason ``not found``, without a
 dead-letter line. Requests are sized by bytes and by count.
 
-Bodies are encoded with orjson: a float32 vector (a numpy array in the source) is written in its
-shortest exact form (about 16 KB for 1,280 dimensions instead of 27 KB through Python floats, at a
-twentieth of the CPU), so the client is not what limits a bulk load.
+Bodies are written by ``json_body``: a float32 vector (a numpy array in the source) in its shortest
+exact form, so the client is not what limits a bulk load.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import numpy as np
-import orjson
 from opensearchpy.exceptions import AuthenticationException, AuthorizationException, SSLError, TransportError
 from opensearchpy.exceptions import ConnectionError as TransportConnectionError
 
+from . import json_body
 from .bulk_models import BulkDoc, BulkError, BulkOptions, BulkReport, ItemOutcome, Outcome, RetryPolicy
 from .dead_letter import DeadLetterFile
 from .errors import store_error
@@ -252,28 +249,8 @@ class BulkWriter:
             )
 
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
 def _encode(doc: BulkDoc) -> bytes:
-    _require_finite(doc.source)  # orjson writes NaN and inf as null; the index must not get those
-    action = orjson.dumps({doc.op: {"_id": doc.id}})
-    return action + b"\n" + orjson.dumps(doc.source, option=_JSON_OPTIONS) + b"\n"
-
-
-def _require_finite(value: Any) -> None:
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise ValueError("an array holds NaN or infinity")
-    elif isinstance(value, float | np.floating):
-        if not math.isfinite(value):
-            raise ValueError(f"out of range float value {value}")
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            _require_finite(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _require_finite(item)
+    return json_body.dumps({doc.op: {"_id": doc.id}}) + b"\n" + json_body.dumps(doc.source) + b"\n"
 
 
 def _result(answer: Any) -> dict[str, Any]:

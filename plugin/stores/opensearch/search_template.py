@@ -18,6 +18,7 @@ from opensearchpy.exceptions import TransportError
 from ....errors import StoreError
 from ....protocols import Filters, FloatRows, Hit
 from ...query_checks import check_filters
+from . import json_body
 from .store import filter_clause, similarity
 
 TEMPLATE_FILE = "knn_search.mustache"
@@ -42,7 +43,7 @@ def put_search_template(client: Any, template_id: str = TEMPLATE_ID) -> None:
 
 def template_params(vector: FloatRows, k: int = 10, filters: Filters | None = None) -> dict[str, Any]:
     """The template's parameters for a descriptor ``(d,)``, ``k`` and metadata filters."""
-    params: dict[str, Any] = {"vector": np.asarray(vector, dtype=np.float32).ravel().tolist(), "k": int(k)}
+    params: dict[str, Any] = {"vector": np.ascontiguousarray(vector, dtype=np.float32).ravel(), "k": int(k)}
     checked = check_filters(filters)
     if checked:
         params["filter"] = filter_clause(checked)
@@ -62,7 +63,7 @@ def search_with_template(
     """Run the stored template against ``index`` (an alias or an index) and read the hits."""
     body = {"id": template_id, "params": template_params(vector, k, filters)}
     try:
-        response = client.search_template(index=index, body=body)
+        response = client.search_template(index=index, body=json_body.request(body, "this search"))
     except TransportError as exc:
         raise StoreError(f"search template {template_id} on {index} failed: {exc}") from exc
     return [

@@ -26,6 +26,7 @@ from ....manifest import ModelManifest
 from ....preprocess import DEFAULT_DECODE, DecodeMode
 from ....protocols import Filters, FloatRows, Hit, Record
 from ...query_checks import parts_by_kind
+from . import json_body
 from .bulk import BulkDoc, BulkOptions, BulkReport, BulkWriter, Outcome
 from .connection import OpenSearchConfig, make_client
 from .errors import store_error
@@ -319,13 +320,14 @@ class OpenSearchStore:
         query = np.asarray(vector, dtype=np.float32).ravel()
         if self.manifest is not None and query.shape[0] != self.manifest.output_dim:
             raise StoreError(f"query has {query.shape[0]} dims, the index {self.manifest.output_dim}")
-        knn: dict[str, Any] = {"vector": query.tolist(), "k": k}
+        knn: dict[str, Any] = {"vector": query, "k": k}
         if filters:
             knn["filter"] = self._filter_clause(filters)
         if ef_search is not None:
             knn["method_parameters"] = {"ef_search": ef_search}
         body = {"size": k, "_source": {"excludes": [VECTOR_FIELD]}, "query": {"knn": {VECTOR_FIELD: knn}}}
-        hits = self._call("search", index=self.read_target, body=body)["hits"]["hits"]
+        sent = json_body.request(body, "this search")
+        hits = self._call("search", index=self.read_target, body=sent)["hits"]["hits"]
         return [self._hit(h) for h in hits]
 
     def _hit(self, hit: dict[str, Any]) -> Hit:
