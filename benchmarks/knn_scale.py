@@ -162,6 +162,20 @@ def ensure_index(client: Any, cfg: Config, seed: int, fresh: bool) -> str:
     return name
 
 
+def remember_load(client: Any, index: str, loaded: dict[str, Any]) -> dict[str, Any]:
+    """Keep the load's figures in the index's ``_meta``: a later run that reuses the complete index
+    (``--keep``: more queries, other ``--extra-ef``) reports them instead of an empty load."""
+    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+    client.indices.put_mapping(index=index, body={"_meta": {**meta, "knn_scale_load": loaded}})
+    return loaded
+
+
+def earlier_load(client: Any, index: str, now: dict[str, Any]) -> dict[str, Any]:
+    meta = client.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {})
+    earlier = meta.get("knn_scale_load")
+    return {**earlier, "measured_by_an_earlier_run": True} if earlier else now
+
+
 def count(client: Any, index: str) -> int:
     client.indices.refresh(index=index)
     return int(client.count(index=index)["count"])
@@ -281,18 +295,24 @@ def search_ids(client: Any, index: str, q: list[Any], k: int, ef: int) -> tuple[
     return [int(h["_id"][1:]) for h in hits], (time.perf_counter() - t0) * 1000
 
 
-def ef_values(k: int) -> list[int]:
-    return sorted({k, 2 * k, 4 * k} | ({INDEX_DEFAULT_EF} if k < INDEX_DEFAULT_EF else set()))
+def ef_values(k: int, extra: Sequence[int] = ()) -> list[int]:
+    base = {k, 2 * k, 4 * k} | ({INDEX_DEFAULT_EF} if k < INDEX_DEFAULT_EF else set())
+    return sorted(base | {ef for ef in extra if ef >= k})
 
 
 def query_sweep(
-    client: Any, index: str, queries: list[Any], exact: np.ndarray, ks: Sequence[int] = (10, 100)
+    client: Any,
+    index: str,
+    queries: list[Any],
+    exact: np.ndarray,
+    ks: Sequence[int] = (10, 100),
+    extra_ef: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     for q in queries[:20]:  # warm: the first searches page the graph in
         search_ids(client, index, q, 10, 10)
     rows = []
     for k in ks:
-        for ef in ef_values(k):
+        for ef in ef_values(k, extra_ef):
             times, recalls = [], []
             for q, truth in zip(queries, exact, strict=True):
                 found, ms = search_ids(client, index, q, k, ef)
@@ -341,12 +361,14 @@ def run_config(client: Any, info: dict[str, Any], cfg: Config, args: argparse.Na
     start = args.docs if have == args.docs else resume_point(have, args.bulk_clients)
     print(f"{cfg.name}: loading {start:,} .. {args.docs:,}", file=sys.stderr, flush=True)
     loaded = load(client, index, vectors, start, args.docs, args.bulk_clients)
+    keep = remember_load if start < args.docs else earlier_load
+    loaded = keep(client, index, loaded)
     if count(client, index) != args.docs:
         raise RuntimeError(f"{index} holds {count(client, index)} vectors after the load, not {args.docs}")
     queries = vectors.reducer(gen.queries(args.docs, args.queries), cfg.dims)
     exact = ground_truth(vectors, queries, args.docs, args.seed)
     sent = vectors.sent(queries)
-    rows = query_sweep(client, index, sent, exact)
+    rows = query_sweep(client, index, sent, exact, extra_ef=args.extra_ef)
     size = index_size(client, index)
     files_mb = size["search_files_mb"]
     formula = hnsw_memory_bytes(args.docs, cfg.dims, cfg.m, "lucene", cfg.sizing_encoder)  # type: ignore[arg-type]
@@ -485,6 +507,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=None,
         help="knn.algo_param.index_thread_qty (graph-build threads; native engines)",
+    )
+    ap.add_argument(
+        "--extra-ef",
+        type=int,
+        nargs="*",
+        default=[200, 400, 800],
+        help="ef_search values swept beside k, 2k, 4k and 100 (those >= k)",
     )
     ap.add_argument(
         "--bulk-clients", type=int, default=2, help="bulk writers side by side (one write thread each)"

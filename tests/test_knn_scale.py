@@ -92,7 +92,9 @@ def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) ->
             cfg["memory"]["heap_used_mb"] > 0 and cfg["memory"]["rss_mb"] > cfg["memory"]["heap_used_mb"] / 4
         )
         rows = {(r["k"], r["ef_search"]): r for r in cfg["queries"]}
-        assert set(rows) == {(10, 10), (10, 20), (10, 40), (10, 100), (100, 100), (100, 200), (100, 400)}
+        swept = {(10, 10), (10, 20), (10, 40), (10, 100), (100, 100), (100, 200), (100, 400)}
+        extra = {(10, 200), (10, 400), (10, 800), (100, 800)}  # --extra-ef's default: 200, 400, 800
+        assert set(rows) == swept | extra
         for r in rows.values():
             assert 0 < r["p50_ms"] <= r["p99_ms"] and 0 <= r["recall"] <= 1
         assert rows[(10, 100)]["recall"] >= 0.95  # the index default ef_search, against brute force
@@ -105,3 +107,28 @@ def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) ->
     assert 0.5 < real["sim_at_1"] <= 1 and 0.5 < synthetic["sim_at_1"] <= 1
     table = out.with_suffix(".md").read_text()
     assert table.startswith("### knn_scale") and "f32-256-m16" in table and "Realism check" in table
+
+
+@pytest.mark.slow
+def test_a_kept_complete_index_is_reused_with_its_load_figures(
+    opensearch_node: OpenSearchNode, tmp_path: Path
+) -> None:
+    """A second run over a kept, complete index loads nothing and reports the first run's load."""
+    base = [
+        sys.executable, str(BENCH / "knn_scale.py"), "--docs", "2048", "--configs", "f32-256-m16",
+        "--queries", "20", "--opensearch", str(opensearch_node.url), "--no-realism", "--seed", "11",
+    ]  # fmt: skip
+    runs = []
+    # the first run keeps its index; the second reuses it, then drops it
+    for i, extra in enumerate((["--fresh", "--keep", "--extra-ef"], ["--extra-ef", "300"])):
+        out = tmp_path / f"run{i}.json"
+        proc = subprocess.run([*base, *extra, "--out", str(out)], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(out.read_text())["configs"][0])
+    first, second = runs
+    assert first["load"]["loaded"] == 2048 and "measured_by_an_earlier_run" not in first["load"]
+    assert second["load"] == {**first["load"], "measured_by_an_earlier_run": True}
+    assert {r["ef_search"] for r in second["queries"] if r["k"] == 10} == {10, 20, 40, 100, 300}
+    assert {r["ef_search"] for r in first["queries"] if r["k"] == 10} == {10, 20, 40, 100}
+    indices = opensearch_node.request("GET", "/_cat/indices?format=json&h=index")
+    assert second["index_name"] not in [row["index"] for row in indices]
