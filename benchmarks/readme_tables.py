@@ -55,8 +55,8 @@ def _caption(summary: dict[str, Any]) -> str:
     return (
         f"Reference run of {summary['date_utc']} ([benchmarks/reference/summary.md]"
         f"(benchmarks/reference/summary.md)): {m['cpu']}, {m['usable_cores']} cores, load average "
-        f"{load} at the start. The machine was shared with other work: read the ratios, which compare "
-        "paths run alternately in the same minutes, not the absolute images/s."
+        f"{load} at the start. Read the ratios, which compare paths run alternately in the same "
+        "minutes, not the absolute images/s: those depend on the machine and what else runs on it."
     )
 
 
@@ -133,6 +133,32 @@ def docs_embed_block(summary: dict[str, Any]) -> str:
     return "\n".join(parts).rstrip()
 
 
+def docs_ingest_block(summary: dict[str, Any]) -> str:
+    """The real-photo ingest of the reference run, every path, as ``ingest_throughput.py`` tabulates it."""
+    data = (summary.get("benchmarks") or {}).get("ingest_photos")
+    if not data:
+        return "Not in the reference run."
+    sys.path.insert(0, str(HERE))
+    from ingest_throughput import real_photos_table
+
+    m = data["machine"]
+    return "\n".join([
+        f"Reference run of {m['date_utc']} "
+        "([benchmarks/reference/summary.md](../benchmarks/reference/summary.md), "
+        f"`{' '.join(['ingest_throughput.py', *_args(summary, 'ingest_photos')])}`): {m['cpu']}, "
+        f"{m['usable_cores']} cores, load average {m['load_average_1_5_15'][0]} at the start; "
+        f"{data['images']} photos per run, {data['repeats']} alternating runs per path (medians), shrunk "
+        f"to at most {data['max_side']} px. Targets: >= {data['target_ratio']}x the best PyTorch loop at "
+        f"<= {data['target_peak_rss_mb']} MB peak RSS.",
+        "",
+        real_photos_table(data["results"]),
+    ])  # fmt: skip
+
+
+def _args(summary: dict[str, Any], name: str) -> list[str]:
+    return next((list(r.get("args", [])) for r in summary["runs"] if r["name"] == name), [])
+
+
 def knn_runs() -> list[dict[str, Any]]:
     return sizing.load_measurements(sorted((HERE / "reference").glob("knn_scale_*.json")))
 
@@ -202,7 +228,7 @@ def measured_block(_summary: dict[str, Any]) -> str:
 
 BLOCKS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
     "README.md": {"benchmarks": readme_block, "sizing": sizing_block},
-    "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block},
+    "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block, "benchmarks:ingest": docs_ingest_block},
     "docs/opensearch.md": {"sizing:measured": measured_block},
 }
 
