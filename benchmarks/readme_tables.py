@@ -176,22 +176,25 @@ def sizing_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
             if "error" not in cfg and run["docs"] > best.get(cfg["name"], ({"docs": 0}, {}))[0]["docs"]:
                 best[cfg["name"]] = (run, cfg)
     lines = [
-        f"| configuration | memory for {docs:,}, formula | disk for {docs:,}, formula | measured at "
-        "| vector + graph files, measured | disk, measured | load docs/s | recall@10 ef_search 10 / 100 "
-        "| p50 ms at ef_search 100 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| configuration | vector in `_source` | memory for {docs:,}, formula | disk for {docs:,}, formula "
+        "| measured at | searched files, measured | disk, measured | load docs/s "
+        "| recall@10 at ef_search 100 / 800 | p50 ms at ef_search 100 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (run, cfg) in sorted(best.items(), key=lambda item: -item[1][0]["docs"]):
+        version = run["opensearch"]["version"]
         s = sizing.SizingInput(
             docs=docs, dims=cfg["dims"], m=cfg["m"], encoder=cfg["encoder"],
-            vector_in_source=cfg["vector_in_source"],
+            vector_in_source=cfg["vector_in_source"], opensearch_major=int(version.split(".")[0]),
         )  # fmt: skip
+        in_source = s.keeps_source
         p = sizing.plan(s)
-        low, high = _ef(cfg, 10, 10), _ef(cfg, 10, 100)
-        recall = f"{low['recall']:.3f} / {high['recall']:.3f}" if low and high else "-"
+        high, wide = _ef(cfg, 10, 100), _ef(cfg, 10, 800)
+        recall = " / ".join(f"{r['recall']:.3f}" if r else "-" for r in (high, wide))
+        source = "yes" if in_source else ("no (3.x default)" if cfg["vector_in_source"] else "no")
         lines.append(
-            f"| {name} | {p.memory_per_copy_bytes / 2**30:.1f} GiB | {p.disk_per_copy_bytes / 2**30:.1f} GiB "
-            f"| {run['docs']:,} (OpenSearch {run['opensearch']['version']}) "
+            f"| {name} | {source} | {p.memory_per_copy_bytes / 2**30:.1f} GiB "
+            f"| {p.disk_per_copy_bytes / 2**30:.1f} GiB | {run['docs']:,} (OpenSearch {version}) "
             f"| {cfg['index']['search_files_mb']:,.0f} MB | {cfg['index']['store_mb']:,.0f} MB "
             f"| {cfg['load']['docs_per_s'] or '-'} | {recall} | {high['p50_ms'] if high else '-'} |"
         )

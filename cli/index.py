@@ -206,6 +206,13 @@ def _print_plan(sizing: Any, measured: Sequence[Path], as_json: bool) -> None:
     help="Whether _source keeps the vector (disk estimate).",
 )
 @click.option(
+    "--opensearch-major",
+    type=click.IntRange(1, 9),
+    default=2,
+    show_default=True,
+    help="Major version of the cluster: 3.x derives the vector and keeps no doc-values copy (disk).",
+)
+@click.option(
     "--measured",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,

@@ -100,3 +100,24 @@ def test_cli_plan_prints_formula_memory_and_refuses_bad_input() -> None:
     assert out["primary_shards"] >= 1
     bad = runner.invoke(cli, ["index", "plan", "--docs", "10", "--encoder", "binary"])
     assert bad.exit_code == 2 and "faiss" in bad.output and "Traceback" not in bad.output
+
+
+def test_disk_estimate_is_within_15_percent_of_the_measured_indices_on_3x() -> None:
+    """On OpenSearch 3.x the index is the vector and graph files (no _source copy, no doc values);
+    the planner's disk formula for that version must match what the reference runs measured."""
+    checked = 0
+    for data in _measured():
+        major = int(data["opensearch"]["version"].split(".")[0])  # type: ignore[index]
+        for cfg in data["configs"]:  # type: ignore[attr-defined]
+            if "error" in cfg or major < 3:
+                continue
+            s = SizingInput(
+                docs=data["docs"],
+                dims=cfg["dims"],
+                m=cfg["m"],
+                encoder=cfg["encoder"],
+                opensearch_major=major,
+            )
+            assert plan(s).disk_per_copy_bytes / 2**20 == pytest.approx(cfg["index"]["store_mb"], rel=0.15)
+            checked += 1
+    assert checked >= 2

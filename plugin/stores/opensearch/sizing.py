@@ -30,9 +30,10 @@ Encoder = Literal["none", "sq", "byte", "binary"]
 OVERHEAD = 1.1  # the k-NN documentation's allowance on top of vectors + graph links
 LINK_BYTES = 8  # per HNSW link and per unit of m, as documented
 # JSON text of a vector in _source, per dimension after Lucene's stored-field compression: the
-# bulk writer sends each float as Python's repr (about 20 characters), which compresses poorly.
-# Measured by benchmarks/knn_scale.py (the fdt file / docs / dims; 1280 dims, 2,048 vectors).
-SOURCE_BYTES_PER_DIM = 15.7
+# bulk writer sends float32 in its shortest form (about 11 characters), which compresses poorly.
+# Measured by benchmarks/knn_scale.py (the fdt file / docs / dims; 1280 dims, 4,096 vectors,
+# OpenSearch 2.19.1; 15.7 when vectors were sent as Python floats' 17-digit repr).
+SOURCE_BYTES_PER_DIM = 8.4
 SOURCE_BYTES_PER_DIM_BYTE = 2.0  # byte vectors: small integers as text
 DOC_OVERHEAD_BYTES = 200  # id, seq_no, version, image_ref and a little metadata, per document
 SHARD_MAX_GIB = 30.0  # the usual guidance: shards of 10-30 GiB
@@ -53,6 +54,13 @@ class SizingInput(BaseModel):
     bits: int = Field(1, description="bits per dimension of faiss binary quantisation (1, 2 or 4)")
     m: int = Field(16, ge=2, le=512)
     vector_in_source: bool = True
+    # OpenSearch 3.x derives the vector instead of keeping it in _source and keeps no doc-values
+    # copy of it (measured at 1M vectors on 3.5.0: the index is its vector and graph files)
+    opensearch_major: int = Field(2, ge=1, le=9)
+
+    @property
+    def keeps_source(self) -> bool:
+        return self.vector_in_source and self.opensearch_major < 3
 
     @model_validator(mode="after")
     def _supported(self) -> SizingInput:
@@ -87,8 +95,9 @@ def disk_bytes_per_doc(s: SizingInput) -> float:
     quantised = vector_bytes(s.dims, s.engine, s.encoder, s.bits) if s.encoder in ("sq", "binary") else 0.0
     links = LINK_BYTES * s.m
     per_dim = SOURCE_BYTES_PER_DIM_BYTE if s.encoder == "byte" else SOURCE_BYTES_PER_DIM
-    source = per_dim * s.dims if s.vector_in_source else 0.0
-    return 2 * raw + quantised + links + source + DOC_OVERHEAD_BYTES
+    source = per_dim * s.dims if s.keeps_source else 0.0
+    copies = 2 if s.opensearch_major < 3 else 1  # the vector file, and 2.x's doc-values copy
+    return copies * raw + quantised + links + source + DOC_OVERHEAD_BYTES
 
 
 def primary_shards(primary_disk_bytes: float, max_gib: float = SHARD_MAX_GIB) -> int:
@@ -133,7 +142,9 @@ def plan(s: SizingInput, measured: MeasuredBand | None = None) -> SizingPlan:
         notes.append("faiss needs the k-NN native libraries (a full OpenSearch distribution)")
     else:
         notes.append("lucene: the graph and vectors are memory-mapped files; keep this much page cache free")
-    if s.vector_in_source:
+    if s.opensearch_major >= 3:
+        notes.append("OpenSearch 3.x: the vector is derived, not kept in _source, and has no doc-values copy")
+    elif s.vector_in_source:
         notes.append(
             f"the vector in _source is about {SOURCE_BYTES_PER_DIM * s.dims / 1024:.0f} KiB per document on "
             "disk; a derived source (k-NN 2.19+, where an index asks for it; OpenSearch 3.0+ by default) "
