@@ -202,6 +202,45 @@ def sizing_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
     return "\n".join([*lines, "", f"Measured columns: {sources}; formulas: `gemsearch index plan`."])
 
 
+FORMULA_ROWS = [  # (engine, encoder, bits, dims, m, vector in _source, OpenSearch major, label)
+    ("lucene", "none", 1, 1280, 16, True, 2, "none (float32)"),
+    ("lucene", "none", 1, 1280, 16, False, 2, "none (float32)"),
+    ("lucene", "none", 1, 1280, 16, True, 3, "none (float32)"),
+    ("lucene", "none", 1, 1280, 32, True, 2, "none (float32)"),
+    ("lucene", "none", 1, 512, 16, True, 2, "none (float32)"),
+    ("lucene", "none", 1, 256, 16, True, 2, "none (float32)"),
+    ("lucene", "sq", 1, 1280, 16, True, 2, "sq (int7)"),
+    ("lucene", "byte", 1, 1280, 16, True, 2, "byte vectors"),
+    ("faiss", "none", 1, 1280, 16, True, 2, "none"),
+    ("faiss", "sq", 1, 1280, 16, True, 2, "sq (fp16)"),
+    ("faiss", "binary", 1, 1280, 16, False, 2, "binary 1-bit (on-disk mode's default, 32x)"),
+    ("faiss", "binary", 2, 1280, 16, False, 2, "binary 2-bit (16x)"),
+    ("faiss", "binary", 4, 1280, 16, False, 2, "binary 4-bit (8x)"),
+]
+
+
+def formula_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
+    """``gemsearch index plan`` for common builds of ``docs`` vectors."""
+    lines = [
+        "| engine | encoder | dims | m | OpenSearch | vector in `_source` | memory GiB (formula) "
+        "| disk GiB (formula) | primaries |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for engine, encoder, bits, dims, m, in_source, major, label in FORMULA_ROWS:
+        s = sizing.SizingInput(
+            docs=docs, dims=dims, m=m, engine=engine, encoder=encoder, bits=bits,  # type: ignore[arg-type]
+            vector_in_source=in_source, opensearch_major=major,
+        )  # fmt: skip
+        p = sizing.plan(s)
+        name = "faiss (not measured)" if engine == "faiss" else engine
+        lines.append(
+            f"| {name} | {label} | {dims} | {m} | {major}.x | {'yes' if s.keeps_source else 'no'} "
+            f"| {p.memory_per_copy_bytes / 2**30:.2f} | {p.disk_per_copy_bytes / 2**30:.1f} "
+            f"| {p.primary_shards} |"
+        )
+    return "\n".join(lines)
+
+
 def measured_block(_summary: dict[str, Any]) -> str:
     """Every configuration of every k-NN reference run, largest runs first."""
     lines = [
@@ -232,7 +271,7 @@ def measured_block(_summary: dict[str, Any]) -> str:
 BLOCKS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
     "README.md": {"benchmarks": readme_block, "sizing": sizing_block},
     "docs/benchmarks.md": {"benchmarks:embed": docs_embed_block, "benchmarks:ingest": docs_ingest_block},
-    "docs/opensearch.md": {"sizing:measured": measured_block},
+    "docs/opensearch.md": {"sizing:formula": formula_block, "sizing:measured": measured_block},
 }
 
 
