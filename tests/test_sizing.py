@@ -89,6 +89,23 @@ def test_plan_quotes_the_closest_measured_configuration() -> None:
     assert sizing.closest_measured(SizingInput(docs=10, dims=cfg["dims"], engine="faiss"), results) is None
 
 
+def test_the_band_comes_from_the_smallest_run_at_least_as_large_else_the_largest() -> None:
+    """Recall falls with size: a plan for 10k vectors must not quote a 1M measurement, nor one for
+    5M a 20k one."""
+
+    def run(docs: int) -> dict[str, object]:
+        rows = [{"k": 10, "ef_search": 100, "recall": docs}]
+        cfg = {"name": "f32", "engine": "lucene", "encoder": "none", "dims": 1280, "m": 16,
+               "vector_in_source": True, "queries": rows}  # fmt: skip
+        return {"_path": f"knn_scale_{docs}.json", "docs": docs, "opensearch": "3.5.0", "configs": [cfg]}
+
+    runs = [run(1_000_000), run(20_000), run(200_000)]
+    for wanted, quoted in ((10_000, 20_000), (20_000, 20_000), (500_000, 1_000_000), (5_000_000, 1_000_000)):
+        band = sizing.closest_measured(SizingInput(docs=wanted, dims=1280), runs)
+        assert band is not None and band.docs == quoted, (wanted, band)
+        assert ("the best case" in band.note) == (wanted > quoted)
+
+
 def test_cli_plan_prints_formula_memory_and_refuses_bad_input() -> None:
     runner = CliRunner()
     result = runner.invoke(

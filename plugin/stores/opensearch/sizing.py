@@ -176,15 +176,17 @@ def load_measurements(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def closest_measured(s: SizingInput, results: Sequence[dict[str, Any]]) -> MeasuredBand | None:
-    """The measured configuration nearest to ``s``: same engine and encoder, then dims, m, where the
-    vector is kept, size."""
+    """The measured configuration nearest to ``s``: same engine and encoder, then dims, m, size (the
+    smallest run at least as large, else the largest), where the vector is kept."""
     best: tuple[tuple[float, ...], dict[str, Any], dict[str, Any]] | None = None
     for data in results:
         for cfg in data.get("configs", []):
             if "error" in cfg or cfg.get("engine") != s.engine or cfg.get("encoder") != s.encoder:
                 continue
             source = float(cfg.get("vector_in_source", True) != s.vector_in_source)
-            key = (abs(math.log(cfg["dims"] / s.dims)), abs(cfg["m"] - s.m), source, -data["docs"])
+            # the smallest run that holds at least s.docs (recall falls with size), else the largest
+            size = (0, data["docs"]) if data["docs"] >= s.docs else (1, -data["docs"])
+            key = (abs(math.log(cfg["dims"] / s.dims)), abs(cfg["m"] - s.m), *size, source)
             if best is None or key < best[0]:
                 best = (key, data, cfg)
     if best is None:
