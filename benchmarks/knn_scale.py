@@ -208,9 +208,41 @@ def quantise(x: np.ndarray, scale: float) -> np.ndarray:
 
 
 def resume_point(have: int, clients: int) -> int:
-    """Where a load resumes: ``clients`` writers take blocks in order, so every block before the
-    lowest one in flight is complete, and at most ``clients`` blocks were partly written."""
+    """Where a load resumes: writers take blocks in order and never more than ``clients`` past the
+    lowest unfinished one (``Dealer``), so every block ``clients`` below the count is complete."""
     return max(0, have // BLOCK - clients) * BLOCK
+
+
+class Dealer:
+    """Deals blocks of vectors to the bulk writers, in order, never ``clients`` or more past the
+    lowest unfinished block (a writer stuck in retries holds the others back), and stops dealing
+    once a writer fails."""
+
+    def __init__(self, rows: Iterator[tuple[int, np.ndarray]], start: int, clients: int) -> None:
+        self.rows, self.clients, self.next = rows, clients, start // BLOCK
+        self.unfinished: set[int] = set()
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def take(self) -> tuple[int, np.ndarray] | None:
+        with self.cond:
+            while not self.stopped and self.next >= min(self.unfinished, default=self.next) + self.clients:
+                self.cond.wait()
+            block = None if self.stopped else next(self.rows, None)
+            if block is not None:
+                self.next = block[0] // BLOCK + 1
+                self.unfinished.add(block[0] // BLOCK)
+            return block
+
+    def done(self, lo: int) -> None:
+        with self.cond:
+            self.unfinished.discard(lo // BLOCK)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 def load(client: Any, index: str, vectors: Vectors, start: int, stop: int, clients: int) -> dict[str, Any]:
@@ -222,24 +254,31 @@ def load(client: Any, index: str, vectors: Vectors, start: int, stop: int, clien
     client.indices.put_settings(
         index=index, body={"index": {"refresh_interval": "-1", "number_of_replicas": 0}}
     )
-    blocks, lock = vectors.rows(start, stop), threading.Lock()
+    dealer = Dealer(vectors.rows(start, stop), start, clients)
 
-    def writer() -> dict[str, int]:
+    def writer() -> int:
         bulk = BulkWriter(client, index, BulkOptions(refresh=False, request_timeout_s=600))
-        counts = {"indexed": 0}
-        while True:
-            with lock:
-                block = next(blocks, None)
-            if block is None:
-                return counts
-            lo, x = block
-            docs = (BulkDoc(f"v{lo + i}", {VECTOR_FIELD: v}) for i, v in enumerate(vectors.payload(x)))
-            counts["indexed"] += bulk.write(docs).counts()["indexed"]
+        indexed = 0
+        try:
+            while (block := dealer.take()) is not None:
+                lo, x = block
+                docs = (BulkDoc(f"v{lo + i}", {VECTOR_FIELD: v}) for i, v in enumerate(vectors.payload(x)))
+                indexed += bulk.write(docs).counts()["indexed"]
+                dealer.done(lo)
+        except BaseException:
+            dealer.stop()  # the other writers finish their block and stop
+            raise
+        return indexed
 
     t0 = time.perf_counter()
     try:
         with ThreadPoolExecutor(clients) as pool:
-            indexed = sum(f.result()["indexed"] for f in [pool.submit(writer) for _ in range(clients)])
+            futures = [pool.submit(writer) for _ in range(clients)]
+            try:
+                indexed = sum(f.result() for f in futures)
+            except BaseException:  # a writer failed, or Ctrl-C: stop dealing before the pool waits
+                dealer.stop()
+                raise
     finally:
         refresh = old.get("refresh_interval", "-1")  # a run killed mid-load left -1: created with 1s
         client.indices.put_settings(index=index, body={"index": {

@@ -42,6 +42,15 @@ def connection_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+opensearch_major_option = click.option(
+    "--opensearch-major",
+    type=click.IntRange(1, 9),
+    default=2,
+    show_default=True,
+    help="Major version of the cluster (plans): 3.x derives the vector and keeps no doc-values copy.",
+)
+
+
 @click.group(name="index")
 def index() -> None:
     """Manage OpenSearch k-NN indices: one index per model version, one alias per model.
@@ -99,10 +108,11 @@ def list_command(client: Any, prefix: str, as_json: bool) -> None:
     help="Print the sizing plan of this index for --docs vectors and create nothing.",
 )
 @click.option("--docs", type=click.IntRange(min=1), help="Vectors the index will hold (for --plan).")
+@opensearch_major_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def create_command(
     client: Any, prefix: str, model: str, alias: bool, show_plan: bool, docs: int | None, as_json: bool,
-    **params: Any,
+    opensearch_major: int, **params: Any,
 ) -> None:  # fmt: skip
     """Create the index of a model version from its manifest: MODEL is an exported model (an .onnx
     file or the name of one in $GEMSEARCH_CACHE/models) or a .json manifest.
@@ -119,7 +129,7 @@ def create_command(
     if show_plan:
         if docs is None:
             raise click.UsageError("--plan needs --docs N (how many vectors the index will hold)")
-        _print_plan(_sizing(docs, manifest.output_dim, options), (), as_json)
+        _print_plan(_sizing(docs, manifest.output_dim, options, opensearch_major), (), as_json)
         return
     from ..plugin.stores.opensearch.index_admin import ensure_index
 
@@ -142,12 +152,12 @@ def _first_problem(exc: ValidationError) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
-def _sizing(docs: int, dims: int, options: IndexOptions) -> Any:
+def _sizing(docs: int, dims: int, options: IndexOptions, opensearch_major: int) -> Any:
     from ..plugin.stores.opensearch.sizing import SizingInput
 
     return SizingInput(
         docs=docs, dims=dims, replicas=options.replicas, engine=options.engine, encoder=options.encoder,
-        m=options.m, vector_in_source=options.vector_in_source,
+        m=options.m, vector_in_source=options.vector_in_source, opensearch_major=opensearch_major,
     )  # fmt: skip
 
 
@@ -205,13 +215,7 @@ def _print_plan(sizing: Any, measured: Sequence[Path], as_json: bool) -> None:
     show_default=True,
     help="Whether _source keeps the vector (disk estimate).",
 )
-@click.option(
-    "--opensearch-major",
-    type=click.IntRange(1, 9),
-    default=2,
-    show_default=True,
-    help="Major version of the cluster: 3.x derives the vector and keeps no doc-values copy (disk).",
-)
+@opensearch_major_option
 @click.option(
     "--measured",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

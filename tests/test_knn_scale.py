@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from support.opensearch_harness import OpenSearchNode
 
+from gemsearch.plugin.stores.opensearch.sizing import SOURCE_BYTES_PER_DIM
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -88,6 +90,10 @@ def test_knn_scale_small_run(opensearch_node: OpenSearchNode, tmp_path: Path) ->
         # 5,000 float32 vectors at least, and the disk holds more than the vector files
         assert cfg["index"]["knn_files_mb"] >= 5000 * 4 * cfg["dims"] / 2**20
         assert cfg["index"]["store_mb"] > cfg["index"]["knn_files_mb"]
+        if cfg["vector_in_source"] and not data["opensearch"]["version"].startswith("3."):
+            # the planner's constant for the vector's JSON in _source (stored fields, per dimension)
+            per_dim = cfg["index"]["file_sizes_mb"]["fdt"] * 2**20 / 5000 / cfg["dims"]
+            assert per_dim == pytest.approx(SOURCE_BYTES_PER_DIM, rel=0.25)
         assert (
             cfg["memory"]["heap_used_mb"] > 0 and cfg["memory"]["rss_mb"] > cfg["memory"]["heap_used_mb"] / 4
         )
@@ -132,3 +138,30 @@ def test_a_kept_complete_index_is_reused_with_its_load_figures(
     assert {r["ef_search"] for r in first["queries"] if r["k"] == 10} == {10, 20, 40, 100}
     indices = opensearch_node.request("GET", "/_cat/indices?format=json&h=index")
     assert second["index_name"] not in [row["index"] for row in indices]
+
+
+def test_the_dealer_keeps_writers_within_reach_of_the_resume_point(scale_data: object) -> None:
+    """A writer stuck on a block holds the others back, so a load stopped at any moment resumes
+    from ``resume_point`` without leaving a partly written block behind; a failure stops the deal."""
+    import threading
+
+    import knn_scale  # scale_data put benchmarks/ on the path
+
+    block = scale_data.BLOCK  # type: ignore[attr-defined]
+    rows = ((b * block, np.zeros((block, 2), np.float32)) for b in range(10))
+    dealer = knn_scale.Dealer(rows, 0, clients=2)
+    first, second = dealer.take(), dealer.take()
+    assert first is not None and second is not None and (first[0], second[0]) == (0, block)
+    dealer.done(second[0])  # block 0 is still being written
+    got: list[object] = []
+    waiting = threading.Thread(target=lambda: got.append(dealer.take()))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not got  # block 2 would be 2 past the unfinished block 0
+    # stopped here, the index holds blocks 1 (and part of 0): the resume point is below block 0's end
+    assert knn_scale.resume_point(2 * block, clients=2) == 0
+    dealer.done(first[0])
+    waiting.join(5)
+    assert got and got[0][0] == 2 * block  # type: ignore[index]
+    dealer.stop()
+    assert dealer.take() is None

@@ -43,7 +43,8 @@ def require_finite(value: Any) -> None:
         if not math.isfinite(value):
             raise ValueError(f"out of range float value {value}")
     elif isinstance(value, Mapping):
-        for item in value.values():
+        for key, item in value.items():
+            require_finite(key)  # orjson writes a NaN key as "null" too
             require_finite(item)
     elif isinstance(value, list | tuple):
         for item in value:
