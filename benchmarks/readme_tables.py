@@ -195,7 +195,7 @@ def sizing_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
         lines.append(
             f"| {name} | {source} | {p.memory_per_copy_bytes / 2**30:.1f} GiB "
             f"| {p.disk_per_copy_bytes / 2**30:.1f} GiB | {run['docs']:,} (OpenSearch {version}) "
-            f"| {cfg['index']['search_files_mb']:,.0f} MB | {cfg['index']['store_mb']:,.0f} MB "
+            f"| {cfg['index']['search_files_mb']:,.0f} MiB | {cfg['index']['store_mb']:,.0f} MiB "
             f"| {cfg['load']['docs_per_s'] or '-'} | {recall} | {high['p50_ms'] if high else '-'} |"
         )
     sources = ", ".join(f"`benchmarks/reference/{Path(r['_path']).name}`" for r in knn_runs())
@@ -244,7 +244,7 @@ def formula_block(_summary: dict[str, Any], docs: int = 1_000_000) -> str:
 def measured_block(_summary: dict[str, Any]) -> str:
     """Every configuration of every k-NN reference run, largest runs first."""
     lines = [
-        "| config | vectors | OpenSearch | load docs/s | force-merge s | disk MB | searched files MB, "
+        "| config | vectors | OpenSearch | load docs/s | force-merge s | disk MiB | searched files MiB, "
         "measured / formula | recall@10 at ef_search 10 / 100 | recall@100 at ef_search 100 "
         "| k=10 p50 / p99 ms at ef_search 100 |",
         "|---|---|---|---|---|---|---|---|---|---|",

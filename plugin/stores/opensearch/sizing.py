@@ -29,6 +29,9 @@ Encoder = Literal["none", "sq", "byte", "binary"]
 
 OVERHEAD = 1.1  # the k-NN documentation's allowance on top of vectors + graph links
 LINK_BYTES = 8  # per HNSW link and per unit of m, as documented
+# lucene's graph file on disk is delta-encoded: 24-29 bytes per vector at m=16 (the vex files of the
+# reference runs, 20k to 1M vectors), about 2 bytes per unit of m
+LINK_DISK_BYTES = 2
 # JSON text of a vector in _source, per dimension after Lucene's stored-field compression: the
 # bulk writer sends float32 in its shortest form (about 11 characters), which compresses poorly.
 # Measured by benchmarks/knn_scale.py (the fdt file / docs / dims; 1280 dims, 4,096 vectors,
@@ -93,7 +96,7 @@ def disk_bytes_per_doc(s: SizingInput) -> float:
     quantised copy, the links, the vector's JSON in ``_source`` and the rest of the document."""
     raw = float(s.dims) if s.encoder == "byte" else 4.0 * s.dims  # what was sent, at full precision
     quantised = vector_bytes(s.dims, s.engine, s.encoder, s.bits) if s.encoder in ("sq", "binary") else 0.0
-    links = LINK_BYTES * s.m
+    links = LINK_DISK_BYTES * s.m
     per_dim = SOURCE_BYTES_PER_DIM_BYTE if s.encoder == "byte" else SOURCE_BYTES_PER_DIM
     source = per_dim * s.dims if s.keeps_source else 0.0
     copies = 2 if s.opensearch_major < 3 else 1  # the vector file, and 2.x's doc-values copy
