@@ -131,7 +131,7 @@ def test_reference_summary_carries_command_machine_sizes_and_results(
         data["command"] == command and data["machine"] == machine and data["date_utc"] == machine["date_utc"]
     )
     assert data["benchmarks"]["embed_photos"] == embed  # every figure, as the benchmark wrote it
-    assert data["runs"] == runs and "shared" in data["note"]
+    assert data["runs"] == runs and "ratios" in data["note"] and "load average" in data["note"]
     md = (dest / "summary.md").read_text()
     assert command in md and "6 x 2560x1600, 2 x 1920x1200" in md and "| t |" in md
     assert "2.000 | yes" in md
