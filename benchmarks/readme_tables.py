@@ -14,6 +14,7 @@ which ``gemsearch index plan`` reads when no ``--measured`` file is given.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -159,6 +160,7 @@ def _args(summary: dict[str, Any], name: str) -> list[str]:
     return next((list(r.get("args", [])) for r in summary["runs"] if r["name"] == name), [])
 
 
+@functools.cache  # every block reads the same files: once per run of this script
 def knn_runs() -> list[dict[str, Any]]:
     return sizing.load_measurements(sorted((HERE / "reference").glob("knn_scale_*.json")))
 
